@@ -1,0 +1,151 @@
+//! Command-line arguments. Values are only parsed here; `common` turns them into real objects.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ail",
+    version,
+    about = "Amortised invariance learning for contrastive self-supervision (ICLR 2023)",
+    long_about = "Amortised invariance learning for contrastive self-supervision (ICLR 2023).\n\n\
+        One encoder, conditioned on an invariance descriptor i in [0,1]^K, is pretrained so that \
+        it can be dialled between invariances (K=2: [spatial, appearance]; K=5: [crop, colour \
+        jitter, grayscale, blur, solarize]). Run with no command for the built-in demo."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Where to compute: `auto` = a hardware GPU through wgpu if there is one, else the CPU
+    /// (burn's flex backend); `cpu`; `wgpu` = any wgpu adapter, software ones (Mesa lavapipe)
+    /// included.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
+    pub device: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a PNG grid of augmented views (rows: images; columns: the original, then views) for
+    /// one invariance descriptor, to judge an augmentation set by eye.
+    AugmentPreview(PreviewArgs),
+    /// Measure speed (images/s) against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Where the images come from.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// Dataset: `builtin` (6,000 Fashion-MNIST images shipped with ail), a CIFAR binary folder
+    /// (`cifar-10-batches-bin`), an MNIST-style IDX folder, or an ImageFolder (`<root>/<class>/*.png|jpg`).
+    #[arg(long, default_value = "builtin")]
+    pub data: String,
+    /// Format of --data; `auto` decides from the files present.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Side of the square images fed to the model (images of another size are resized).
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    /// Skip (and count) undecodable image files instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Auto,
+    Cifar,
+    Idx,
+    Folder,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FamilyArg {
+    /// K=2: [spatial, appearance]
+    Groups,
+    /// K=5: [crop, colour-jitter, grayscale, blur, solarize]
+    Individual,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Invariance descriptor, comma-separated: for K=2 `1,0` spatial, `0,1` appearance, `1,1`
+    /// both (the default SimCLR set); for K=5 five values.
+    #[arg(long, default_value = "1,1")]
+    pub descriptor: String,
+    /// Descriptor family: which augmentation each entry switches on.
+    #[arg(long, value_enum, default_value_t = FamilyArg::Groups)]
+    pub family: FamilyArg,
+    /// Output PNG.
+    #[arg(long, default_value = "augment-preview.png")]
+    pub out: PathBuf,
+    /// Number of images (rows).
+    #[arg(long, default_value_t = 8)]
+    pub images: usize,
+    /// Views per image (columns after the original).
+    #[arg(long, default_value_t = 6)]
+    pub views: usize,
+    /// Seed of the image choice and the augmentation parameters.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The full default two-view augmentation pipeline: CPU reference, wgpu kernels, and
+    /// torchvision's equivalent when `python3 -c "import torchvision"` works.
+    Augment(BenchAugmentArgs),
+    /// A plain ResNet-18 (CIFAR stem) training step (forward, cross-entropy, backward, Adam) on
+    /// each backend, to compare them: flex on the CPU and wgpu.
+    Device(BenchDeviceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDeviceArgs {
+    /// Width multiplier of the ResNet-18 (0.5 = 32 channels in the first stage).
+    #[arg(long, default_value_t = 0.5)]
+    pub width: f32,
+    /// Images per step (32x32, random).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Timed steps per backend (the median is reported), after `--warmup` steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Untimed steps first (kernel compilation and autotune happen here on wgpu).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Backends to measure, comma-separated: cpu, wgpu.
+    #[arg(long, default_value = "cpu,wgpu")]
+    pub backends: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAugmentArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Images per batch (each yields two views).
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Timed runs per pipeline (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Skip the torchvision baseline.
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Skip the wgpu measurement.
+    #[arg(long)]
+    pub no_wgpu: bool,
+    /// Python interpreter for the torchvision baseline.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+}

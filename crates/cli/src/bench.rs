@@ -1,0 +1,236 @@
+//! `ail bench`: speed against a baseline measured in the same run.
+
+use std::process::Command;
+use std::time::Instant;
+
+use ail_augment::device::{DeviceChoice, select};
+use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
+use ail_core::{Descriptor, Family};
+use ail_data::epoch_order;
+use anyhow::Context;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::args::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, Global};
+use crate::common;
+
+const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_torchvision_augment.py");
+
+pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Augment(args) => augment(global, args),
+        BenchCommand::Device(args) => device(global, args),
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}
+
+/// Runs `step` `warmup` times, then `runs` times; returns the median seconds of the timed runs.
+fn time_runs(name: &str, warmup: usize, runs: usize, mut step: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let bar = ProgressBar::new((warmup + runs) as u64).with_style(
+        ProgressStyle::with_template("{msg:<28} {bar:30} {pos}/{len} [{elapsed}, eta {eta}]").expect("valid template"),
+    );
+    bar.set_message(name.to_string());
+    for _ in 0..warmup {
+        step()?; // compiles kernels, autotunes, fills allocators
+        bar.inc(1);
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        step()?;
+        times.push(t0.elapsed().as_secs_f64());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(median(times))
+}
+
+struct Row {
+    name: String,
+    device: String,
+    seconds: f64,
+}
+
+fn augment(global: &Global, args: &BenchAugmentArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch_size > 0 && args.runs > 0, "--batch-size and --runs must be at least 1");
+    if global.device != "auto" {
+        eprintln!("note: bench augment measures every backend; --device is not used");
+    }
+    let data = common::load(&args.data)?;
+    anyhow::ensure!(
+        data.len() >= args.batch_size,
+        "the dataset has {} images, fewer than --batch-size {}",
+        data.len(),
+        args.batch_size
+    );
+    let batch = data.subset(&epoch_order(data.len(), 0, 0, true)[..args.batch_size]);
+    let shape = [batch.len(), batch.channels, batch.height, batch.width];
+    let config = AugmentConfig::default();
+    let ops = OpSet::from_descriptor(Family::Groups, &Descriptor(vec![1.0, 1.0]));
+    let radius = config.blur_radius(batch.height);
+    eprintln!(
+        "pipeline: default two-view SimCLR augmentation, {} images of {}x{}x{} -> {} views",
+        shape[0], shape[1], shape[2], shape[3], 2 * shape[0]
+    );
+
+    let mut rows = Vec::new();
+    let mut ours = |name: &str, device: &Device, description: String| -> anyhow::Result<()> {
+        let augmenter = Augmenter::new(device);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let seconds = time_runs(name, 1, args.runs, || {
+            let views = sample_views(ops, &config, [shape[0], shape[2], shape[3]], 2, &mut rng);
+            let out = augmenter.apply(&batch.pixels, shape, &views, radius)?;
+            device.sync().map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+            drop(out);
+            Ok(())
+        })?;
+        rows.push(Row { name: name.into(), device: description, seconds });
+        Ok(())
+    };
+    let cpu = ail_augment::device::cpu();
+    ours("ail CPU reference", &cpu.device, cpu.description.clone())?;
+    if !args.no_wgpu {
+        match select(DeviceChoice::Wgpu) {
+            Ok(gpu) => ours("ail WGSL kernels", &gpu.device, gpu.description.clone())?,
+            Err(e) => eprintln!("skipping wgpu: {e}"),
+        }
+    }
+    if !args.no_torch {
+        match torchvision(args, &batch.pixels, shape) {
+            Ok(row) => rows.push(row),
+            Err(e) => eprintln!("skipping torchvision baseline: {e:#}"),
+        }
+    }
+
+    let baseline = rows.iter().find(|r| r.name.starts_with("torchvision")).unwrap_or(&rows[0]);
+    println!("\n{:<32} {:>12} {:>12} {:>10}  device", "pipeline", "ms/batch", "images/s", "ratio");
+    for r in &rows {
+        println!(
+            "{:<32} {:>12.1} {:>12.0} {:>9.2}x  {}",
+            r.name,
+            r.seconds * 1e3,
+            shape[0] as f64 / r.seconds,
+            baseline.seconds / r.seconds,
+            r.device
+        );
+    }
+    println!("ratio: throughput relative to `{}`; images/s counts input images (two views each)", baseline.name);
+    Ok(())
+}
+
+fn torchvision(args: &BenchAugmentArgs, pixels: &[u8], shape: [usize; 4]) -> anyhow::Result<Row> {
+    let probe = Command::new(&args.python)
+        .args(["-c", "import torchvision"])
+        .output()
+        .with_context(|| format!("running {}", args.python))?;
+    anyhow::ensure!(probe.status.success(), "`{} -c \"import torchvision\"` failed (pip install torch torchvision)", args.python);
+    let dir = std::env::temp_dir().join(format!("ail-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("bench_torchvision_augment.py");
+    let images = dir.join("images.u8");
+    std::fs::write(&script, TORCH_SCRIPT)?;
+    std::fs::write(&images, pixels)?;
+    let bar = ProgressBar::new_spinner().with_message("torchvision (same pipeline)");
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .args(["--images", &images.to_string_lossy(), "--runs", &args.runs.to_string(), "--shape"])
+        .args(shape.iter().map(|d| d.to_string()))
+        .output()
+        .context("running the torchvision benchmark")?;
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(out.status.success(), "torchvision benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(line.trim()).context("parsing the torchvision benchmark output")?;
+    let seconds = json["median_s"].as_f64().context("no median_s in the torchvision output")?;
+    Ok(Row {
+        name: format!("torchvision, torch {} ({} workers)", json["torch"].as_str().unwrap_or("?"), json["workers"]),
+        device: ail_augment::device::cpu().description.replace("cpu: burn flex on ", "cpu: "),
+        seconds,
+    })
+}
+
+/// A plain ResNet-18 with a linear classifier: the network of the backend comparison.
+#[derive(burn::module::Module, Debug)]
+struct Classifier {
+    encoder: ail_core::resnet::ResNet,
+    head: burn::nn::Linear,
+}
+
+fn device(global: &Global, args: &BenchDeviceArgs) -> anyhow::Result<()> {
+    use burn::nn::LinearConfig;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    use burn::tensor::{Distribution, Int, Tensor};
+
+    anyhow::ensure!(args.width > 0.0 && args.batch_size > 0 && args.steps > 0, "--width, --batch-size and --steps must be positive");
+    if global.device != "auto" {
+        eprintln!("note: bench device measures the backends of --backends; --device is not used");
+    }
+    let config = ail_core::resnet::ResNetConfig::resnet18(args.width);
+    eprintln!(
+        "step: ResNet-18 (CIFAR stem, {} channels in stage 1), batch {} of 3x32x32, cross-entropy, backward, Adam",
+        config.base_channels, args.batch_size
+    );
+    let mut rows = Vec::new();
+    for name in args.backends.split(',').map(str::trim) {
+        let selected = match name {
+            "cpu" => ail_augment::device::cpu(),
+            "wgpu" => match select(DeviceChoice::Wgpu) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("skipping wgpu: {e}");
+                    continue;
+                }
+            },
+            other => anyhow::bail!("unknown backend `{other}` in --backends (use cpu, wgpu)"),
+        };
+        eprintln!("measuring {}", selected.description);
+        let device = selected.device.clone().autodiff();
+        device.seed(42);
+        let mut model = Some(Classifier {
+            encoder: config.init(&device),
+            head: LinearConfig::new(config.feature_dim(), 10).init(&device),
+        });
+        let mut optim = AdamConfig::new().init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let x = Tensor::<4>::random([args.batch_size, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let labels: Vec<i64> = (0..args.batch_size as i64).map(|i| i % 10).collect();
+        let y = Tensor::<1, Int>::from_ints(labels.as_slice(), &device);
+        let mut last_loss = f32::NAN;
+        let seconds = time_runs(name, args.warmup, args.steps, || {
+            let m = model.take().expect("the model is put back after every step");
+            let logits = m.head.forward(m.encoder.forward_features(x.clone()));
+            let loss = loss_fn.forward(logits, y.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &m);
+            model = Some(optim.step(1e-3, m, grads));
+            last_loss = loss.into_scalar();
+            Ok(())
+        })?;
+        anyhow::ensure!(last_loss.is_finite(), "{name}: the loss is not finite ({last_loss})");
+        rows.push(Row { name: name.to_string(), device: selected.description, seconds });
+    }
+    anyhow::ensure!(!rows.is_empty(), "no backend could be measured");
+    let baseline = rows[0].seconds;
+    println!("\n{:<8} {:>12} {:>12} {:>10}  device", "backend", "ms/step", "images/s", "speed");
+    for r in &rows {
+        println!(
+            "{:<8} {:>12.1} {:>12.1} {:>9.2}x  {}",
+            r.name,
+            r.seconds * 1e3,
+            args.batch_size as f64 / r.seconds,
+            baseline / r.seconds,
+            r.device
+        );
+    }
+    println!("speed: relative to `{}` (higher is faster)", rows[0].name);
+    Ok(())
+}

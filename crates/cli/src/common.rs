@@ -1,0 +1,70 @@
+//! Turning parsed arguments into devices, datasets and descriptors, with progress and clear errors.
+
+use std::sync::Arc;
+
+use ail_augment::device::{DeviceChoice, SelectedDevice, select};
+use ail_core::{Descriptor, Family};
+use ail_data::{DataFormat, DataSource, ImageSet, LoadOptions};
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::args::{DataArgs, FamilyArg, Format, Global};
+
+/// Selects the device and prints it once.
+pub fn device(global: &Global) -> anyhow::Result<SelectedDevice> {
+    let choice: DeviceChoice = global.device.parse()?;
+    let selected = select(choice)?;
+    eprintln!("device: {}", selected.description);
+    Ok(selected)
+}
+
+pub fn family(arg: FamilyArg) -> Family {
+    match arg {
+        FamilyArg::Groups => Family::Groups,
+        FamilyArg::Individual => Family::Individual,
+    }
+}
+
+pub fn descriptor(text: &str, family: Family) -> anyhow::Result<Descriptor> {
+    Ok(Descriptor::parse(text, family)?)
+}
+
+/// Loads `--data` as 3-channel `image_size` images, with a progress bar while decoding files.
+pub fn load(args: &DataArgs) -> anyhow::Result<Arc<ImageSet>> {
+    if args.image_size == 0 {
+        anyhow::bail!("--image-size must be at least 1");
+    }
+    let source = DataSource::parse(&args.data);
+    let options = LoadOptions {
+        format: match args.format {
+            Format::Auto => DataFormat::Auto,
+            Format::Cifar => DataFormat::Cifar,
+            Format::Idx => DataFormat::Idx,
+            Format::Folder => DataFormat::Folder,
+        },
+        side: Some(args.image_size),
+        channels: 3,
+        skip_bad: args.skip_bad,
+        ..Default::default()
+    };
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} decoding {pos} images [{elapsed}]").expect("valid template"),
+    );
+    let (set, report) = source
+        .load(options, &|n| bar.set_position(n as u64))
+        .with_context(|| format!("loading {source}"))?;
+    bar.finish_and_clear();
+    if !report.skipped.is_empty() {
+        eprintln!("skipped {} unreadable image files (--skip-bad); first: {} ({})",
+            report.skipped.len(), report.skipped[0].0.display(), report.skipped[0].1);
+    }
+    eprintln!(
+        "data: {source}: {} images of {}x{}x{}, {} classes",
+        set.len(),
+        set.channels,
+        set.height,
+        set.width,
+        set.num_classes()
+    );
+    Ok(Arc::new(set))
+}

@@ -1,0 +1,157 @@
+//! The `ail` binary end to end, on the built-in data and on tiny files the tests write.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ail(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ail"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the ail binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Grid size for `rows` x `cols` cells of `cell` pixels with 2-pixel gaps.
+fn grid_dims(rows: u32, cols: u32, cell: u32) -> (u32, u32) {
+    (cols * cell + (cols + 1) * 2, rows * cell + (rows + 1) * 2)
+}
+
+#[test]
+fn preview_on_builtin_data_writes_the_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ail(
+        &["augment-preview", "--device", "cpu", "--descriptor", "1,0", "--out", "grids/spatial.png"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("device: cpu: burn flex"), "{err}");
+    assert!(err.contains("6000 images of 3x32x32, 10 classes"), "{err}");
+    let img = image::open(dir.path().join("grids/spatial.png")).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), grid_dims(8, 7, 96));
+    // Column 0 holds the originals (Fashion-MNIST: grey, so R == G == B); cells are not blank.
+    let cell = |r: u32, c: u32| -> Vec<[u8; 3]> {
+        let (x0, y0) = (2 + c * 98, 2 + r * 98);
+        (0..96).flat_map(|y| (0..96).map(move |x| img.get_pixel(x0 + x, y0 + y).0)).collect()
+    };
+    for r in 0..8 {
+        let original = cell(r, 0);
+        assert!(original.iter().all(|p| p[0] == p[1] && p[1] == p[2]));
+        assert!(original.iter().any(|p| p[0] > 100), "row {r} original is blank");
+        // Spatial views of a grey image stay grey and differ from the original.
+        let view = cell(r, 1);
+        assert!(view.iter().all(|p| p[0].abs_diff(p[1]) <= 1 && p[1].abs_diff(p[2]) <= 1));
+    }
+    assert!((0..8).any(|r| cell(r, 0) != cell(r, 1)));
+}
+
+#[test]
+fn preview_reads_an_image_folder_and_reports_corrupt_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imgs");
+    for (class, colour) in [("red", [220u8, 20, 20]), ("blue", [20, 20, 220])] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for k in 0..3u32 {
+            let img = image::RgbImage::from_fn(40 + k, 30, |x, _| {
+                if x < 20 { image::Rgb(colour) } else { image::Rgb([250, 250, 250]) }
+            });
+            img.save(root.join(class).join(format!("{k}.png"))).unwrap();
+        }
+    }
+    std::fs::write(root.join("blue").join("broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
+    let args = ["augment-preview", "--device", "cpu", "--data", "imgs", "--images", "4", "--views", "2", "--out", "g.png"];
+    let out = ail(&args, dir.path());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("corrupt image") && err.contains("broken.jpg") && err.contains("--skip-bad"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let mut with_skip = args.to_vec();
+    with_skip.push("--skip-bad");
+    let out = ail(&with_skip, dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("skipped 1 unreadable image files"), "{err}");
+    assert!(err.contains("6 images of 3x32x32, 2 classes"), "{err}");
+    let img = image::open(dir.path().join("g.png")).unwrap();
+    assert_eq!((img.width(), img.height()), grid_dims(4, 3, 96));
+}
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["augment-preview", "--device", "cpu", "--descriptor", "1,0,1"], "expected 2 comma-separated values for [spatial, appearance]"),
+        (&["augment-preview", "--device", "cpu", "--descriptor", "2,0"], "2 is outside [0, 1]"),
+        (&["augment-preview", "--device", "cpu", "--data", "missing-dir"], "missing-dir"),
+        (&["augment-preview", "--device", "cuda"], "possible values: auto, cpu, wgpu"),
+        (&["augment-preview", "--device", "cpu", "--family", "individual", "--descriptor", "1,0"], "expected 5 comma-separated values"),
+    ];
+    for (args, expected) in cases {
+        let out = ail(args, dir.path());
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn wrong_format_file_names_expected_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("data_batch_1.bin");
+    let mut png = Vec::new();
+    image::RgbImage::new(4, 4).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    std::fs::write(&fake, png).unwrap();
+    let out = ail(&["augment-preview", "--device", "cpu", "--data", "data_batch_1.bin"], dir.path());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("is not CIFAR-10 binary") && err.contains("a PNG image"), "{err}");
+}
+
+#[test]
+fn default_run_writes_the_three_demo_grids() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ail(&["--device", "cpu"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["spatial", "appearance", "default"] {
+        let path = dir.path().join("ail-demo").join(format!("augment-{name}.png"));
+        let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!((img.width(), img.height()), grid_dims(8, 7, 96));
+    }
+}
+
+#[test]
+fn bench_augment_prints_throughput_and_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ail(&["bench", "augment", "--batch-size", "8", "--runs", "2", "--no-torch", "--no-wgpu"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout.lines().find(|l| l.starts_with("ail CPU reference")).unwrap_or_else(|| panic!("{stdout}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let images_per_s: f64 = cols[4].parse().unwrap();
+    assert!(images_per_s > 0.0, "{row}");
+    assert_eq!(cols[5], "1.00x", "{row}");
+}
+
+#[test]
+fn preview_runs_the_wgsl_kernels_on_wgpu() {
+    if std::env::var("AIL_SKIP_GPU_TESTS").as_deref() == Ok("1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = ail(&["augment-preview", "--device", "wgpu", "--images", "2", "--views", "2", "--out", "w.png"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("device: wgpu:"), "{}", stderr(&out));
+    // The same seed on the CPU gives the same picture (kernels match their references).
+    let out = ail(&["augment-preview", "--device", "cpu", "--images", "2", "--views", "2", "--out", "c.png"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (w, c) = (image::open(dir.path().join("w.png")).unwrap().to_rgb8(), image::open(dir.path().join("c.png")).unwrap().to_rgb8());
+    let max_diff = w.pixels().zip(c.pixels()).flat_map(|(a, b)| (0..3).map(move |k| a.0[k].abs_diff(b.0[k]))).max().unwrap();
+    assert!(max_diff <= 1, "wgpu and cpu previews differ by {max_diff} levels");
+}

@@ -1,0 +1,14 @@
+//! Amortised invariance learning for contrastive self-supervision (Chavhan et al., ICLR 2023).
+//!
+//! One encoder is conditioned on an invariance descriptor `i` in `[0, 1]^K`; during pretraining `i`
+//! is binary and names the augmentations used for a batch, downstream it is continuous and learned.
+//! This crate holds what does not depend on a UI or a platform: descriptors, and (as they land)
+//! the encoders, losses, methods and downstream fitting, all on burn tensors.
+
+mod descriptor;
+mod error;
+pub mod io;
+pub mod resnet;
+
+pub use descriptor::{Descriptor, Family};
+pub use error::CoreError;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests, the WGSL kernels against their CPU references on a
+# wgpu adapter (Mesa's software Vulkan when there is no GPU), and the `ail` binary end to end.
+# Installs what the tests need first. Tests build in the release profile, the same build
+# `cargo run --release` uses (burn is unusably slow unoptimised).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# wgpu on the CPU: Mesa's lavapipe Vulkan driver.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  echo "installing mesa-vulkan-drivers (software Vulkan for the wgpu tests)..."
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+# A target directory outside the clone, so that a rerun on the same machine is incremental.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ail/target}"
+
+cargo test --release --workspace "$@"
