@@ -46,7 +46,7 @@ fn views_for(descriptor: [f32; 2], num_views: usize, seed: u64) -> (Vec<f32>, Ve
         .apply(&batch.pixels, batch.shape, &views, config.blur_radius(SIDE))
         .unwrap()
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     (out, batch.pixels, views.len())
 }
@@ -117,7 +117,7 @@ fn fashion_mnist_builtin_feeds_the_pipeline() {
     );
     let out = Augmenter::new(&Device::flex()).apply(&batch.pixels, batch.shape, &views, 1).unwrap();
     assert_eq!(out.dims(), [8, 3, SIDE, SIDE]);
-    let values = out.into_data().to_vec::<f32>().unwrap();
+    let values = out.into_data().try_to_vec::<f32>().unwrap();
     assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
     // Two views of one image differ (with overwhelming probability under the default set).
     let len = 3 * SIDE * SIDE;

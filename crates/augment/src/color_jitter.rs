@@ -222,9 +222,11 @@ mod tests {
         let mut b = img.clone();
         v.jitter_order = [1, 0, 2, 3];
         color_jitter_reference(&mut b, 3, &v);
-        // brightness first: (0.3, 1.0) -> mean 0.65 everywhere; contrast first: 0.5 * 1.5 = 0.75.
-        assert!(a.iter().all(|&x| (x - 0.65).abs() < 1e-6), "{a:?}");
-        assert!(b.iter().all(|&x| (x - 0.75).abs() < 1e-6), "{b:?}");
+        // The luma weights sum to 0.9999, so a grey pixel g has luma 0.9999 g.
+        // brightness first: (0.3, 1.0 clamped) -> contrast 0 gives the mean luma 0.65 * 0.9999;
+        // contrast first: mean luma 0.5 * 0.9999 everywhere, then brightness 1.5.
+        assert!(a.iter().all(|&x| (x - 0.65 * 0.9999).abs() < 1e-6), "{a:?}");
+        assert!(b.iter().all(|&x| (x - 1.5 * 0.5 * 0.9999).abs() < 1e-6), "{b:?}");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! parameter tensor `[num, PARAM_STRIDE]` drawn on the host. All bindings are `read_write` storage
 //! buffers, as cubecl sub-allocates handles from shared pools.
 
-use burn::backend::cubecl::dtype_to_storage_type as _;
 use burn::backend::wgpu::{
     CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
@@ -111,7 +110,7 @@ fn f32_output(like: &CubeTensor, shape: Shape) -> CubeTensor {
 pub trait AugmentOps: Backend {
     /// `affine.wgsl` on `u8` images packed four per `i32`: `[num_src, C, in_h, in_w]` ->
     /// `[num_out, C, out_h, out_w]` f32; output sample `s` reads source `s % num_src`.
-    #[fusion(dtype = burn::tensor::DType::F32, shape = Shape::new([*dims.0 as usize, *dims.1 as usize, *dims.5 as usize, *dims.6 as usize]))]
+    #[fusion(dtype = burn::tensor::DType::F32, shape = Shape::new([dims.0 as usize, dims.2 as usize, dims.5 as usize, dims.6 as usize]))]
     fn augment_affine_u8(
         packed: IntTensor<Self>,
         params: FloatTensor<Self>,

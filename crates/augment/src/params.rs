@@ -265,8 +265,9 @@ pub fn resized_crop_box(
     for _ in 0..10 {
         let target_area = area * uniform(rng, config.crop_scale[0], config.crop_scale[1]);
         let aspect = uniform(rng, log_r0, log_r1).exp();
-        let w = (target_area * aspect).sqrt().round() as usize;
-        let h = (target_area / aspect).sqrt().round() as usize;
+        // Python's round() rounds half to even.
+        let w = (target_area * aspect).sqrt().round_ties_even() as usize;
+        let h = (target_area / aspect).sqrt().round_ties_even() as usize;
         if 0 < w && w <= width && 0 < h && h <= height {
             let top = rng.random_range(0..=height - h);
             let left = rng.random_range(0..=width - w);
@@ -275,9 +276,9 @@ pub fn resized_crop_box(
     }
     let in_ratio = width as f32 / height as f32;
     let (h, w) = if in_ratio < config.crop_ratio[0] {
-        ((width as f32 / config.crop_ratio[0]).round() as usize, width)
+        ((width as f32 / config.crop_ratio[0]).round_ties_even() as usize, width)
     } else if in_ratio > config.crop_ratio[1] {
-        (height, (height as f32 * config.crop_ratio[1]).round() as usize)
+        (height, (height as f32 * config.crop_ratio[1]).round_ties_even() as usize)
     } else {
         (height, width)
     };
@@ -344,8 +345,9 @@ mod tests {
     fn impossible_ratio_falls_back_to_a_centre_crop() {
         let c = AugmentConfig { crop_ratio: [4.0, 5.0], crop_scale: [1.0, 1.0], ..Default::default() };
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        // A 10x10 image cannot hold a full-area box of ratio 4-5: centre crop of ratio 4.
-        assert_eq!(resized_crop_box(&c, 10, 10, &mut rng), (4, 0, 3, 10));
+        // A 10x10 image cannot hold a full-area box of ratio 4-5: centre crop of ratio 4, height
+        // round(10 / 4) = 2 with Python's half-to-even rounding, as torchvision computes it.
+        assert_eq!(resized_crop_box(&c, 10, 10, &mut rng), (4, 0, 2, 10));
     }
 
     #[test]

@@ -192,6 +192,6 @@ mod tests {
         assert!(err.to_string().contains("5 bytes"), "{err}");
         let t = aug.apply(&[255; 4], [1, 1, 2, 2], &[ViewParams::identity(2, 2); 3], 1).unwrap();
         assert_eq!(t.dims(), [3, 1, 2, 2]);
-        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), vec![1.0; 12]);
+        assert_eq!(t.into_data().try_to_vec::<f32>().unwrap(), vec![1.0; 12]);
     }
 }

@@ -98,7 +98,7 @@ fn random_unit(n: usize, rng: &mut impl Rng) -> Vec<f32> {
 }
 
 fn to_vec(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().unwrap()
+    t.into_data().try_to_vec::<f32>().unwrap()
 }
 
 /// `[batch, C, H, W]` shapes: batch 1 with 3x7x5 images, 65-pixel images (5x13), a 1-channel batch.

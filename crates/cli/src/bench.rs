@@ -168,7 +168,7 @@ struct Classifier {
 fn device(global: &Global, args: &BenchDeviceArgs) -> anyhow::Result<()> {
     use burn::nn::LinearConfig;
     use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    use burn::optim::{AdamConfig, GradientsParams};
     use burn::tensor::{Distribution, Int, Tensor};
 
     anyhow::ensure!(args.width > 0.0 && args.batch_size > 0 && args.steps > 0, "--width, --batch-size and --steps must be positive");

@@ -73,7 +73,7 @@ impl Preview {
         let augmented = Augmenter::new(&device.device)
             .apply(&subset.pixels, [n, c, h, w], &views, config.blur_radius(h))?
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("reading augmented views back: {e:?}"))?;
         let len = c * h * w;
         let mut cells = Vec::with_capacity(n * (self.views + 1));

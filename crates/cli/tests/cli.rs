@@ -34,6 +34,7 @@ fn preview_on_builtin_data_writes_the_grid() {
     assert!(err.contains("6000 images of 3x32x32, 10 classes"), "{err}");
     let img = image::open(dir.path().join("grids/spatial.png")).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), grid_dims(8, 7, 96));
+    let img = &img;
     // Column 0 holds the originals (Fashion-MNIST: grey, so R == G == B); cells are not blank.
     let cell = |r: u32, c: u32| -> Vec<[u8; 3]> {
         let (x0, y0) = (2 + c * 98, 2 + r * 98);
