@@ -110,10 +110,10 @@ fn augment(global: &Global, args: &BenchAugmentArgs) -> anyhow::Result<()> {
     }
 
     let baseline = rows.iter().find(|r| r.name.starts_with("torchvision")).unwrap_or(&rows[0]);
-    println!("\n{:<32} {:>12} {:>12} {:>10}  device", "pipeline", "ms/batch", "images/s", "ratio");
+    println!("\n{:<44} {:>10} {:>10} {:>8}  device", "pipeline", "ms/batch", "images/s", "ratio");
     for r in &rows {
         println!(
-            "{:<32} {:>12.1} {:>12.0} {:>9.2}x  {}",
+            "{:<44} {:>10.1} {:>10.0} {:>7.2}x  {}",
             r.name,
             r.seconds * 1e3,
             shape[0] as f64 / r.seconds,
