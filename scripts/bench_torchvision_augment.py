@@ -55,13 +55,18 @@ def main():
     n, c, h, w = a.shape
     raw = open(a.images, "rb").read()
     images = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(n, c, h, w)
-    loader = DataLoader(TwoViews(images, pipeline(h)), batch_size=n, num_workers=a.workers,
+    # One batch per worker, so that every worker has work in each run.
+    per_worker = max(1, -(-n // max(1, a.workers)))
+    loader = DataLoader(TwoViews(images, pipeline(h)), batch_size=per_worker, num_workers=a.workers,
                         persistent_workers=a.workers > 0)
     times = []
     for run in range(a.runs + 1):
         t0 = time.perf_counter()
+        seen = 0
         for v1, v2 in loader:
-            assert v1.shape == (n, c, h, w)
+            assert v1.shape[1:] == (c, h, w) and v2.shape == v1.shape
+            seen += v1.shape[0]
+        assert seen == n
         if run > 0:  # the first run is the warm-up (and starts the workers)
             times.append(time.perf_counter() - t0)
     print(json.dumps({"median_s": statistics.median(times), "images": n, "workers": a.workers,

@@ -6,8 +6,10 @@
 //! source position is `(a x + b y + c, d x + e y + f)`, sampled bilinearly. Two border rules:
 //! - clamp (`fill_outside = false`): the position is clamped into `bounds`, as when torchvision
 //!   crops a box and then resizes it with `interpolate(mode="bilinear", align_corners=False)`;
-//! - fill (`fill_outside = true`): taps outside `bounds` read `fill`, as torchvision's `affine` /
-//!   `rotate` with `fill=0` (its grid-sample mask gives the same blend).
+//! - fill (`fill_outside = true`): taps outside `bounds` read `fill`; with `fill = 0` this is
+//!   torchvision's `affine` / `rotate` with bilinear interpolation and `fill=None` (grid-sample zero
+//!   padding). torchvision's default for those ops is nearest interpolation; measuring invariance
+//!   uses bilinear here, which varies smoothly with the transform's parameter.
 
 /// A geometric transform of an image (see the module docs for the conventions).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,10 +115,12 @@ impl Affine {
         Self::about_centre(height, width, [inv, 0.0, 0.0, inv], [0.0, 0.0])
     }
 
-    /// Horizontal shear by `degrees` about the centre.
+    /// Horizontal shear by `degrees` about the centre, as torchvision's
+    /// `affine(angle=0, translate=[0, 0], scale=1, shear=[degrees, 0])`: the source of output
+    /// pixel `(x, y)` is `(x + tan(degrees) (y - cy), y)` relative to the centre.
     pub fn shear(height: usize, width: usize, degrees: f32) -> Self {
         let t = degrees.to_radians().tan();
-        Self::about_centre(height, width, [1.0, -t, 0.0, 1.0], [0.0, 0.0])
+        Self::about_centre(height, width, [1.0, t, 0.0, 1.0], [0.0, 0.0])
     }
 
     /// The source position of output pixel `(x, y)`.
@@ -254,10 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn shear_keeps_the_centre_row() {
-        let img: Vec<f32> = (0..25).map(|i| i as f32).collect();
-        let out = grid(&img, [1, 5, 5], [5, 5], &Affine::shear(5, 5, 30.0));
+    fn shear_by_45_degrees_shifts_each_row_by_its_distance_from_the_centre() {
+        // tan 45 = 1: output row y reads source columns x + (y - 2) of a 5x5 image, zero outside.
+        let img: Vec<f32> = (0..25).map(|i| i as f32 + 1.0).collect();
+        let out = grid(&img, [1, 5, 5], [5, 5], &Affine::shear(5, 5, 45.0));
         assert_eq!(&out[10..15], &img[10..15]);
-        assert_ne!(&out[0..5], &img[0..5]);
+        let close = |a: &[f32], e: &[f32]| a.iter().zip(e).all(|(x, y)| (x - y).abs() < 1e-4);
+        assert!(close(&out[0..5], &[0.0, 0.0, 1.0, 2.0, 3.0]), "{:?}", &out[0..5]);
+        assert!(close(&out[15..20], &[17.0, 18.0, 19.0, 20.0, 0.0]), "{:?}", &out[15..20]);
     }
 }

@@ -15,6 +15,8 @@ use cubecl::prelude::KernelId;
 use cubecl::server::KernelArguments;
 use cubecl::{CubeCount, CubeDim};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::PARAM_STRIDE;
 
 /// Threads per workgroup of every augmentation kernel (substituted for `{{ workgroup_size }}`).
@@ -79,11 +81,19 @@ impl KernelSource for AugmentKernel {
     }
 }
 
-/// Workgroup grid for `groups` workgroups: at most 65535 along x, the rest along y (the kernels
-/// rebuild the linear index from `num_workgroups`).
+/// Most workgroups along x of one dispatch (WebGPU's minimum limit); the rest go along y and the
+/// kernels rebuild the linear index from `num_workgroups`. Tests lower it to exercise the 2-D grid.
+static MAX_GROUPS_X: AtomicU32 = AtomicU32::new(65_535);
+
+/// Lowers the x-limit of the dispatch grid (tests only: results must not change).
+#[doc(hidden)]
+pub fn set_max_groups_x(limit: u32) {
+    MAX_GROUPS_X.store(limit.clamp(1, 65_535), Ordering::Relaxed);
+}
+
 fn grid(groups: usize) -> CubeCount {
     let groups = groups.max(1) as u32;
-    let x = groups.min(65_535);
+    let x = groups.min(MAX_GROUPS_X.load(Ordering::Relaxed));
     CubeCount::Static(x, groups.div_ceil(x), 1)
 }
 
@@ -203,6 +213,9 @@ impl AugmentOps for CubeBackend {
         let params = into_contiguous(params);
         let [num, channels, height, width]: [usize; 4] = images.meta.shape().dims();
         let output = f32_output(&images, images.meta.shape().clone());
+        if num == 0 {
+            return output;
+        }
         let info = [num as u32, channels as u32, height as u32, width as u32, PARAM_STRIDE as u32];
         launch(Shader::ColorJitter, num, vec![&images, &output, &params], &info, &images);
         output

@@ -229,6 +229,14 @@ impl ViewParams {
         view
     }
 
+    /// Whether this view's geometry reads only inside an `height x width` image (clamped views
+    /// must have their bounds inside it; filled views check every tap).
+    pub fn fits(&self, height: usize, width: usize) -> bool {
+        let [x0, y0, x1, y1] = self.affine.bounds;
+        self.affine.fill_outside
+            || (0.0 <= x0 && x0 <= x1 && x1 <= width as f32 - 1.0 && 0.0 <= y0 && y0 <= y1 && y1 <= height as f32 - 1.0)
+    }
+
     /// The `PARAM_STRIDE` floats the kernels read (layout documented in `shaders/*.wgsl`).
     pub fn pack(&self) -> [f32; PARAM_STRIDE] {
         let mut p = [0.0f32; PARAM_STRIDE];
@@ -282,6 +290,7 @@ pub fn resized_crop_box(
     } else {
         (height, width)
     };
+    let (h, w) = (h.clamp(1, height), w.clamp(1, width));
     ((height - h) / 2, (width - w) / 2, h, w)
 }
 

@@ -87,6 +87,22 @@ impl Augmenter {
                 views.len()
             )));
         }
+        if channels != 1 && channels != 3 {
+            return Err(AugmentError::Shape(format!("{channels} channels: augmentation takes 1 or 3")));
+        }
+        let elements = views.len() as u64 * (channels * height * width) as u64;
+        if elements > i32::MAX as u64 {
+            return Err(AugmentError::Shape(format!(
+                "{} views of {channels}x{height}x{width} make {elements} values, more than the \
+                 kernels index (2^31 - 1): split the batch",
+                views.len()
+            )));
+        }
+        if let Some(k) = views.iter().position(|v| !v.fits(height, width)) {
+            return Err(AugmentError::Shape(format!(
+                "view {k} was drawn for another image size than {height}x{width}"
+            )));
+        }
         let out_shape = [views.len(), channels, height, width];
         if !self.on_gpu {
             let data = augment_reference(pixels, shape, views, blur_radius);
@@ -190,6 +206,10 @@ mod tests {
         assert!(!aug.uses_kernels());
         let err = aug.apply(&[0; 5], [1, 1, 2, 2], &[ViewParams::identity(2, 2)], 1).unwrap_err();
         assert!(err.to_string().contains("5 bytes"), "{err}");
+        let err = aug.apply(&[0; 8], [1, 2, 2, 2], &[ViewParams::identity(2, 2)], 1).unwrap_err();
+        assert!(err.to_string().contains("2 channels"), "{err}");
+        let err = aug.apply(&[0; 4], [1, 1, 2, 2], &[ViewParams::identity(3, 3)], 1).unwrap_err();
+        assert!(err.to_string().contains("view 0 was drawn for another image size than 2x2"), "{err}");
         let t = aug.apply(&[255; 4], [1, 1, 2, 2], &[ViewParams::identity(2, 2); 3], 1).unwrap();
         assert_eq!(t.dims(), [3, 1, 2, 2]);
         assert_eq!(t.into_data().try_to_vec::<f32>().unwrap(), vec![1.0; 12]);

@@ -281,6 +281,23 @@ fn full_two_view_pipeline_matches_reference() {
 }
 
 #[test]
+fn two_dimensional_dispatch_grids_give_the_same_views() {
+    // Cap the grid at 3 workgroups along x, so every launch spreads over y (as batches of 224 px
+    // images do on real GPUs) and color_jitter gets out-of-range workgroups to skip.
+    let Some(device) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let shape = [5, 3, 11, 13];
+    let [b, c, h, w] = shape;
+    let pixels = random_u8(b * c * h * w, &mut rng);
+    let v = views(shape, 2 * b, &mut rng);
+    let augmenter = Augmenter::new(device);
+    ail_augment::gpu::set_max_groups_x(3);
+    let out = augmenter.apply(&pixels, shape, &v, 2).map(to_vec);
+    ail_augment::gpu::set_max_groups_x(65_535);
+    assert_close(&out.unwrap(), &augment_reference(&pixels, shape, &v, 2), "2-D grid");
+}
+
+#[test]
 fn pipeline_on_an_autodiff_device_returns_autodiff_tensors() {
     let Some(device) = gpu() else { return };
     let ad = device.clone().autodiff();

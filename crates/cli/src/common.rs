@@ -31,8 +31,8 @@ pub fn descriptor(text: &str, family: Family) -> anyhow::Result<Descriptor> {
 
 /// Loads `--data` as 3-channel `image_size` images, with a progress bar while decoding files.
 pub fn load(args: &DataArgs) -> anyhow::Result<Arc<ImageSet>> {
-    if args.image_size == 0 {
-        anyhow::bail!("--image-size must be at least 1");
+    if !(1..=4096).contains(&args.image_size) {
+        anyhow::bail!("--image-size must be between 1 and 4096 (got {})", args.image_size);
     }
     let source = DataSource::parse(&args.data);
     let options = LoadOptions {

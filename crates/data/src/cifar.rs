@@ -135,6 +135,13 @@ pub fn parse_records(
     }
     let label_offset = record - PIXELS - 1;
     for (n, rec) in bytes.chunks_exact(record).enumerate() {
+        if variant == Variant::Cifar100 && rec[0] >= 20 {
+            return Err(wrong(format!(
+                "coarse label {} in record {n} (must be < 20); the file looks like {}",
+                rec[0],
+                describe_bytes(bytes)
+            )));
+        }
         let label = rec[label_offset] as usize;
         if label >= variant.num_classes() {
             let what = describe_bytes(bytes);

@@ -113,16 +113,7 @@ impl ImageSet {
             (3, 1) => self
                 .pixels
                 .par_chunks(3 * hw)
-                .flat_map_iter(|rgb| {
-                    (0..hw)
-                        .map(|p| {
-                            let l = 0.2989 * rgb[p] as f32
-                                + 0.587 * rgb[hw + p] as f32
-                                + 0.114 * rgb[2 * hw + p] as f32;
-                            l.round().clamp(0.0, 255.0) as u8
-                        })
-                        .collect::<Vec<_>>()
-                })
+                .flat_map_iter(|rgb| rgb_planes_to_luma(rgb, hw))
                 .collect(),
             (from, to) => {
                 return Err(DataError::InvalidOption(format!(
@@ -160,6 +151,17 @@ impl ImageSet {
             ..self
         })
     }
+}
+
+/// ITU-R 601 luma (torchvision's `rgb_to_grayscale`, PIL's `convert("L")`) of one `[3, H, W]`
+/// image with `hw = H * W` pixels per plane, rounded to `u8`.
+pub(crate) fn rgb_planes_to_luma(rgb: &[u8], hw: usize) -> Vec<u8> {
+    (0..hw)
+        .map(|p| {
+            let l = 0.2989 * rgb[p] as f32 + 0.587 * rgb[hw + p] as f32 + 0.114 * rgb[2 * hw + p] as f32;
+            l.round().clamp(0.0, 255.0) as u8
+        })
+        .collect()
 }
 
 /// Resizes one `[C, H, W]` image channel by channel with `image`'s triangle filter, which widens its
@@ -224,6 +226,16 @@ mod tests {
         assert_eq!(s.labels, vec![1, 0, 1]);
         assert_eq!(s.image(0), &[100, 110, 120, 130]);
         assert_eq!(s.image(1), &[0, 10, 20, 30]);
+    }
+
+    #[test]
+    fn downscaling_averages_neighbourhoods() {
+        // 1x4x4 -> 1x2x2 by the triangle filter, which widens to the 2x scale: output row 0
+        // averages input rows 0-1 with a little of row 2, row 1 rows 2-3 with a little of row 1.
+        let halves: Vec<u8> = (0..16).map(|i| if i < 8 { 0 } else { 240 }).collect();
+        let set = ImageSet::new(halves, vec![0], vec!["a".into()], [1, 4, 4]).unwrap();
+        let p = set.resized(2, 2).unwrap().pixels;
+        assert!(p[0] < 60 && p[2] > 180 && p[0] == p[1] && p[2] == p[3], "{p:?}");
     }
 
     #[test]

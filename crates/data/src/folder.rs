@@ -118,6 +118,9 @@ pub fn read(
             Err(DataError::CorruptImage { reason, .. }) if options.skip_bad => {
                 report.skipped.push((path, reason))
             }
+            Err(DataError::Io { source, .. }) if options.skip_bad => {
+                report.skipped.push((path, format!("unreadable: {source}")))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -158,21 +161,26 @@ pub fn decode_bytes(bytes: &[u8], side: usize, channels: usize) -> std::result::
     let img = if img.width() == side32 && img.height() == side32 {
         img
     } else {
-        img.resize_to_fill(side32, side32, image::imageops::FilterType::Triangle)
+        // Centre square first, then resize: resizing first would build a huge intermediate for
+        // extreme aspect ratios (a 1 x 10^6 strip).
+        let short = img.width().min(img.height());
+        let square = img.crop_imm((img.width() - short) / 2, (img.height() - short) / 2, short, short);
+        square.resize_exact(side32, side32, image::imageops::FilterType::Triangle)
     };
     let hw = side * side;
-    Ok(if channels == 1 {
-        img.to_luma8().into_raw()
+    let rgb = img.to_rgb8().into_raw();
+    let mut chw = vec![0u8; 3 * hw];
+    for (p, px) in rgb.chunks_exact(3).enumerate() {
+        chw[p] = px[0];
+        chw[hw + p] = px[1];
+        chw[2 * hw + p] = px[2];
+    }
+    if channels == 1 {
+        // ITU-R 601 luma as torchvision and PIL's convert("L"), not `image`'s Rec. 709 weights.
+        Ok(crate::dataset::rgb_planes_to_luma(&chw, hw))
     } else {
-        let rgb = img.to_rgb8().into_raw();
-        let mut chw = vec![0u8; 3 * hw];
-        for (p, px) in rgb.chunks_exact(3).enumerate() {
-            chw[p] = px[0];
-            chw[hw + p] = px[1];
-            chw[2 * hw + p] = px[2];
-        }
-        chw
-    })
+        Ok(chw)
+    }
 }
 
 #[cfg(test)]
@@ -211,10 +219,28 @@ mod tests {
     }
 
     #[test]
-    fn grey_output_has_one_channel() {
+    fn grey_output_uses_rec601_luma() {
         let dir = folder();
         let (set, _) = read(dir.path(), FolderOptions { channels: 1, ..OPTS }, &|_| {}).unwrap();
         assert_eq!(set.shape(), [1, 8, 8]);
+        // cats are (200, 10, 10): 0.2989 * 200 + 0.587 * 10 + 0.114 * 10 = 66.79 -> 67
+        // (Rec. 709 would give 51).
+        assert!(set.image(0).iter().all(|&p| p == 67), "{:?}", set.image(0));
+    }
+
+    #[test]
+    fn non_square_images_are_centre_cropped_then_resized() {
+        // 6x2 image: columns 0-1 black, 2-3 white, 4-5 black. The centre 2x2 square is white.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        let img = image::RgbImage::from_fn(6, 2, |x, _| if (2..4).contains(&x) { image::Rgb([255; 3]) } else { image::Rgb([0; 3]) });
+        img.save(dir.path().join("c").join("strip.png")).unwrap();
+        let (set, _) = read(dir.path(), FolderOptions { side: 4, ..OPTS }, &|_| {}).unwrap();
+        assert!(set.image(0).iter().all(|&p| p == 255), "{:?}", set.image(0));
+        // An extreme strip decodes without building a huge intermediate image.
+        image::RgbImage::new(20_000, 1).save(dir.path().join("c").join("line.png")).unwrap();
+        let (set, _) = read(dir.path(), FolderOptions { side: 4, ..OPTS }, &|_| {}).unwrap();
+        assert_eq!(set.len(), 2);
     }
 
     #[test]

@@ -34,18 +34,29 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     gunzip_if_needed(path, raw)
 }
 
+/// Largest decompressed size accepted (a guard against gzip bombs): 4 GiB.
+pub const MAX_DECOMPRESSED: u64 = 4 << 30;
+
 pub(crate) fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(&raw[..])
+        .take(MAX_DECOMPRESSED + 1)
         .read_to_end(&mut out)
         .map_err(|e| DataError::WrongFormat {
             path: path.to_path_buf(),
             expected: "a complete gzip stream".into(),
             found: format!("a damaged or truncated gzip file ({e})"),
         })?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(DataError::WrongFormat {
+            path: path.to_path_buf(),
+            expected: "a gzip file that decompresses to at most 4 GiB".into(),
+            found: "more data than that".into(),
+        });
+    }
     Ok(out)
 }
 
