@@ -39,6 +39,44 @@ pub enum Command {
     /// Measure speed (images/s) against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Describe an encoder: parameters per part (static convs, generators, embeddings, BN, head)
+    /// and the FLOPs of one forward, computed from the config and checked against the built model.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum InvariancesArg {
+    /// K=2: [spatial, appearance]
+    Groups,
+    /// K=5: [crop, colour-jitter, grayscale, blur, solarize]
+    Individual,
+    /// K=7: the CLAR audio augmentations
+    Audio,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Encoder: hyper-resnet18|34|50, resnet18|34|50, prompt-vit-tiny|small|base, vit-tiny|small|base.
+    #[arg(long, default_value = "hyper-resnet18")]
+    pub model: String,
+    /// Width multiplier of ResNets (1.0 = 64 channels in the first stage).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    /// Descriptor family, which sets K (plain encoders ignore it).
+    #[arg(long, value_enum, default_value_t = InvariancesArg::Groups)]
+    pub invariances: InvariancesArg,
+    /// Input side in pixels (chooses the ResNet stem: CIFAR up to 64, ImageNet above).
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    /// Hidden units of each kernel generator.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Generate the stem's kernel from i too.
+    #[arg(long)]
+    pub condition_stem: bool,
+    /// Add a linear classification head with this many classes to the count.
+    #[arg(long, default_value_t = 0)]
+    pub num_classes: usize,
 }
 
 /// Where the images come from.

@@ -205,10 +205,11 @@ fn device(global: &Global, args: &BenchDeviceArgs) -> anyhow::Result<()> {
         let x = Tensor::<4>::random([args.batch_size, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
         let labels: Vec<i64> = (0..args.batch_size as i64).map(|i| i % 10).collect();
         let y = Tensor::<1, Int>::from_ints(labels.as_slice(), &device);
+        let no_descriptor = Tensor::<1>::zeros([0], &device);
         let mut last_loss = f32::NAN;
         let seconds = time_runs(name, args.warmup, args.steps, || {
             let m = model.take().expect("the model is put back after every step");
-            let logits = m.head.forward(m.encoder.forward_features(x.clone()));
+            let logits = m.head.forward(m.encoder.forward_features(x.clone(), no_descriptor.clone()));
             let loss = loss_fn.forward(logits, y.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &m);
             model = Some(optim.step(1e-3, m, grads));

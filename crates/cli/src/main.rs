@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod common;
 mod grid;
+mod info;
 mod preview;
 
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         None => preview::demo(&cli.global),
         Some(args::Command::AugmentPreview(a)) => preview::run(&cli.global, &a),
         Some(args::Command::Bench(b)) => bench::run(&cli.global, &b),
+        Some(args::Command::Info(a)) => info::run(&cli.global, &a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -156,3 +156,33 @@ fn preview_runs_the_wgsl_kernels_on_wgpu() {
     let max_diff = w.pixels().zip(c.pixels()).flat_map(|(a, b)| (0..3).map(move |k| a.0[k].abs_diff(b.0[k]))).max().unwrap();
     assert!(max_diff <= 1, "wgpu and cpu previews differ by {max_diff} levels");
 }
+
+#[test]
+fn info_prints_parameters_per_part_and_checks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ail(&["info", "--device", "cpu", "--model", "hyper-resnet18", "--width", "0.25", "--invariances", "groups"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for part in ["static convs", "kernel generators", "descriptor embeddings", "batch norm", "total"] {
+        assert!(stdout.contains(part), "{part} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("checked: the built model has the same count"), "{stdout}");
+    // 8 conditioned blocks x (K = 2) x 16 embedding weights.
+    let embeddings: usize = stdout
+        .lines()
+        .find(|l| l.starts_with("descriptor embeddings"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(embeddings, 8 * 2 * 16);
+
+    // Full-width Hyper-ResNet-50: counted analytically, too big to build here.
+    let out = ail(&["info", "--model", "hyper-resnet50", "--image-size", "224"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("kernel generators") && stdout.contains("773729920"), "{stdout}");
+    assert!(stdout.contains("not built"), "{stdout}");
+
+    let out = ail(&["info", "--model", "hyper-resnet99"], dir.path());
+    assert!(!out.status.success() && stderr(&out).contains("unknown model `hyper-resnet99`"), "{}", stderr(&out));
+}

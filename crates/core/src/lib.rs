@@ -7,8 +7,14 @@
 
 mod descriptor;
 mod error;
+pub mod checkpoint;
+pub mod encoder;
+pub mod hypernet;
 pub mod io;
 pub mod resnet;
+pub mod summary;
+pub mod vit;
 
 pub use descriptor::{Descriptor, Family};
+pub use encoder::{Encoder, EncoderConfig, ModelKind};
 pub use error::CoreError;

@@ -1,0 +1,199 @@
+//! Every encoder behind `forward_features(images, i)`: shapes, conditioning, gradients with respect
+//! to `i`, eval-mode determinism, checkpoint round trips and their errors, parameter counts.
+
+use ail_core::checkpoint::{self, CheckpointMeta};
+use ail_core::summary;
+use ail_core::{Encoder, EncoderConfig, Family, ModelKind};
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+fn tiny(kind: ModelKind) -> EncoderConfig {
+    let mut c = EncoderConfig::new(kind, 2).with_width(0.0625).with_image_size(8);
+    c.hidden = 4;
+    c.num_projectors = Some(2);
+    c
+}
+
+fn descriptor(kind: ModelKind, values: [f32; 2], device: &Device) -> Tensor<1> {
+    if kind.is_amortised() { Tensor::from_floats(values, device) } else { Tensor::<1>::zeros([0], device) }
+}
+
+fn images(device: &Device) -> Tensor<4> {
+    device.seed(11);
+    Tensor::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), device)
+}
+
+fn values(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec().unwrap()
+}
+
+#[test]
+fn every_kind_builds_and_has_the_announced_feature_dim() {
+    let device = Device::flex();
+    for kind in ModelKind::ALL {
+        let config = tiny(kind);
+        let model = config.init(&device).unwrap();
+        let f = model.forward_features(images(&device), descriptor(kind, [1.0, 0.0], &device));
+        assert_eq!(f.dims(), [2, config.feature_dim()], "{kind}");
+        assert!(values(f).iter().all(|v| v.is_finite()), "{kind}");
+        assert_eq!(kind.name().parse::<ModelKind>().unwrap(), kind);
+    }
+    let msg = "hyper-resnet99".parse::<ModelKind>().unwrap_err().to_string();
+    assert!(msg.contains("unknown model `hyper-resnet99`") && msg.contains("prompt-vit-tiny"), "{msg}");
+}
+
+#[test]
+fn amortised_features_change_with_i_and_plain_ones_do_not_take_it() {
+    let device = Device::flex();
+    for kind in [ModelKind::HyperResnet18, ModelKind::HyperResnet50, ModelKind::PromptVitTiny] {
+        let model = tiny(kind).init(&device).unwrap().valid();
+        let x = images(&device);
+        let a = values(model.forward_features(x.clone(), descriptor(kind, [1.0, 0.0], &device)));
+        let b = values(model.forward_features(x, descriptor(kind, [0.0, 1.0], &device)));
+        let diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(diff > 1e-4, "{kind}: features do not depend on i ({diff})");
+    }
+}
+
+#[test]
+fn eval_mode_is_deterministic() {
+    let device = Device::flex().autodiff();
+    for kind in [ModelKind::HyperResnet18, ModelKind::PromptVitTiny] {
+        let model = tiny(kind).init(&device).unwrap().valid();
+        let plain = Device::flex();
+        let x = images(&plain);
+        let a = values(model.forward_features(x.clone(), descriptor(kind, [0.3, 0.7], &plain)));
+        let b = values(model.forward_features(x, descriptor(kind, [0.3, 0.7], &plain)));
+        assert_eq!(a, b, "{kind}");
+    }
+}
+
+/// A scalar of the features, for gradients: a fixed random projection.
+fn objective(model: &Encoder, x: Tensor<4>, i: Tensor<1>, weights: Tensor<2>) -> Tensor<1> {
+    (model.forward_features(x, i) * weights).sum()
+}
+
+#[test]
+fn gradient_with_respect_to_i_matches_central_differences() {
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    for kind in [ModelKind::HyperResnet18, ModelKind::PromptVitTiny] {
+        let config = tiny(kind);
+        // Frozen, as downstream: no parameter gradients, BatchNorm on its running statistics.
+        let model = config.init(&device).unwrap().freeze();
+        let x = images(&device);
+        let weights = Tensor::<2>::random([2, config.feature_dim()], Distribution::Normal(0.0, 1.0), &device);
+        let i0 = [0.4f32, 0.6];
+        let i = Tensor::<1>::from_floats(i0, &device).require_grad();
+        let grads = objective(&model, x.clone(), i.clone(), weights.clone()).backward();
+        let analytic: Vec<f32> = i.grad(&grads).expect("i has a gradient").into_data().try_to_vec().unwrap();
+        // Small steps: wider ones straddle ReLU kinks of the generators and projectors (at h = 1e-2
+        // the ViT's difference quotient is off by up to 50%, and converges to the gradient below 3e-3).
+        let h = 1e-3f32;
+        for k in 0..2 {
+            let at = |delta: f32| {
+                let mut v = i0;
+                v[k] += delta;
+                objective(&model, x.clone(), Tensor::from_floats(v, &device), weights.clone()).into_scalar::<f32>()
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * h);
+            assert!(analytic[k].abs() > 1e-4, "{kind}: d/di_{k} is zero");
+            let rel = (analytic[k] - numeric).abs() / numeric.abs().max(1e-6);
+            assert!(rel < 0.02, "{kind}: d/di_{k} analytic {} vs numeric {numeric} ({:.2}%)", analytic[k], rel * 100.0);
+        }
+    }
+}
+
+fn meta(config: &EncoderConfig) -> CheckpointMeta {
+    CheckpointMeta { encoder: config.clone(), family: Some(Family::Groups), step: 42 }
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_identical() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [ModelKind::HyperResnet18, ModelKind::Resnet50, ModelKind::PromptVitTiny] {
+        let config = tiny(kind);
+        let model = config.init(&device).unwrap();
+        let path = dir.path().join(kind.name());
+        checkpoint::save(&path, &model, &meta(&config)).unwrap();
+        let (loaded, m) = checkpoint::load(&path, &device).unwrap();
+        assert_eq!(m, meta(&config));
+        let x = images(&device);
+        let i = descriptor(kind, [0.25, 1.0], &device);
+        assert_eq!(
+            values(model.valid().forward_features(x.clone(), i.clone())),
+            values(loaded.valid().forward_features(x, i)),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn truncated_or_mismatched_checkpoints_are_named() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny(ModelKind::HyperResnet18);
+    checkpoint::save(dir.path(), &config.init(&device).unwrap(), &meta(&config)).unwrap();
+    let tensors = dir.path().join(checkpoint::TENSORS_FILE);
+    let bytes = std::fs::read(&tensors).unwrap();
+
+    std::fs::write(&tensors, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = checkpoint::load(dir.path(), &device).err().unwrap().to_string();
+    assert!(msg.contains("model.safetensors") && msg.contains("truncated, corrupt or not matching"), "{msg}");
+
+    // Config mismatch: the JSON claims twice the width of the stored tensors.
+    std::fs::write(&tensors, &bytes).unwrap();
+    let meta_path = dir.path().join(checkpoint::META_FILE);
+    let json = std::fs::read_to_string(&meta_path).unwrap().replace("\"width\": 0.0625", "\"width\": 0.125");
+    std::fs::write(&meta_path, json).unwrap();
+    let msg = checkpoint::load(dir.path(), &device).err().unwrap().to_string();
+    assert!(msg.contains("model.safetensors"), "{msg}");
+    assert!(msg.contains("do not match") || msg.contains("not matching"), "{msg}");
+
+    // Garbage JSON.
+    std::fs::write(&meta_path, "{\"format\": 3}").unwrap();
+    let msg = checkpoint::load(dir.path(), &device).err().unwrap().to_string();
+    assert!(msg.contains("checkpoint.json") && msg.contains("not a valid checkpoint description"), "{msg}");
+}
+
+#[test]
+fn analytic_parameter_counts_match_the_built_modules() {
+    let device = Device::flex();
+    for kind in ModelKind::ALL {
+        let config = tiny(kind);
+        let model = config.init(&device).unwrap();
+        let s = summary::params(&config, 0);
+        assert_eq!(model.num_params(), s.total() + s.running_stats, "{kind}: {s:?}");
+    }
+    let mut stem = tiny(ModelKind::HyperResnet34);
+    stem.condition_stem = true;
+    let s = summary::params(&stem, 0);
+    assert_eq!(stem.init(&device).unwrap().num_params(), s.total() + s.running_stats);
+}
+
+#[test]
+fn plain_resnets_match_torchvision_parameter_counts() {
+    // torchvision.models.resnet18() / resnet50(): ImageNet stem, 1000-class head.
+    for (kind, expected) in [(ModelKind::Resnet18, 11_689_512), (ModelKind::Resnet50, 25_557_032)] {
+        let config = EncoderConfig::new(kind, 0).with_image_size(224);
+        assert_eq!(summary::params(&config, 1000).total(), expected, "{kind}");
+    }
+    // ...and the built ResNet-18 agrees (plus its 1000-class head and BN running statistics).
+    let config = EncoderConfig::new(ModelKind::Resnet18, 0).with_image_size(224);
+    let model = config.init(&Device::flex()).unwrap();
+    let s = summary::params(&config, 0);
+    assert_eq!(model.num_params() + 512 * 1000 + 1000, 11_689_512 + s.running_stats);
+}
+
+#[test]
+fn resnet_flops_match_the_known_totals() {
+    // ResNet-50 at 224 px: 4.09 GMACs (fvcore / torchvision's model card), about 8.2 GFLOPs.
+    let f = summary::flops(&EncoderConfig::new(ModelKind::Resnet50, 0).with_image_size(224));
+    let gmacs = f.per_image as f64 / 2e9;
+    assert!((4.05..4.15).contains(&gmacs), "ResNet-50: {gmacs} GMACs");
+    let f = summary::flops(&EncoderConfig::new(ModelKind::Resnet18, 0).with_image_size(224));
+    let gmacs = f.per_image as f64 / 2e9;
+    assert!((1.80..1.83).contains(&gmacs), "ResNet-18: {gmacs} GMACs");
+}
