@@ -23,12 +23,12 @@ fn hyper_resnet_on_wgpu_matches_the_cpu() {
     config.hidden = 4;
     let dir = tempfile::tempdir().unwrap();
     let meta = CheckpointMeta { encoder: config.clone(), family: Some(Family::Groups), step: 0 };
-    checkpoint::save(dir.path(), &config.init(&cpu).unwrap(), &meta).unwrap();
+    checkpoint::save(dir.path(), &config.init(&cpu).unwrap(), &meta, None).unwrap();
 
     cpu.seed(1);
     let x: Vec<f32> = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &cpu).into_data().try_to_vec().unwrap();
     let run = |device: &Device, i: [f32; 2]| -> Vec<f32> {
-        let (model, _) = checkpoint::load(dir.path(), device).unwrap();
+        let model = checkpoint::load(dir.path(), device).unwrap().encoder;
         let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 8, 8]), device);
         model.valid().forward_features(images, Tensor::from_floats(i, device)).into_data().try_to_vec().unwrap()
     };

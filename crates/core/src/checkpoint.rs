@@ -1,7 +1,8 @@
 //! Checkpoints: `model.safetensors` (every tensor of the encoder; PyTorch opens it with
-//! `safetensors.torch.load_file`) and `checkpoint.json` (the encoder config, descriptor family and
-//! step), both written atomically. The JSON is written last, so a directory with a readable JSON
-//! always has its complete tensors.
+//! `safetensors.torch.load_file`), optionally `optimizer.bpk` (the optimiser state, burn's burnpack
+//! record, for resuming), and `checkpoint.json` (the encoder config, descriptor family, step and the
+//! name of the optimiser file), each written atomically. The JSON is written last, so a directory
+//! with a readable JSON always has the complete files it names.
 //!
 //! Loading rebuilds the encoder from the JSON and checks the tensors against it: a truncated file,
 //! a missing tensor or a shape that does not match the config each get an error naming it.
@@ -16,6 +17,7 @@ use crate::{CoreError, Encoder, EncoderConfig, Family};
 
 pub const TENSORS_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "checkpoint.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const FORMAT: &str = "ail-checkpoint";
 const VERSION: u32 = 1;
 
@@ -36,28 +38,68 @@ struct MetaFile {
     version: u32,
     #[serde(flatten)]
     meta: CheckpointMeta,
+    /// The optimiser state file, when saved.
+    #[serde(default)]
+    optimizer: Option<String>,
+    /// Parameter identities by tensor name: the optimiser state is keyed by them, and safetensors
+    /// has no place for them.
+    #[serde(default)]
+    param_ids: std::collections::BTreeMap<String, u64>,
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    pub encoder: Encoder,
+    pub meta: CheckpointMeta,
+    /// The optimiser state (`OptimizerRecord::from_bytes` restores it), when it was saved.
+    pub optimizer: Option<burn::optim::OptimizerRecord>,
 }
 
 fn err(path: &Path, reason: impl Into<String>) -> CoreError {
     CoreError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
 }
 
-/// Writes `dir/model.safetensors` then `dir/checkpoint.json`, each atomically.
-pub fn save(dir: &Path, encoder: &Encoder, meta: &CheckpointMeta) -> Result<(), CoreError> {
+/// Writes `dir/model.safetensors`, the optimiser state (if any), then `dir/checkpoint.json`, each
+/// atomically.
+pub fn save(
+    dir: &Path,
+    encoder: &Encoder,
+    meta: &CheckpointMeta,
+    optimizer: Option<burn::optim::OptimizerRecord>,
+) -> Result<(), CoreError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create the directory: {e}")))?;
+    encoder.sync_running_stats();
     let mut store = SafetensorsStore::from_bytes(None);
     encoder.save_into(&mut store).map_err(|e| err(dir, format!("cannot serialise the tensors: {e}")))?;
     let bytes = store.get_bytes().map_err(|e| err(dir, format!("cannot serialise the tensors: {e}")))?;
     let tensors = dir.join(TENSORS_FILE);
     crate::io::write_atomic(&tensors, &bytes).map_err(|e| err(&tensors, format!("cannot write: {e}")))?;
-    let json = serde_json::to_vec_pretty(&MetaFile { format: FORMAT.into(), version: VERSION, meta: meta.clone() })
-        .expect("checkpoint metadata serialises");
+    let optimizer_file = match optimizer {
+        Some(record) => {
+            let path = dir.join(OPTIMIZER_FILE);
+            let bytes = record.into_bytes().map_err(|e| err(&path, format!("cannot serialise the optimiser state: {e:?}")))?;
+            crate::io::write_atomic(&path, &bytes).map_err(|e| err(&path, format!("cannot write: {e}")))?;
+            Some(OPTIMIZER_FILE.to_string())
+        }
+        None => None,
+    };
+    let param_ids = encoder
+        .collect(None, None, false)
+        .into_iter()
+        .filter_map(|t| t.param_id.map(|id| (t.name, id)))
+        .collect();
+    let file = MetaFile { format: FORMAT.into(), version: VERSION, meta: meta.clone(), optimizer: optimizer_file, param_ids };
+    let json = serde_json::to_vec_pretty(&file).expect("checkpoint metadata serialises");
     let meta_path = dir.join(META_FILE);
     crate::io::write_atomic(&meta_path, &json).map_err(|e| err(&meta_path, format!("cannot write: {e}")))
 }
 
 /// Reads `dir/checkpoint.json` alone.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
+    read_meta_file(dir).map(|f| f.meta)
+}
+
+fn read_meta_file(dir: &Path) -> Result<MetaFile, CoreError> {
     let path = dir.join(META_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         err(&path, format!("cannot read ({e}); a checkpoint directory holds {META_FILE} and {TENSORS_FILE}"))
@@ -67,12 +109,13 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
         return Err(err(&path, format!("format `{}` version {} is not {FORMAT} version {VERSION}", file.format, file.version)));
     }
     file.meta.encoder.validate().map_err(|e| err(&path, e.to_string()))?;
-    Ok(file.meta)
+    Ok(file)
 }
 
-/// Rebuilds the encoder of `dir` on `device` and loads its tensors.
-pub fn load(dir: &Path, device: &Device) -> Result<(Encoder, CheckpointMeta), CoreError> {
-    let meta = read_meta(dir)?;
+/// Rebuilds the encoder of `dir` on `device` and loads its tensors (and optimiser state).
+pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
+    let file = read_meta_file(dir)?;
+    let meta = file.meta;
     let path: PathBuf = dir.join(TENSORS_FILE);
     let bytes = std::fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
     let mut encoder = meta.encoder.init(device)?;
@@ -95,5 +138,26 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Encoder, CheckpointMeta), Co
             ),
         ));
     }
-    Ok((encoder, meta))
+    // Give the parameters their saved identities, so that the optimiser state finds them.
+    if !file.param_ids.is_empty() {
+        let mut tensors = encoder.collect(None, None, false);
+        for t in &mut tensors {
+            t.param_id = file.param_ids.get(&t.name).copied().or(t.param_id);
+        }
+        let result = encoder.apply(tensors, None, None, false);
+        if !result.errors.is_empty() {
+            return Err(err(dir, format!("cannot restore parameter identities: {}", result.errors[0])));
+        }
+    }
+    let optimizer = match file.optimizer {
+        Some(name) => {
+            let path = dir.join(&name);
+            let bytes = std::fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
+            let record = burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| err(&path, format!("truncated or corrupt optimiser state ({e:?})")))?;
+            Some(record)
+        }
+        None => None,
+    };
+    Ok(Checkpoint { encoder, meta, optimizer })
 }

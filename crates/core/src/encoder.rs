@@ -250,6 +250,14 @@ impl EncoderConfig {
 }
 
 impl Encoder {
+    /// Makes pending BatchNorm running-statistics updates visible to saving (see
+    /// [`ResNet::sync_running_stats`]).
+    pub fn sync_running_stats(&self) {
+        if let Encoder::ResNet(m) = self {
+            m.sync_running_stats();
+        }
+    }
+
     /// Features at descriptor `i` (`[K]`; an empty tensor for plain encoders).
     ///
     /// # Shapes

@@ -13,6 +13,7 @@
 //! scale (std within a few percent above it), and the descriptor-dependent part starts at roughly a
 //! third of it, so different descriptors give different kernels from step 0.
 
+use burn::module::Param;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -61,9 +62,8 @@ impl HyperConvConfig {
         let mut output = LinearConfig::new(self.hidden, numel)
             .with_initializer(Initializer::Normal { mean: 0.0, std: std / (self.hidden as f64).sqrt() })
             .init(device);
-        output.bias = output.bias.map(|b| {
-            b.map(|t| Tensor::random([numel], Distribution::Normal(0.0, std), &t.device()))
-        });
+        // A new Param (mapping the old one would drop its gradient requirement).
+        output.bias = Some(Param::from_tensor(Tensor::random([numel], Distribution::Normal(0.0, std), device)));
         HyperConv {
             hidden: LinearConfig::new(EMBED_DIM, self.hidden).init(device),
             output,

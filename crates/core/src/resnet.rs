@@ -14,6 +14,7 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::module::Param;
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -276,8 +277,9 @@ pub struct ResidualBlock {
 impl ResidualBlock {
     fn new(mut body: Vec<ConvBn>, shortcut: Option<ConvBn>, num_invariances: usize, device: &Device) -> Self {
         // Zero-init the last BN gamma: the block starts as the identity (Goyal et al. 2017).
+        // (A new Param: mapping the old one would drop its gradient requirement.)
         let last = body.last_mut().expect("a block has convs");
-        last.bn.gamma = last.bn.gamma.clone().map(|g| g.zeros_like());
+        last.bn.gamma = Param::from_tensor(last.bn.gamma.val().zeros_like());
         Self {
             embedding: (num_invariances > 0).then(|| descriptor_embedding(num_invariances, device)),
             body,
@@ -333,6 +335,20 @@ impl ResNet {
         }
         let [batch, channels, _, _] = x.dims();
         x.mean_dim(3).mean_dim(2).reshape([batch, channels]) // [batch, feature_dim]
+    }
+
+    /// Folds the BatchNorm running statistics of the last training forwards into their stored
+    /// values. burn keeps those updates pending until an inference forward reads them, and module
+    /// visitors (saving) read the stored value: call this before saving a model that trained.
+    pub fn sync_running_stats(&self) {
+        let sync = |bn: &BatchNorm| {
+            bn.running_mean.value_sync();
+            bn.running_var.value_sync();
+        };
+        sync(&self.stem_bn);
+        for block in &self.blocks {
+            block.body.iter().chain(&block.shortcut).for_each(|layer| sync(&layer.bn));
+        }
     }
 
     /// K (0 for a plain ResNet).

@@ -69,40 +69,52 @@ fn eval_mode_is_deterministic() {
     }
 }
 
-/// A scalar of the features, for gradients: a fixed random projection.
-fn objective(model: &Encoder, x: Tensor<4>, i: Tensor<1>, weights: Tensor<2>) -> Tensor<1> {
-    (model.forward_features(x, i) * weights).sum()
+/// Checks d objective / d i against central differences; `forward` maps (images, i) to features.
+fn check_gradient(name: &str, forward: &dyn Fn(Tensor<4>, Tensor<1>) -> Tensor<2>, feature_dim: usize, device: &Device) {
+    let x = images(device);
+    let weights = Tensor::<2>::random([2, feature_dim], Distribution::Normal(0.0, 1.0), device);
+    let objective = |i: Tensor<1>| (forward(x.clone(), i) * weights.clone()).sum();
+    let i0 = [0.4f32, 0.6];
+    let i = Tensor::<1>::from_floats(i0, device).require_grad();
+    let grads = objective(i.clone()).backward();
+    let analytic: Vec<f32> = i.grad(&grads).expect("i has a gradient").into_data().try_to_vec().unwrap();
+    // Small steps: wider ones straddle ReLU kinks of the generators and projectors; much smaller
+    // ones drown in f32 rounding. The error is measured against the gradient's largest entry.
+    let h = 1e-3f32;
+    let numeric: Vec<f32> = (0..2)
+        .map(|k| {
+            let at = |delta: f32| {
+                let mut v = i0;
+                v[k] += delta;
+                objective(Tensor::from_floats(v, device)).into_scalar::<f32>()
+            };
+            (at(h) - at(-h)) / (2.0 * h)
+        })
+        .collect();
+    let scale = numeric.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(analytic.iter().any(|g| g.abs() > 1e-4), "{name}: the gradient with respect to i is zero");
+    for k in 0..2 {
+        let rel = (analytic[k] - numeric[k]).abs() / scale;
+        assert!(rel < 0.02, "{name}: d/di_{k} analytic {} vs numeric {} ({:.2}% of the largest entry)", analytic[k], numeric[k], rel * 100.0);
+    }
 }
 
 #[test]
 fn gradient_with_respect_to_i_matches_central_differences() {
     let device = Device::flex().autodiff();
     device.seed(5);
-    for kind in [ModelKind::HyperResnet18, ModelKind::PromptVitTiny] {
-        let config = tiny(kind);
-        // Frozen, as downstream: no parameter gradients, BatchNorm on its running statistics.
-        let model = config.init(&device).unwrap().freeze();
-        let x = images(&device);
-        let weights = Tensor::<2>::random([2, config.feature_dim()], Distribution::Normal(0.0, 1.0), &device);
-        let i0 = [0.4f32, 0.6];
-        let i = Tensor::<1>::from_floats(i0, &device).require_grad();
-        let grads = objective(&model, x.clone(), i.clone(), weights.clone()).backward();
-        let analytic: Vec<f32> = i.grad(&grads).expect("i has a gradient").into_data().try_to_vec().unwrap();
-        // Small steps: wider ones straddle ReLU kinks of the generators and projectors (at h = 1e-2
-        // the ViT's difference quotient is off by up to 50%, and converges to the gradient below 3e-3).
-        let h = 1e-3f32;
-        for k in 0..2 {
-            let at = |delta: f32| {
-                let mut v = i0;
-                v[k] += delta;
-                objective(&model, x.clone(), Tensor::from_floats(v, &device), weights.clone()).into_scalar::<f32>()
-            };
-            let numeric = (at(h) - at(-h)) / (2.0 * h);
-            assert!(analytic[k].abs() > 1e-4, "{kind}: d/di_{k} is zero");
-            let rel = (analytic[k] - numeric).abs() / numeric.abs().max(1e-6);
-            assert!(rel < 0.02, "{kind}: d/di_{k} analytic {} vs numeric {numeric} ({:.2}%)", analytic[k], rel * 100.0);
-        }
-    }
+    // Frozen, as downstream: no parameter gradients, BatchNorm on its running statistics.
+    let config = tiny(ModelKind::HyperResnet18);
+    let resnet = config.init(&device).unwrap().freeze();
+    check_gradient("hyper-resnet18", &|x, i| resnet.forward_features(x, i), config.feature_dim(), &device);
+    // A two-layer Prompt-ViT of width 32: small enough that f32 rounding stays far below 2%.
+    let vit = ail_core::vit::VitConfig::new(32, 2, 2)
+        .with_image_size(8)
+        .with_num_invariances(2)
+        .with_num_projectors(4)
+        .init(&device)
+        .freeze();
+    check_gradient("prompt-vit", &|x, i| vit.forward_features(x, i), 32, &device);
 }
 
 fn meta(config: &EncoderConfig) -> CheckpointMeta {
@@ -117,9 +129,11 @@ fn checkpoint_round_trip_is_bit_identical() {
         let config = tiny(kind);
         let model = config.init(&device).unwrap();
         let path = dir.path().join(kind.name());
-        checkpoint::save(&path, &model, &meta(&config)).unwrap();
-        let (loaded, m) = checkpoint::load(&path, &device).unwrap();
-        assert_eq!(m, meta(&config));
+        checkpoint::save(&path, &model, &meta(&config), None).unwrap();
+        let ckpt = checkpoint::load(&path, &device).unwrap();
+        assert_eq!(ckpt.meta, meta(&config));
+        assert!(ckpt.optimizer.is_none());
+        let loaded = ckpt.encoder;
         let x = images(&device);
         let i = descriptor(kind, [0.25, 1.0], &device);
         assert_eq!(
@@ -135,7 +149,7 @@ fn truncated_or_mismatched_checkpoints_are_named() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let config = tiny(ModelKind::HyperResnet18);
-    checkpoint::save(dir.path(), &config.init(&device).unwrap(), &meta(&config)).unwrap();
+    checkpoint::save(dir.path(), &config.init(&device).unwrap(), &meta(&config), None).unwrap();
     let tensors = dir.path().join(checkpoint::TENSORS_FILE);
     let bytes = std::fs::read(&tensors).unwrap();
 
@@ -196,4 +210,59 @@ fn resnet_flops_match_the_known_totals() {
     let f = summary::flops(&EncoderConfig::new(ModelKind::Resnet18, 0).with_image_size(224));
     let gmacs = f.per_image as f64 / 2e9;
     assert!((1.80..1.83).contains(&gmacs), "ResNet-18: {gmacs} GMACs");
+}
+
+#[test]
+fn optimiser_state_survives_a_checkpoint_and_resumes_identically() {
+    use burn::optim::{AdamConfig, GradientsParams};
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    let config = tiny(ModelKind::HyperResnet18);
+    let x = images(&device);
+    let i = descriptor(ModelKind::HyperResnet18, [1.0, 1.0], &device);
+    let step = |model: Encoder, optim: &mut burn::optim::ModuleOptimizer| {
+        let loss = model.forward_features(x.clone(), i.clone()).powf_scalar(2.0).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        optim.step(1e-2, model, grads)
+    };
+    let mut optim = AdamConfig::new().init();
+    let model = step(config.init(&device).unwrap(), &mut optim);
+
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(dir.path(), &model, &meta(&config), Some(optim.to_record())).unwrap();
+    let ckpt = checkpoint::load(dir.path(), &device).unwrap();
+    let mut resumed_optim = AdamConfig::new().init().load_record(ckpt.optimizer.expect("optimiser state saved"));
+
+    // One more step from the live state and from the checkpoint: the same parameters.
+    let a = step(model, &mut optim);
+    let b = step(ckpt.encoder, &mut resumed_optim);
+    let plain = Device::flex();
+    let probe = images(&plain);
+    let i = descriptor(ModelKind::HyperResnet18, [1.0, 0.0], &plain);
+    assert_eq!(values(a.valid().forward_features(probe.clone(), i.clone())), values(b.valid().forward_features(probe, i)));
+
+    // A damaged optimiser file is named.
+    let path = dir.path().join(checkpoint::OPTIMIZER_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let msg = checkpoint::load(dir.path(), &device).err().unwrap().to_string();
+    assert!(msg.contains("optimizer.bpk") && msg.contains("truncated or corrupt optimiser state"), "{msg}");
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    use burn::optim::GradientsParams;
+    use burn::store::ModuleSnapshot;
+    let device = Device::flex().autodiff();
+    for kind in [ModelKind::HyperResnet18, ModelKind::HyperResnet50, ModelKind::PromptVitTiny, ModelKind::Resnet18] {
+        let model = tiny(kind).init(&device).unwrap();
+        let loss = model.forward_features(images(&device), descriptor(kind, [1.0, 1.0], &device)).powf_scalar(2.0).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let trainable = model
+            .collect(None, None, false)
+            .iter()
+            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+            .count();
+        assert_eq!(grads.len(), trainable, "{kind}: some parameters do not train");
+    }
 }
