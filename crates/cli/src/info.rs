@@ -36,8 +36,8 @@ pub fn run(global: &Global, args: &InfoArgs) -> anyhow::Result<()> {
     let total = summary.total();
     let k = config.input_invariances();
     println!(
-        "{kind}: width {}, K = {k}{}, {}x{} input, feature dim {}",
-        args.width,
+        "{kind}: {}K = {k}{}, {}x{} input, feature dim {}",
+        if kind.is_vit() { String::new() } else { format!("width {}, ", args.width) },
         if kind.is_amortised() { format!(" ({family:?})") } else { String::new() },
         args.image_size,
         args.image_size,
@@ -62,7 +62,13 @@ pub fn run(global: &Global, args: &InfoArgs) -> anyhow::Result<()> {
     }
 
     if total <= BUILD_LIMIT {
-        let device = crate::common::device(global)?.device;
+        // Counting needs no accelerator: build on the CPU.
+        let cpu = ail_augment::device::cpu();
+        if global.device == "wgpu" {
+            eprintln!("note: info builds the model on the CPU to count it");
+        }
+        eprintln!("device: {}", cpu.description);
+        let device = cpu.device;
         let built = config.init(&device)?.num_params();
         let head = summary.part("head");
         anyhow::ensure!(

@@ -14,6 +14,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan drivers print an error line per probe when XDG_RUNTIME_DIR is unset (common in
+    // containers and CI); give them a directory before any thread or driver starts.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: first statement of main, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     let cli = args::Cli::parse();
     match run(cli) {
         Ok(code) => code,
