@@ -115,6 +115,20 @@ fn f32_output(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
 }
 
+/// Launches `affine.wgsl`: `dims` = `[num_out, num_src, channels, in_h, in_w, out_h, out_w]`;
+/// `source` holds packed `u8` (`source_is_u8`) or f32 images.
+fn affine(source: CubeTensor, params: CubeTensor, dims: [u32; 7], source_is_u8: bool) -> CubeTensor {
+    let source = into_contiguous(source);
+    let params = into_contiguous(params);
+    let [num_out, _, channels, _, _, out_h, out_w] = dims;
+    let output = f32_output(&params, Shape::new([num_out as usize, channels as usize, out_h as usize, out_w as usize]));
+    let mut info = dims.to_vec();
+    info.extend([PARAM_STRIDE as u32, source_is_u8 as u32]);
+    let pixels = num_out as usize * out_h as usize * out_w as usize;
+    launch(Shader::Affine, pixels.div_ceil(WORKGROUP_SIZE as usize), vec![&source, &output, &params], &info, &params);
+    output
+}
+
 /// The augmentation kernels as burn backend operations.
 #[backend_extension(Cube, Fusion)]
 pub trait AugmentOps: Backend {
@@ -158,54 +172,13 @@ impl AugmentOps for CubeBackend {
         params: CubeTensor,
         (num_out, num_src, channels, in_h, in_w, out_h, out_w): (u32, u32, u32, u32, u32, u32, u32),
     ) -> CubeTensor {
-        let packed = into_contiguous(packed);
-        let params = into_contiguous(params);
-        let shape = Shape::new([num_out as usize, channels as usize, out_h as usize, out_w as usize]);
-        let output = f32_output(&params, shape);
-        let info = [num_out, num_src, channels, in_h, in_w, out_h, out_w, PARAM_STRIDE as u32, 1];
-        let pixels = (num_out * out_h * out_w) as usize;
-        launch(
-            Shader::Affine,
-            pixels.div_ceil(WORKGROUP_SIZE as usize),
-            vec![&packed, &output, &params],
-            &info,
-            &params,
-        );
-        output
+        affine(packed, params, [num_out, num_src, channels, in_h, in_w, out_h, out_w], true)
     }
 
-    fn augment_affine_f32(
-        images: CubeTensor,
-        params: CubeTensor,
-        num_out: u32,
-        out_h: u32,
-        out_w: u32,
-    ) -> CubeTensor {
-        let images = into_contiguous(images);
-        let params = into_contiguous(params);
+    fn augment_affine_f32(images: CubeTensor, params: CubeTensor, num_out: u32, out_h: u32, out_w: u32) -> CubeTensor {
         let [num_src, channels, in_h, in_w]: [usize; 4] = images.meta.shape().dims();
-        let shape = Shape::new([num_out as usize, channels, out_h as usize, out_w as usize]);
-        let output = f32_output(&images, shape);
-        let info = [
-            num_out,
-            num_src as u32,
-            channels as u32,
-            in_h as u32,
-            in_w as u32,
-            out_h,
-            out_w,
-            PARAM_STRIDE as u32,
-            0,
-        ];
-        let pixels = (num_out * out_h * out_w) as usize;
-        launch(
-            Shader::Affine,
-            pixels.div_ceil(WORKGROUP_SIZE as usize),
-            vec![&images, &output, &params],
-            &info,
-            &images,
-        );
-        output
+        let dims = [num_out, num_src as u32, channels as u32, in_h as u32, in_w as u32, out_h, out_w];
+        affine(images, params, dims, false)
     }
 
     fn augment_color_jitter(images: CubeTensor, params: CubeTensor) -> CubeTensor {
