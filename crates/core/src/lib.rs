@@ -11,6 +11,8 @@ pub mod checkpoint;
 pub mod encoder;
 pub mod hypernet;
 pub mod io;
+pub mod loss;
+pub mod queue;
 pub mod resnet;
 pub mod summary;
 pub mod vit;
