@@ -9,11 +9,14 @@ mod descriptor;
 mod error;
 pub mod checkpoint;
 pub mod encoder;
+pub mod head;
 pub mod hypernet;
 pub mod io;
 pub mod loss;
 pub mod queue;
 pub mod resnet;
+pub mod sampler;
+pub mod schedule;
 pub mod summary;
 pub mod vit;
 
