@@ -13,6 +13,7 @@ pub mod head;
 pub mod hypernet;
 pub mod io;
 pub mod loss;
+pub mod method;
 pub mod queue;
 pub mod resnet;
 pub mod sampler;
