@@ -83,11 +83,7 @@ pub fn save(
         }
         None => None,
     };
-    let param_ids = encoder
-        .collect(None, None, false)
-        .into_iter()
-        .filter_map(|t| t.param_id.map(|id| (t.name, id)))
-        .collect();
+    let param_ids = param_ids(encoder);
     let file = MetaFile { format: FORMAT.into(), version: VERSION, meta: meta.clone(), optimizer: optimizer_file, param_ids };
     let json = serde_json::to_vec_pretty(&file).expect("checkpoint metadata serialises");
     let meta_path = dir.join(META_FILE);
@@ -139,16 +135,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
         ));
     }
     // Give the parameters their saved identities, so that the optimiser state finds them.
-    if !file.param_ids.is_empty() {
-        let mut tensors = encoder.collect(None, None, false);
-        for t in &mut tensors {
-            t.param_id = file.param_ids.get(&t.name).copied().or(t.param_id);
-        }
-        let result = encoder.apply(tensors, None, None, false);
-        if !result.errors.is_empty() {
-            return Err(err(dir, format!("cannot restore parameter identities: {}", result.errors[0])));
-        }
-    }
+    restore_ids(&path, &mut encoder, &file.param_ids)?;
     let optimizer = match file.optimizer {
         Some(name) => {
             let path = dir.join(&name);
@@ -160,4 +147,54 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
         None => None,
     };
     Ok(Checkpoint { encoder, meta, optimizer })
+}
+
+/// Parameter identities of `module` by tensor name (what optimiser state is keyed by).
+pub fn param_ids<M: ModuleSnapshot>(module: &M) -> std::collections::BTreeMap<String, u64> {
+    module.collect(None, None, false).into_iter().filter_map(|t| t.param_id.map(|id| (t.name, id))).collect()
+}
+
+/// Writes any module's tensors to `path` (safetensors, atomically) and returns its parameter
+/// identities, for modules that travel beside an encoder checkpoint (projection heads).
+pub fn save_module<M: ModuleSnapshot>(path: &Path, module: &M) -> Result<std::collections::BTreeMap<String, u64>, CoreError> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    module.save_into(&mut store).map_err(|e| err(path, format!("cannot serialise the tensors: {e}")))?;
+    let bytes = store.get_bytes().map_err(|e| err(path, format!("cannot serialise the tensors: {e}")))?;
+    crate::io::write_atomic(path, &bytes).map_err(|e| err(path, format!("cannot write: {e}")))?;
+    Ok(param_ids(module))
+}
+
+/// Loads `path` into `module` (built with the same config) and gives its parameters `ids`.
+pub fn load_module<M: ModuleSnapshot>(
+    path: &Path,
+    module: &mut M,
+    ids: &std::collections::BTreeMap<String, u64>,
+) -> Result<(), CoreError> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let result = module.load_from(&mut store).map_err(|e| err(path, format!("truncated, corrupt or not matching ({e})")))?;
+    if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
+        return Err(err(path, format!(
+            "the tensors do not match the module ({} missing, {} mismatched, {} unused)",
+            result.missing.len(),
+            result.errors.len(),
+            result.unused.len()
+        )));
+    }
+    restore_ids(path, module, ids)
+}
+
+fn restore_ids<M: ModuleSnapshot>(path: &Path, module: &mut M, ids: &std::collections::BTreeMap<String, u64>) -> Result<(), CoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut tensors = module.collect(None, None, false);
+    for t in &mut tensors {
+        t.param_id = ids.get(&t.name).copied().or(t.param_id);
+    }
+    let result = module.apply(tensors, None, None, false);
+    match result.errors.first() {
+        Some(e) => Err(err(path, format!("cannot restore parameter identities: {e}"))),
+        None => Ok(()),
+    }
 }

@@ -12,6 +12,7 @@ pub mod encoder;
 pub mod head;
 pub mod hypernet;
 pub mod io;
+pub mod knn;
 pub mod loss;
 pub mod method;
 pub mod queue;
