@@ -39,6 +39,10 @@ pub enum Command {
     /// Measure speed (images/s) against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Contrastive pretraining (SimCLR) of an amortised encoder: one descriptor drawn per step, both
+    /// views made with its augmentations. Writes config.json, metrics.csv (loss, lr, images/s, kNN
+    /// accuracy per descriptor), checkpoints and summary.json into --out.
+    Pretrain(PretrainArgs),
     /// Describe an encoder: parameters per part (static convs, generators, embeddings, BN, head)
     /// and the FLOPs of one forward, computed from the config and checked against the built model.
     Info(InfoArgs),
@@ -186,4 +190,65 @@ pub struct BenchAugmentArgs {
     /// Python interpreter for the torchvision baseline.
     #[arg(long, default_value = "python3")]
     pub python: String,
+}
+
+/// Flags override the `--config` file, which overrides the defaults; unset flags keep the config's.
+#[derive(Debug, Args, Default)]
+pub struct PretrainArgs {
+    /// A TOML file with any of the settings below (same names, snake_case), e.g. `steps = 2000`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run directory (config.json, metrics.csv, checkpoints/, summary.json).
+    #[arg(long, default_value = "runs/pretrain")]
+    pub out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint (same config, step, optimiser state,
+    /// data order and augmentation draws as an uninterrupted run).
+    #[arg(long)]
+    pub resume: bool,
+    /// Dataset: `builtin`, a CIFAR binary folder, an IDX folder or an ImageFolder.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// auto, cifar, idx or folder.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Side of the square images.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Contrastive method: simclr.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Encoder kind (hyper-resnet18, resnet18, prompt-vit-tiny, ...).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Width multiplier of ResNets (1.0 = 64 channels in the first stage).
+    #[arg(long)]
+    pub width: Option<f32>,
+    /// groups (K=2), individual (K=5), or fixed:<descriptor> for a plain baseline (fixed:1,1 default
+    /// set, fixed:0,1 appearance only, fixed:1,0 spatial only).
+    #[arg(long)]
+    pub invariances: Option<String>,
+    /// Optimisation steps in all.
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Passes over the training images (sets --steps).
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Images per step (each gives two views).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of AdamW (after linear warm-up, then cosine decay).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of initialisation, data order, descriptor draws and augmentations.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Steps between log lines in metrics.csv.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Steps between checkpoints (one is always written at the end).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Steps between kNN evaluations of every trained descriptor (0: only at the end).
+    #[arg(long)]
+    pub monitor_every: Option<u64>,
 }

@@ -7,6 +7,7 @@ mod bench;
 mod common;
 mod grid;
 mod info;
+mod pretrain;
 mod preview;
 
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         Some(args::Command::AugmentPreview(a)) => preview::run(&cli.global, &a),
         Some(args::Command::Bench(b)) => bench::run(&cli.global, &b),
         Some(args::Command::Info(a)) => info::run(&cli.global, &a),
+        Some(args::Command::Pretrain(a)) => pretrain::run(&cli.global, &a).map(|_| ()),
     }?;
     Ok(ExitCode::SUCCESS)
 }

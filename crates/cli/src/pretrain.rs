@@ -1,0 +1,464 @@
+//! `ail pretrain`: contrastive pretraining of an amortised (or plain) encoder with SimCLR.
+//!
+//! One step: batch of images -> descriptor of the step (from seed and step) -> two views with its
+//! augmentations, on the device -> encoder(views, i) -> projection head -> NT-Xent -> AdamW step with
+//! warm-up + cosine learning rate. Nothing returns to the host inside a step except the loss at log
+//! intervals. Every random choice of step `s` derives from `(seed, s)`, so `--resume` replays exactly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
+use ail_core::checkpoint::{self, CheckpointMeta};
+use ail_core::head::ProjectionHeadConfig;
+use ail_core::knn::knn_accuracy;
+use ail_core::method::ContrastiveModel;
+use ail_core::sampler::Invariances;
+use ail_core::schedule::warmup_cosine;
+use ail_core::{Descriptor, EncoderConfig, ModelKind};
+use ail_data::{BatchLoader, ImageSet, LoaderConfig, epoch_order};
+use anyhow::Context;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::args::{DataArgs, Format, Global, PretrainArgs};
+use crate::common;
+
+/// Every setting of a run; written to `config.json` before training starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub data: String,
+    pub format: String,
+    pub image_size: usize,
+    pub method: String,
+    pub model: ModelKind,
+    pub width: f32,
+    /// Hidden units of each kernel generator.
+    pub hidden: usize,
+    pub invariances: String,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub weight_decay: f32,
+    pub warmup_steps: u64,
+    pub temperature: f32,
+    pub head_hidden: usize,
+    pub head_output: usize,
+    pub head_layers: usize,
+    pub per_descriptor_heads: bool,
+    pub seed: u64,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    pub monitor_every: u64,
+    /// Training images whose features form the kNN bank.
+    pub monitor_bank: usize,
+    /// Held-out images (never trained on) classified by the kNN monitor.
+    pub monitor_queries: usize,
+    pub knn_k: usize,
+    pub knn_temperature: f32,
+    pub augment: AugmentConfig,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        Self {
+            data: "builtin".into(),
+            format: "auto".into(),
+            image_size: 32,
+            method: "simclr".into(),
+            model: ModelKind::HyperResnet18,
+            width: 0.25,
+            hidden: 32,
+            invariances: "groups".into(),
+            steps: 300,
+            batch_size: 64,
+            lr: 1e-3,
+            min_lr: 0.0,
+            weight_decay: 1e-4,
+            warmup_steps: 20,
+            temperature: 0.2,
+            head_hidden: 512,
+            head_output: 128,
+            head_layers: 2,
+            per_descriptor_heads: false,
+            seed: 0,
+            log_every: 10,
+            checkpoint_every: 100,
+            keep_checkpoints: 2,
+            monitor_every: 100,
+            monitor_bank: 2000,
+            monitor_queries: 500,
+            knn_k: 200,
+            knn_temperature: 0.1,
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// Defaults < `--config` file < flags.
+    fn resolve(args: &PretrainArgs, base: Option<PretrainConfig>) -> anyhow::Result<Self> {
+        let mut c = match (&args.config, base) {
+            (_, Some(base)) => base,
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("{} is not a valid pretraining config", path.display()))?
+            }
+            (None, None) => Self::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &args.$field { c.$field = v.clone(); } )* };
+        }
+        set!(data, format, image_size, method, width, invariances, steps, batch_size, lr, seed, log_every, checkpoint_every, monitor_every);
+        if let Some(m) = &args.model {
+            c.model = m.parse()?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.method == "simclr", "--method {}: this build trains simclr", self.method);
+        anyhow::ensure!(self.steps > 0 && self.batch_size >= 2, "--steps must be >= 1 and --batch-size >= 2");
+        anyhow::ensure!(self.lr > 0.0 && self.lr.is_finite(), "--lr must be positive (got {})", self.lr);
+        anyhow::ensure!(self.temperature > 0.0, "temperature must be positive");
+        anyhow::ensure!(self.log_every > 0 && self.checkpoint_every > 0, "log_every and checkpoint_every must be >= 1");
+        anyhow::ensure!(self.head_layers >= 2 && self.keep_checkpoints >= 1, "head_layers >= 2 and keep_checkpoints >= 1");
+        self.augment.validate()?;
+        let invariances = Invariances::parse(&self.invariances)?;
+        self.encoder(&invariances).validate()?;
+        Ok(())
+    }
+
+    fn encoder(&self, invariances: &Invariances) -> EncoderConfig {
+        let mut e = EncoderConfig::new(self.model, invariances.family().num_invariances())
+            .with_width(self.width)
+            .with_image_size(self.image_size);
+        e.hidden = self.hidden;
+        e
+    }
+}
+
+/// What the run ends with (also `summary.json`).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub final_loss: f32,
+    pub knn_accuracy: Vec<(String, f64)>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    pub device: String,
+    pub checkpoint: PathBuf,
+}
+
+/// What travels beside the encoder checkpoint to resume training.
+#[derive(Serialize, Deserialize)]
+struct TrainingState {
+    heads_param_ids: std::collections::BTreeMap<String, u64>,
+}
+
+fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
+    out.join("checkpoints").join(format!("step-{step:07}"))
+}
+
+/// The checkpoint directories of a run, oldest first.
+fn checkpoints(out: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    dirs.retain(|p| p.join(checkpoint::META_FILE).exists() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")));
+    dirs.sort();
+    dirs
+}
+
+/// Per-channel mean and std of the training pixels, as `[1, C, 1, 1]` tensors in [0, 1] units.
+fn channel_stats(set: &ImageSet, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    let hw = set.height * set.width;
+    let c = set.channels;
+    let mut sum = vec![0f64; c];
+    let mut sq = vec![0f64; c];
+    for image in set.pixels.chunks_exact(c * hw) {
+        for ch in 0..c {
+            for &p in &image[ch * hw..(ch + 1) * hw] {
+                let v = p as f64 / 255.0;
+                sum[ch] += v;
+                sq[ch] += v * v;
+            }
+        }
+    }
+    let n = (set.len() * hw) as f64;
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std: Vec<f32> = sq.iter().zip(&mean).map(|(q, &m)| ((q / n - (m as f64).powi(2)).max(1e-6)).sqrt() as f32).collect();
+    let t = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), device).reshape([1, c, 1, 1]);
+    (t(mean), t(std))
+}
+
+fn descriptor_tensor(model: ModelKind, d: &Descriptor, device: &Device) -> Tensor<1> {
+    if model.is_amortised() { Tensor::from_floats(d.values(), device) } else { Tensor::zeros([0], device) }
+}
+
+/// kNN accuracy of each trained descriptor: queries (held out) against the bank (training images),
+/// with the encoder in eval mode.
+#[allow(clippy::too_many_arguments)]
+fn monitor(
+    model: &ContrastiveModel,
+    config: &PretrainConfig,
+    trained: &[Descriptor],
+    bank: &ImageSet,
+    queries: &ImageSet,
+    stats: &(Tensor<4>, Tensor<4>),
+) -> anyhow::Result<Vec<f64>> {
+    let encoder = model.encoder.valid();
+    let device = stats.0.device().without_autodiff();
+    let (mean, std) = (stats.0.clone().without_autodiff(), stats.1.clone().without_autodiff());
+    let features = |set: &ImageSet, i: &Tensor<1>| -> Tensor<2> {
+        let chunks: Vec<Tensor<2>> = (0..set.len())
+            .step_by(256)
+            .map(|start| {
+                let end = (start + 256).min(set.len());
+                let [c, h, w] = set.shape();
+                let pixels = &set.pixels[start * set.image_len()..end * set.image_len()];
+                let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(pixels.to_vec(), [end - start, c, h, w]), &device) / 255.0;
+                encoder.forward_features((x - mean.clone()) / std.clone(), i.clone())
+            })
+            .collect();
+        ail_core::loss::normalize_rows(Tensor::cat(chunks, 0))
+    };
+    trained
+        .iter()
+        .map(|d| {
+            let i = descriptor_tensor(config.model, d, &device);
+            let sim = features(queries, &i).matmul(features(bank, &i).transpose());
+            let sim: Vec<f32> = sim.into_data().try_to_vec().map_err(|e| anyhow::anyhow!("reading similarities: {e:?}"))?;
+            Ok(knn_accuracy(&sim, &bank.labels, &queries.labels, bank.num_classes(), config.knn_k, config.knn_temperature))
+        })
+        .collect()
+}
+
+struct Metrics(std::fs::File);
+
+impl Metrics {
+    const HEADER: &str = "step,descriptor,loss,lr,images_per_s,knn_accuracy";
+
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let new = !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if new {
+            writeln!(file, "{}", Self::HEADER)?;
+        }
+        Ok(Self(file))
+    }
+
+    fn row(&mut self, step: u64, descriptor: &Descriptor, loss: Option<f32>, lr: Option<f64>, ips: Option<f64>, knn: Option<f64>) -> anyhow::Result<()> {
+        let f = |v: Option<String>| v.unwrap_or_default();
+        writeln!(
+            self.0,
+            "{step},\"{descriptor}\",{},{},{},{}",
+            f(loss.map(|l| format!("{l:.6}"))),
+            f(lr.map(|l| format!("{l:.6e}"))),
+            f(ips.map(|v| format!("{v:.1}"))),
+            f(knn.map(|v| format!("{v:.4}")))
+        )?;
+        self.0.flush()?;
+        Ok(())
+    }
+}
+
+pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
+    // --- configuration: defaults < --config < flags; a resumed run keeps its config.json --------
+    let out = args.out.clone();
+    let saved_config = out.join("config.json");
+    let base = if args.resume {
+        let text = std::fs::read_to_string(&saved_config)
+            .with_context(|| format!("--resume: reading {} (is --out a run directory?)", saved_config.display()))?;
+        Some(serde_json::from_str::<PretrainConfig>(&text).with_context(|| format!("{} is not a run config", saved_config.display()))?)
+    } else {
+        anyhow::ensure!(
+            checkpoints(&out).is_empty(),
+            "{} already holds a run with checkpoints: pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+        None
+    };
+    let mut config = PretrainConfig::resolve(args, base)?;
+    let invariances = Invariances::parse(&config.invariances)?;
+    let trained = invariances.trained();
+    let family = invariances.family();
+
+    // --- device and data ---------------------------------------------------------------------------
+    let selected = common::device(global)?;
+    let device = selected.device.clone().autodiff();
+    device.seed(config.seed);
+    let format = match config.format.as_str() {
+        "auto" => Format::Auto,
+        "cifar" => Format::Cifar,
+        "idx" => Format::Idx,
+        "folder" => Format::Folder,
+        other => anyhow::bail!("--format {other}: use auto, cifar, idx or folder"),
+    };
+    let data = common::load(&DataArgs { data: config.data.clone(), format, image_size: config.image_size, skip_bad: false })?;
+    // Held-out queries for the kNN monitor (never trained on); the bank comes from training images.
+    let order = epoch_order(data.len(), config.seed ^ 0x6b6e_6e, 0, true);
+    let num_queries = config.monitor_queries.min(data.len() / 5);
+    let queries = data.subset(&order[..num_queries]);
+    let train = Arc::new(data.subset(&order[num_queries..]));
+    let bank = train.subset(&order[..config.monitor_bank.min(train.len())].iter().map(|&i| i % train.len()).collect::<Vec<_>>());
+    if let Some(epochs) = args.epochs {
+        config.steps = epochs * (train.len() / config.batch_size) as u64;
+    }
+    let stats = channel_stats(&train, &device);
+
+    // --- model, optimiser, resume ---------------------------------------------------------------
+    let encoder_config = config.encoder(&invariances);
+    let head_config = ProjectionHeadConfig::new(encoder_config.feature_dim())
+        .with_hidden_dim(config.head_hidden)
+        .with_output_dim(config.head_output)
+        .with_num_layers(config.head_layers);
+    let mut model = ContrastiveModel::new(&encoder_config, &head_config, trained.len(), config.per_descriptor_heads, &device)?;
+    let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
+    let mut start_step = 0;
+    if args.resume {
+        let dir = checkpoints(&out).pop().with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
+        let ckpt = checkpoint::load(&dir, &device)?;
+        anyhow::ensure!(ckpt.meta.encoder == encoder_config, "{}: the checkpoint's encoder differs from config.json", dir.display());
+        let state: TrainingState = serde_json::from_slice(&std::fs::read(dir.join("training.json"))?)
+            .with_context(|| format!("reading {}/training.json", dir.display()))?;
+        let mut heads = model.heads.clone();
+        checkpoint::load_module(&dir.join("heads.safetensors"), &mut heads, &state.heads_param_ids)?;
+        model = ContrastiveModel { encoder: ckpt.encoder, heads };
+        if let Some(record) = ckpt.optimizer {
+            optim = optim.load_record(record);
+        }
+        start_step = ckpt.meta.step;
+        eprintln!("resuming {} at step {start_step} from {}", out.display(), dir.display());
+    } else {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let json = serde_json::to_vec_pretty(&config)?;
+        ail_core::io::write_atomic(&saved_config, &json).with_context(|| format!("writing {}", saved_config.display()))?;
+    }
+    let mut metrics = Metrics::open(&out.join("metrics.csv"))?;
+    let augmenter = Augmenter::new(&device);
+    let radius = config.augment.blur_radius(config.image_size);
+    let shape = [config.batch_size, train.channels, train.height, train.width];
+    eprintln!(
+        "pretraining {} (K = {}, {} descriptors) with SimCLR: {} steps of {} images, {} training images, {} held out",
+        config.model,
+        family.num_invariances(),
+        trained.len(),
+        config.steps,
+        config.batch_size,
+        train.len(),
+        queries.len()
+    );
+
+    let save = |model: &ContrastiveModel, optim: &burn::optim::ModuleOptimizer, step: u64| -> anyhow::Result<PathBuf> {
+        let dir = checkpoint_dir(&out, step);
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let heads_param_ids = checkpoint::save_module(&tmp.join("heads.safetensors"), &model.heads)?;
+        ail_core::io::write_atomic(&tmp.join("training.json"), &serde_json::to_vec_pretty(&TrainingState { heads_param_ids })?)?;
+        let meta = CheckpointMeta { encoder: encoder_config.clone(), family: encoder_config.kind.is_amortised().then_some(family), step };
+        checkpoint::save(&tmp, &model.encoder, &meta, Some(optim.to_record()))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).with_context(|| format!("moving the checkpoint into {}", dir.display()))?;
+        let all = checkpoints(&out);
+        for old in &all[..all.len().saturating_sub(config.keep_checkpoints)] {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(dir)
+    };
+
+    // --- the loop ---------------------------------------------------------------------------------
+    let loader = BatchLoader::new(train.clone(), LoaderConfig { start_step, ..LoaderConfig::new(config.batch_size, config.seed) })?;
+    let bar = ProgressBar::new(config.steps).with_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed}, eta {eta}]").expect("valid template"),
+    );
+    bar.set_position(start_step);
+    let started = Instant::now();
+    let mut window = (Instant::now(), 0u64);
+    let mut last_loss = f32::NAN;
+    let mut last_dir = None;
+    for (step, batch) in (start_step..config.steps).zip(loader) {
+        // views: the step's descriptor, its augmentations, on the device
+        let index = invariances.draw(config.seed, step);
+        let descriptor = &trained[index];
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        rng.set_stream(step);
+        let ops = OpSet::from_descriptor(family, descriptor);
+        let views = sample_views(ops, &config.augment, [shape[0], shape[2], shape[3]], 2, &mut rng);
+        let x = augmenter.apply(&batch.pixels, shape, &views, radius)?; // [2B, C, H, W]
+        let x = (x - stats.0.clone()) / stats.1.clone();
+        // forward, loss, step
+        let i = descriptor_tensor(config.model, descriptor, &device);
+        let loss = model.simclr_loss(x, i, index, config.temperature);
+        let lr = warmup_cosine(step, config.steps, config.warmup_steps, config.lr, config.min_lr);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        window.1 += 1;
+        let done = step + 1;
+        // log (the only host round trip)
+        if done % config.log_every == 0 || done == config.steps {
+            last_loss = loss.into_scalar::<f32>();
+            anyhow::ensure!(
+                last_loss.is_finite(),
+                "the loss became {last_loss} at step {done} (descriptor {descriptor}, lr {lr:.3e}): lower --lr; the last good checkpoint is kept in {}",
+                out.join("checkpoints").display()
+            );
+            let ips = (window.1 as usize * config.batch_size) as f64 / window.0.elapsed().as_secs_f64();
+            window = (Instant::now(), 0);
+            metrics.row(done, descriptor, Some(last_loss), Some(lr), Some(ips), None)?;
+            bar.set_message(format!("loss {last_loss:.4} lr {lr:.2e} {ips:.0} img/s"));
+        }
+        bar.set_position(done);
+        if config.monitor_every > 0 && done % config.monitor_every == 0 && done != config.steps {
+            for (d, acc) in trained.iter().zip(monitor(&model, &config, &trained, &bank, &queries, &stats)?) {
+                metrics.row(done, d, None, None, None, Some(acc))?;
+            }
+            window = (Instant::now(), 0); // images/s measures training only
+        }
+        if done % config.checkpoint_every == 0 || done == config.steps {
+            last_dir = Some(save(&model, &optim, done)?);
+        }
+    }
+    bar.finish_and_clear();
+
+    // --- summary ----------------------------------------------------------------------------------
+    let accuracies = monitor(&model, &config, &trained, &bank, &queries, &stats)?;
+    for (d, acc) in trained.iter().zip(&accuracies) {
+        metrics.row(config.steps, d, None, None, None, Some(*acc))?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let steps_run = config.steps.saturating_sub(start_step);
+    let summary = Summary {
+        steps: config.steps,
+        final_loss: last_loss,
+        knn_accuracy: trained.iter().map(|d| d.to_string()).zip(accuracies).collect(),
+        seconds,
+        images_per_second: (steps_run as usize * config.batch_size) as f64 / seconds.max(1e-9),
+        device: selected.description,
+        checkpoint: last_dir.unwrap_or_else(|| checkpoints(&out).pop().unwrap_or_default()),
+    };
+    ail_core::io::write_atomic(&out.join("summary.json"), &serde_json::to_vec_pretty(&summary)?)?;
+    println!("pretrained {} for {} steps (final loss {:.4}) in {:.0} s", config.model, config.steps, summary.final_loss, seconds);
+    println!("kNN accuracy (k = {}, T = {}) on {} held-out images:", config.knn_k, config.knn_temperature, queries.len());
+    for (d, acc) in &summary.knn_accuracy {
+        println!("  i = [{d}]  {:.1}%", acc * 100.0);
+    }
+    println!("outputs: {} (config.json, metrics.csv, checkpoints/, summary.json)", out.display());
+    Ok(summary)
+}
