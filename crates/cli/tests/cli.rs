@@ -186,3 +186,98 @@ fn info_prints_parameters_per_part_and_checks_them() {
     let out = ail(&["info", "--model", "hyper-resnet99"], dir.path());
     assert!(!out.status.success() && stderr(&out).contains("unknown model `hyper-resnet99`"), "{}", stderr(&out));
 }
+
+/// A 4-class ImageFolder of 8x8 patterned images and a short-run config.
+fn tiny_pretraining_setup(dir: &Path) {
+    for c in 0..4u32 {
+        let class = dir.join("imgs").join(format!("c{c}"));
+        std::fs::create_dir_all(&class).unwrap();
+        for k in 0..16u32 {
+            let img = image::RgbImage::from_fn(8, 8, |x, y| {
+                let on = ((x + 2 * c) % 8 < 4) ^ ((y + k) % 8 < 4);
+                image::Rgb([if on { 200 } else { 30 }, (40 * c + 20) as u8, ((x * 31 + y * 17 + k * 7) % 256) as u8])
+            });
+            img.save(class.join(format!("{k}.png"))).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("run.toml"),
+        "steps = 20\nbatch_size = 16\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\n\
+         log_every = 1\ncheckpoint_every = 10\nmonitor_every = 10\nhead_hidden = 32\nhead_output = 16\n",
+    )
+    .unwrap();
+}
+
+/// `(step, loss)` of the training rows of a metrics.csv.
+fn losses(path: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("step,descriptor,loss,lr,images_per_s,knn_accuracy"));
+    lines
+        .filter_map(|l| {
+            // the descriptor is quoted and holds commas: split around it
+            let (step, rest) = l.split_once(",\"")?;
+            let (_, values) = rest.split_once("\",")?;
+            let loss = values.split(',').next()?;
+            (!loss.is_empty()).then(|| (step.parse().unwrap(), loss.parse().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_pretraining_setup(dir.path());
+    let out = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("kNN accuracy") && stdout.contains("i = [1,1]"), "{stdout}");
+
+    let run = dir.path().join("a");
+    for file in ["config.json", "metrics.csv", "summary.json"] {
+        assert!(run.join(file).exists(), "{file} missing");
+    }
+    for step in ["step-0000010", "step-0000020"] {
+        for file in ["model.safetensors", "checkpoint.json", "optimizer.bpk", "heads.safetensors", "training.json"] {
+            assert!(run.join("checkpoints").join(step).join(file).exists(), "{step}/{file} missing");
+        }
+    }
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["steps"], 20);
+    assert_eq!(config["width"], 0.0625);
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["knn_accuracy"].as_array().unwrap().len(), 3);
+
+    let curve = losses(&run.join("metrics.csv"));
+    assert_eq!(curve.len(), 20);
+    let mean = |xs: &[(u64, f64)]| xs.iter().map(|x| x.1).sum::<f64>() / xs.len() as f64;
+    assert!(mean(&curve[15..]) < mean(&curve[..5]) - 0.1, "the loss did not fall: {curve:?}");
+    // kNN rows: one per descriptor at step 10 and at the end.
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(text.lines().filter(|l| l.split(',').next_back().is_some_and(|v| !v.is_empty() && v != "knn_accuracy")).count(), 6);
+
+    // An existing run is not overwritten by accident.
+    let again = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
+    assert!(!again.status.success() && stderr(&again).contains("pass --resume"), "{}", stderr(&again));
+
+    // Interrupted at step 10: resuming replays steps 11-20 exactly.
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(b.join("checkpoints")).unwrap();
+    std::fs::copy(run.join("config.json"), b.join("config.json")).unwrap();
+    let from = run.join("checkpoints").join("step-0000010");
+    let to = b.join("checkpoints").join("step-0000010");
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    let out = ail(&["pretrain", "--device", "cpu", "--out", "b", "--resume"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming") && stderr(&out).contains("at step 10"), "{}", stderr(&out));
+    let resumed = losses(&b.join("metrics.csv"));
+    assert_eq!(resumed.len(), 10);
+    for ((s1, l1), (s2, l2)) in curve[10..].iter().zip(&resumed) {
+        assert_eq!(s1, s2);
+        assert!((l1 - l2).abs() < 1e-5, "step {s1}: uninterrupted {l1}, resumed {l2}");
+    }
+}

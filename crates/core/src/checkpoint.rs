@@ -68,7 +68,9 @@ pub fn save(
     optimizer: Option<burn::optim::OptimizerRecord>,
 ) -> Result<(), CoreError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create the directory: {e}")))?;
-    encoder.sync_running_stats();
+    // The eval-mode copy: burn folds pending BatchNorm running-statistics updates (from every
+    // thread) into it; the training module would save stale statistics.
+    let encoder = &encoder.valid();
     let mut store = SafetensorsStore::from_bytes(None);
     encoder.save_into(&mut store).map_err(|e| err(dir, format!("cannot serialise the tensors: {e}")))?;
     let bytes = store.get_bytes().map_err(|e| err(dir, format!("cannot serialise the tensors: {e}")))?;
@@ -105,6 +107,19 @@ fn read_meta_file(dir: &Path) -> Result<MetaFile, CoreError> {
         return Err(err(&path, format!("format `{}` version {} is not {FORMAT} version {VERSION}", file.format, file.version)));
     }
     file.meta.encoder.validate().map_err(|e| err(&path, e.to_string()))?;
+    if let Some(family) = file.meta.family
+        && file.meta.encoder.kind.is_amortised()
+        && family.num_invariances() != file.meta.encoder.num_invariances
+    {
+        return Err(err(&path, format!(
+            "family {family:?} has K = {} but the encoder takes K = {}",
+            family.num_invariances(),
+            file.meta.encoder.num_invariances
+        )));
+    }
+    if file.optimizer.as_deref().is_some_and(|name| name != OPTIMIZER_FILE) {
+        return Err(err(&path, format!("the optimiser state must be {OPTIMIZER_FILE} beside it")));
+    }
     Ok(file)
 }
 
@@ -114,6 +129,18 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
     let meta = file.meta;
     let path: PathBuf = dir.join(TENSORS_FILE);
     let bytes = std::fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
+    // Before building anything: the file must be able to hold the tensors the config describes
+    // (a config that does not match the file would otherwise allocate for nothing).
+    let summary = crate::summary::params(&meta.encoder, 0);
+    let needed = (summary.total() + summary.running_stats) as u64 * 4;
+    if (bytes.len() as u64) < needed {
+        return Err(err(&path, format!(
+            "{} bytes cannot hold the {} f32 values of the {} described in {META_FILE}: truncated, or not this model's tensors",
+            bytes.len(),
+            needed / 4,
+            meta.encoder.kind
+        )));
+    }
     let mut encoder = meta.encoder.init(device)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = encoder.load_from(&mut store).map_err(|e| {

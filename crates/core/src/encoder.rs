@@ -191,6 +191,16 @@ impl EncoderConfig {
         if self.image_size == 0 || self.in_channels == 0 || self.hidden == 0 {
             return bad("image_size, in_channels and hidden must be at least 1".into());
         }
+        // Upper bounds keep every size computation far from overflow and every allocation sane.
+        if self.width > 64.0 || self.image_size > 4096 || self.in_channels > 64 || self.hidden > 4096 || self.num_invariances > 64 {
+            return bad(format!(
+                "out of range: width {} (max 64), image_size {} (max 4096), in_channels {} (max 64), hidden {} (max 4096), num_invariances {} (max 64)",
+                self.width, self.image_size, self.in_channels, self.hidden, self.num_invariances
+            ));
+        }
+        if self.num_projectors.is_some_and(|m| m == 0 || m > 4096) || self.patch_size.is_some_and(|p| p == 0) {
+            return bad("num_projectors must be in 1..=4096 and patch_size at least 1".into());
+        }
         if self.kind.is_amortised() && self.num_invariances == 0 {
             return bad(format!("{} needs num_invariances >= 1", self.kind));
         }
@@ -250,14 +260,6 @@ impl EncoderConfig {
 }
 
 impl Encoder {
-    /// Makes pending BatchNorm running-statistics updates visible to saving (see
-    /// [`ResNet::sync_running_stats`]).
-    pub fn sync_running_stats(&self) {
-        if let Encoder::ResNet(m) = self {
-            m.sync_running_stats();
-        }
-    }
-
     /// Features at descriptor `i` (`[K]`; an empty tensor for plain encoders).
     ///
     /// # Shapes

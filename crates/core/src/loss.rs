@@ -144,6 +144,12 @@ mod tests {
         close(mocov3(t(&i2, &d), t(&i2, &d), t(&i2, &d), t(&i2, &d), 1.0), 2.0 * ctr); // 1.253046
         let ctr = (1.0 + (-5.0f64).exp()).ln() * 2.0 * 0.2; // T = 0.2
         close(mocov3(t(&i2, &d), t(&i2, &d), t(&i2, &d), t(&i2, &d), 0.2), 2.0 * ctr);
+        // Pairing: q1 pairs with k2 and q2 with k1. With q1 = k2 = I and q2 = k1 = swap, both terms
+        // see matching rows (2 ctr(I, I)); the wrong pairing would see crossed rows, where each
+        // target logit is 0 against 1: log(1 + e).
+        let swap = [[0.0, 1.0], [1.0, 0.0]];
+        let ctr = (1.0 + (-1.0f64).exp()).ln() * 2.0;
+        close(mocov3(t(&i2, &d), t(&swap, &d), t(&swap, &d), t(&i2, &d), 1.0), 2.0 * ctr);
     }
 
     #[test]

@@ -337,20 +337,6 @@ impl ResNet {
         x.mean_dim(3).mean_dim(2).reshape([batch, channels]) // [batch, feature_dim]
     }
 
-    /// Folds the BatchNorm running statistics of the last training forwards into their stored
-    /// values. burn keeps those updates pending until an inference forward reads them, and module
-    /// visitors (saving) read the stored value: call this before saving a model that trained.
-    pub fn sync_running_stats(&self) {
-        let sync = |bn: &BatchNorm| {
-            bn.running_mean.value_sync();
-            bn.running_var.value_sync();
-        };
-        sync(&self.stem_bn);
-        for block in &self.blocks {
-            block.body.iter().chain(&block.shortcut).for_each(|layer| sync(&layer.bn));
-        }
-    }
-
     /// K (0 for a plain ResNet).
     pub fn num_invariances(&self) -> usize {
         self.num_invariances

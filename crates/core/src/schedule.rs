@@ -1,5 +1,5 @@
 //! Learning-rate schedule (METHOD.md): linear warm-up from 0 to the base rate, then cosine decay to
-//! `min_lr` at the last step.
+//! `min_lr` at step `total` (the last step run, `total - 1`, is one decay step short of it).
 
 /// The learning rate at `step` (0-based) of `total` steps with `warmup` warm-up steps.
 pub fn warmup_cosine(step: u64, total: u64, warmup: u64, base_lr: f64, min_lr: f64) -> f64 {
