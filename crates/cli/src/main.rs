@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 
 fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        None => preview::demo(&cli.global),
+        None => pretrain::demo(&cli.global),
         Some(args::Command::AugmentPreview(a)) => preview::run(&cli.global, &a),
         Some(args::Command::Bench(b)) => bench::run(&cli.global, &b),
         Some(args::Command::Info(a)) => info::run(&cli.global, &a),

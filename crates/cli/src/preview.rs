@@ -1,6 +1,6 @@
 //! `ail augment-preview` and the built-in demo: grids of augmented views, to judge by eye.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ail_augment::device::SelectedDevice;
 use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
@@ -9,7 +9,7 @@ use ail_data::{ImageSet, epoch_order};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::args::{DataArgs, Format, Global, PreviewArgs};
+use crate::args::{Global, PreviewArgs};
 use crate::{common, grid};
 
 pub fn run(global: &Global, args: &PreviewArgs) -> anyhow::Result<()> {
@@ -22,33 +22,6 @@ pub fn run(global: &Global, args: &PreviewArgs) -> anyhow::Result<()> {
     let preview = Preview { family, descriptor, images: args.images, views: args.views, seed: args.seed };
     preview.write(&device, &data, &args.out)?;
     eprintln!("wrote {} ({} images x {} views, descriptor {})", args.out.display(), args.images, args.views, args.descriptor);
-    Ok(())
-}
-
-/// The default run until pretraining lands: preview grids of the three K=2 augmentation sets on
-/// the built-in data.
-pub fn demo(global: &Global) -> anyhow::Result<()> {
-    eprintln!("ail demo: augmentation previews of the built-in data (run `ail --help` for the commands)");
-    let device = common::device(global)?;
-    let data = common::load(&DataArgs {
-        data: "builtin".into(),
-        format: Format::Auto,
-        image_size: 32,
-        skip_bad: false,
-    })?;
-    let out_dir = PathBuf::from("ail-demo");
-    for (name, desc) in [("spatial", "1,0"), ("appearance", "0,1"), ("default", "1,1")] {
-        let preview = Preview {
-            family: Family::Groups,
-            descriptor: Descriptor::parse(desc, Family::Groups)?,
-            images: 8,
-            views: 6,
-            seed: 0,
-        };
-        let path = out_dir.join(format!("augment-{name}.png"));
-        preview.write(&device, &data, &path)?;
-        eprintln!("wrote {} (descriptor [{desc}] = {name})", path.display());
-    }
     Ok(())
 }
 

@@ -116,15 +116,25 @@ fn wrong_format_file_names_expected_and_found() {
 }
 
 #[test]
-fn default_run_writes_the_three_demo_grids() {
+fn default_run_pretrains_on_builtin_data_and_reports_knn_per_descriptor() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ail(&["--device", "cpu"], dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_ail"))
+        .args(["--device", "cpu"])
+        .current_dir(dir.path())
+        .env("AIL_DEMO_STEPS", "3")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    for name in ["spatial", "appearance", "default"] {
-        let path = dir.path().join("ail-demo").join(format!("augment-{name}.png"));
-        let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!((img.width(), img.height()), grid_dims(8, 7, 96));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for d in ["i = [0,1]", "i = [1,0]", "i = [1,1]"] {
+        assert!(stdout.contains(d), "{d} missing:\n{stdout}");
     }
+    assert!(stdout.contains("runs/demo-1"), "{stdout}");
+    assert!(dir.path().join("runs/demo-1/summary.json").exists());
+    // A second demo does not touch the first run.
+    let again = Command::new(env!("CARGO_BIN_EXE_ail")).args(["--device", "cpu"]).current_dir(dir.path()).env("AIL_DEMO_STEPS", "1").output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(dir.path().join("runs/demo-2/summary.json").exists());
 }
 
 #[test]
