@@ -39,7 +39,7 @@ pub enum Command {
     /// Measure speed (images/s) against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Contrastive pretraining (SimCLR) of an amortised encoder: one descriptor drawn per step, both
+    /// Contrastive pretraining (SimCLR, MoCo-v2, MoCo-v3) of an amortised encoder: one descriptor drawn per step, both
     /// views made with its augmentations. Writes config.json, metrics.csv (loss, lr, images/s, kNN
     /// accuracy per descriptor), checkpoints and summary.json into --out.
     Pretrain(PretrainArgs),
@@ -150,6 +150,33 @@ pub enum BenchCommand {
     /// A plain ResNet-18 (CIFAR stem) training step (forward, cross-entropy, backward, Adam) on
     /// each backend, to compare them: flex on the CPU and wgpu.
     Device(BenchDeviceArgs),
+    /// One AI-SimCLR pretraining step (two views augmented on the device, Hyper-ResNet-18, NT-Xent,
+    /// AdamW) against the same step written in PyTorch (scripts/bench_pytorch_pretrain.py, with
+    /// torchvision's augmentation), measured in the same run: medians, ratio, peak memory.
+    Pretrain(BenchPretrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPretrainArgs {
+    /// Width multipliers to measure, comma-separated.
+    #[arg(long, default_value = "0.25")]
+    pub widths: String,
+    /// Batch sizes to measure, comma-separated (each image gives two views).
+    #[arg(long, default_value = "64")]
+    pub batch_sizes: String,
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    /// Timed steps per configuration (median reported), after --warmup steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Skip the PyTorch baseline.
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Python interpreter for the PyTorch baseline.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +241,8 @@ pub struct PretrainArgs {
     /// Side of the square images.
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// Contrastive method: simclr.
+    /// Contrastive method: simclr, mocov2 (momentum encoder, one negative queue per descriptor) or
+    /// mocov3 (momentum encoder, predictor, symmetrised loss, cosine momentum).
     #[arg(long)]
     pub method: Option<String>,
     /// Encoder kind (hyper-resnet18, resnet18, prompt-vit-tiny, ...).

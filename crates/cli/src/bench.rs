@@ -13,15 +13,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::args::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, Global};
+use crate::args::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchPretrainArgs, Global};
 use crate::common;
 
 const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_torchvision_augment.py");
+const TORCH_PRETRAIN_SCRIPT: &str = include_str!("../../../scripts/bench_pytorch_pretrain.py");
 
 pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Augment(args) => augment(global, args),
         BenchCommand::Device(args) => device(global, args),
+        BenchCommand::Pretrain(args) => pretrain(global, args),
     }
 }
 
@@ -234,4 +236,108 @@ fn device(global: &Global, args: &BenchDeviceArgs) -> anyhow::Result<()> {
     }
     println!("speed: relative to `{}` (higher is faster)", rows[0].name);
     Ok(())
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn parse_list<T: std::str::FromStr>(text: &str, flag: &str) -> anyhow::Result<Vec<T>> {
+    text.split(',')
+        .map(|s| s.trim().parse().map_err(|_| anyhow::anyhow!("{flag}: `{s}` is not a number")))
+        .collect()
+}
+
+fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
+    use crate::pretrain::{PretrainConfig, Stepper};
+    use ail_core::head::ProjectionHeadConfig;
+    use ail_core::method::ContrastiveModel;
+    use ail_core::sampler::Invariances;
+    use burn::optim::AdamWConfig;
+    use rand::Rng;
+
+    let widths: Vec<f32> = parse_list(&args.widths, "--widths")?;
+    let batches: Vec<usize> = parse_list(&args.batch_sizes, "--batch-sizes")?;
+    anyhow::ensure!(args.steps > 0, "--steps must be at least 1");
+    let selected = common::device(global)?;
+    let device = selected.device.clone().autodiff();
+    let mut rows = Vec::new();
+    for &width in &widths {
+        for &batch in &batches {
+            let config = PretrainConfig { width, batch_size: batch, image_size: args.image_size, steps: 1_000_000, ..Default::default() };
+            config.validate()?;
+            let invariances = Invariances::parse(&config.invariances)?;
+            let encoder = config.encoder(&invariances);
+            let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
+            device.seed(0);
+            let mut model = Some(ContrastiveModel::new(&encoder, &head, 3, false, &device)?);
+            let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
+            let side = args.image_size;
+            let stats = (burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.5, &device), burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.25, &device));
+            let mut stepper = Stepper::new(&config, &device, stats, [3, side, side], model.as_ref().expect("model"))?;
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let pixels: Vec<u8> = (0..batch * 3 * side * side).map(|_| rng.random()).collect();
+            let mut step = 0u64;
+            let name = format!("width {width}, batch {batch}");
+            let ours = time_runs(&name, args.warmup, args.steps, || {
+                let (next, loss, _, _) = stepper.step(model.take().expect("model"), &mut optim, &pixels, step)?;
+                model = Some(next);
+                step += 1;
+                let l = loss.into_scalar::<f32>(); // waits for the step to finish
+                anyhow::ensure!(l.is_finite(), "non-finite loss in the benchmark");
+                Ok(())
+            })?;
+            let ours_mem = peak_rss_mib();
+            let torch = if args.no_torch { None } else {
+                match torch_pretrain(args, width, batch) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        eprintln!("skipping the PyTorch baseline: {e:#}");
+                        None
+                    }
+                }
+            };
+            rows.push((name, ours, ours_mem, torch));
+        }
+    }
+    println!("\nAI-SimCLR step: Hyper-ResNet-18 (CIFAR stem, K = 2), {} px, two views, NT-Xent, AdamW", args.image_size);
+    println!("{:<22} {:>12} {:>12} {:>9} {:>12} {:>12}", "config", "ail ms", "PyTorch ms", "speedup", "ail MiB", "PyTorch MiB");
+    for (name, ours, mem, torch) in &rows {
+        let (t, tm) = torch.map(|(t, m)| (t, m)).unzip();
+        println!(
+            "{name:<22} {:>12.1} {:>12} {:>8}x {:>12} {:>12}",
+            ours * 1e3,
+            t.map(|t| format!("{:.1}", t * 1e3)).unwrap_or("-".into()),
+            t.map(|t| format!("{:.2}", t / ours)).unwrap_or("-".into()),
+            mem.map(|m| format!("{m:.0}")).unwrap_or("-".into()),
+            tm.map(|m| format!("{m:.0}")).unwrap_or("-".into())
+        );
+    }
+    println!("device: {}; speedup = PyTorch time / ail time (higher is better for ail); ail MiB is this process's peak so far", selected.description);
+    Ok(())
+}
+
+/// Runs the PyTorch step; returns (median seconds, peak RSS MiB).
+fn torch_pretrain(args: &BenchPretrainArgs, width: f32, batch: usize) -> anyhow::Result<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("ail-bench-pt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("bench_pytorch_pretrain.py");
+    std::fs::write(&script, TORCH_PRETRAIN_SCRIPT)?;
+    let bar = ProgressBar::new_spinner().with_message(format!("PyTorch, width {width}, batch {batch}"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .args(["--width", &width.to_string(), "--batch-size", &batch.to_string(), "--image-size", &args.image_size.to_string()])
+        .args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()])
+        .output()
+        .with_context(|| format!("running {}", args.python))?;
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(out.status.success(), "the PyTorch step failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).context("parsing the PyTorch output")?;
+    Ok((json["median_s"].as_f64().context("no median_s")?, json["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)))
 }

@@ -14,7 +14,8 @@ use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
 use ail_core::checkpoint::{self, CheckpointMeta};
 use ail_core::head::ProjectionHeadConfig;
 use ail_core::knn::knn_accuracy;
-use ail_core::method::ContrastiveModel;
+use ail_core::method::{ContrastiveModel, cosine_momentum, ema_update};
+use ail_core::queue::DescriptorQueues;
 use ail_core::sampler::Invariances;
 use ail_core::schedule::warmup_cosine;
 use ail_core::{Descriptor, EncoderConfig, ModelKind};
@@ -51,6 +52,10 @@ pub struct PretrainConfig {
     pub weight_decay: f32,
     pub warmup_steps: u64,
     pub temperature: f32,
+    /// Momentum of the key encoder (MoCo; MoCo-v3 raises it to 1 along a cosine).
+    pub momentum: f64,
+    /// Negatives per descriptor queue (MoCo-v2).
+    pub queue_size: usize,
     pub head_hidden: usize,
     pub head_output: usize,
     pub head_layers: usize,
@@ -87,6 +92,8 @@ impl Default for PretrainConfig {
             weight_decay: 1e-4,
             warmup_steps: 20,
             temperature: 0.2,
+            momentum: 0.99,
+            queue_size: 4096,
             head_hidden: 512,
             head_output: 128,
             head_layers: 2,
@@ -127,8 +134,14 @@ impl PretrainConfig {
         Ok(c)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.method == "simclr", "--method {}: this build trains simclr", self.method);
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            ["simclr", "mocov2", "mocov3"].contains(&self.method.as_str()),
+            "--method {}: use simclr, mocov2 or mocov3",
+            self.method
+        );
+        anyhow::ensure!((0.0..1.0).contains(&self.momentum), "momentum must be in [0, 1)");
+        anyhow::ensure!(self.queue_size >= 1, "queue_size must be at least 1");
         anyhow::ensure!(self.steps > 0 && self.batch_size >= 2, "--steps must be >= 1 and --batch-size >= 2");
         anyhow::ensure!(self.lr > 0.0 && self.lr.is_finite(), "--lr must be positive (got {})", self.lr);
         anyhow::ensure!(self.temperature > 0.0, "temperature must be positive");
@@ -140,12 +153,105 @@ impl PretrainConfig {
         Ok(())
     }
 
-    fn encoder(&self, invariances: &Invariances) -> EncoderConfig {
+    pub fn encoder(&self, invariances: &Invariances) -> EncoderConfig {
         let mut e = EncoderConfig::new(self.model, invariances.family().num_invariances())
             .with_width(self.width)
             .with_image_size(self.image_size);
         e.hidden = self.hidden;
         e
+    }
+}
+
+/// One optimisation step of pretraining, shared by `ail pretrain` and `ail bench pretrain`; holds
+/// MoCo's momentum model and per-descriptor queues.
+pub struct Stepper {
+    config: PretrainConfig,
+    /// MoCo's key model (momentum copy of the model).
+    pub key: Option<ContrastiveModel>,
+    /// MoCo-v2's negatives, one queue per trained descriptor.
+    pub queues: Option<DescriptorQueues>,
+    invariances: Invariances,
+    trained: Vec<Descriptor>,
+    augmenter: Augmenter,
+    stats: (Tensor<4>, Tensor<4>),
+    radius: usize,
+    shape: [usize; 4],
+    device: Device,
+}
+
+impl Stepper {
+    /// `device` must be an autodiff device; `stats` the per-channel mean and std; `image` `[C, H, W]`;
+    /// `model` seeds MoCo's key model.
+    pub fn new(
+        config: &PretrainConfig,
+        device: &Device,
+        stats: (Tensor<4>, Tensor<4>),
+        [c, h, w]: [usize; 3],
+        model: &ContrastiveModel,
+    ) -> anyhow::Result<Self> {
+        let invariances = Invariances::parse(&config.invariances)?;
+        let moco = config.method != "simclr";
+        Ok(Self {
+            key: moco.then(|| ema_update(model.clone(), model, 0.0).no_grad()),
+            queues: (config.method == "mocov2")
+                .then(|| DescriptorQueues::new(invariances.trained().len(), config.queue_size, config.head_output, device)),
+            trained: invariances.trained(),
+            invariances,
+            augmenter: Augmenter::new(device),
+            stats,
+            radius: config.augment.blur_radius(config.image_size),
+            shape: [config.batch_size, c, h, w],
+            device: device.clone(),
+            config: config.clone(),
+        })
+    }
+
+    /// Step `step` on the `u8` batch `pixels`: the step's descriptor (from seed and step), its two
+    /// views on the device, forward, NT-Xent, backward, AdamW. Returns the new model, the loss (still
+    /// on the device), the learning rate and the descriptor's index.
+    pub fn step(
+        &mut self,
+        model: ContrastiveModel,
+        optim: &mut burn::optim::ModuleOptimizer,
+        pixels: &[u8],
+        step: u64,
+    ) -> anyhow::Result<(ContrastiveModel, Tensor<1>, f64, usize)> {
+        let c = &self.config;
+        // views: the step's descriptor, its augmentations, on the device
+        let index = self.invariances.draw(c.seed, step);
+        let descriptor = &self.trained[index];
+        let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+        rng.set_stream(step);
+        let ops = OpSet::from_descriptor(self.invariances.family(), descriptor);
+        let [b, _, h, w] = self.shape;
+        let views = sample_views(ops, &c.augment, [b, h, w], 2, &mut rng);
+        let x = self.augmenter.apply(pixels, self.shape, &views, self.radius)?; // [2B, C, H, W]
+        let x = (x - self.stats.0.clone()) / self.stats.1.clone();
+        // forward, loss, step
+        let i = descriptor_tensor(c.model, descriptor, &self.device);
+        // MoCo: update the key model first, then compute keys with it (MoCo's order).
+        let momentum = match c.method.as_str() {
+            "mocov3" => cosine_momentum(step, c.steps, c.momentum),
+            _ => c.momentum,
+        };
+        if let Some(key) = self.key.take() {
+            self.key = Some(ema_update(key, &model, momentum as f32));
+        }
+        let (loss, keys) = match (c.method.as_str(), &self.key, &self.queues) {
+            ("mocov2", Some(key), Some(queues)) => {
+                let (loss, keys) = model.mocov2_loss(key, x, i, index, queues.queue(index), c.temperature);
+                (loss, Some(keys))
+            }
+            ("mocov3", Some(key), _) => (model.mocov3_loss(key, x, i, index, c.temperature), None),
+            _ => (model.simclr_loss(x, i, index, c.temperature), None),
+        };
+        let lr = warmup_cosine(step, c.steps, c.warmup_steps, c.lr, c.min_lr);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let model = optim.step(lr, model, grads);
+        if let (Some(queues), Some(keys)) = (self.queues.as_mut(), keys) {
+            queues.enqueue(index, keys);
+        }
+        Ok((model, loss, lr, index))
     }
 }
 
@@ -165,6 +271,11 @@ pub struct Summary {
 #[derive(Serialize, Deserialize)]
 struct TrainingState {
     heads_param_ids: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    predictor_param_ids: std::collections::BTreeMap<String, u64>,
+    /// MoCo-v2: the queue pointers (their values are in queues.bin, f32 little-endian).
+    #[serde(default)]
+    queue_pointers: Vec<usize>,
 }
 
 fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
@@ -182,7 +293,7 @@ fn checkpoints(out: &Path) -> Vec<PathBuf> {
 }
 
 /// Per-channel mean and std of the training pixels, as `[1, C, 1, 1]` tensors in [0, 1] units.
-fn channel_stats(set: &ImageSet, device: &Device) -> (Tensor<4>, Tensor<4>) {
+pub fn channel_stats(set: &ImageSet, device: &Device) -> (Tensor<4>, Tensor<4>) {
     let hw = set.height * set.width;
     let c = set.channels;
     let mut sum = vec![0f64; c];
@@ -329,8 +440,12 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         .with_output_dim(config.head_output)
         .with_num_layers(config.head_layers);
     let mut model = ContrastiveModel::new(&encoder_config, &head_config, trained.len(), config.per_descriptor_heads, &device)?;
+    if config.method == "mocov3" {
+        model = model.with_predictor(&head_config, &device);
+    }
     let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
     let mut start_step = 0;
+    let mut resume_state: Option<(PathBuf, TrainingState)> = None;
     if args.resume {
         let dir = checkpoints(&out).pop().with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
         let ckpt = checkpoint::load(&dir, &device)?;
@@ -339,7 +454,12 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             .with_context(|| format!("reading {}/training.json", dir.display()))?;
         let mut heads = model.heads.clone();
         checkpoint::load_module(&dir.join("heads.safetensors"), &mut heads, &state.heads_param_ids)?;
-        model = ContrastiveModel { encoder: ckpt.encoder, heads };
+        let mut predictor = model.predictor.clone();
+        if let Some(p) = predictor.as_mut() {
+            checkpoint::load_module(&dir.join("predictor.safetensors"), p, &state.predictor_param_ids)?;
+        }
+        model = ContrastiveModel { encoder: ckpt.encoder, heads, predictor };
+        resume_state = Some((dir.clone(), state));
         if let Some(record) = ckpt.optimizer {
             optim = optim.load_record(record);
         }
@@ -351,27 +471,51 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         ail_core::io::write_atomic(&saved_config, &json).with_context(|| format!("writing {}", saved_config.display()))?;
     }
     let mut metrics = Metrics::open(&out.join("metrics.csv"))?;
-    let augmenter = Augmenter::new(&device);
-    let radius = config.augment.blur_radius(config.image_size);
-    let shape = [config.batch_size, train.channels, train.height, train.width];
+    let mut stepper = Stepper::new(&config, &device, stats.clone(), [train.channels, train.height, train.width], &model)?;
+    if let Some((dir, state)) = &resume_state {
+        if let Some(key) = stepper.key.as_mut() {
+            checkpoint::load_module(&dir.join("key.safetensors"), key, &Default::default())?;
+        }
+        if stepper.queues.is_some() {
+            let bytes = std::fs::read(dir.join("queues.bin")).with_context(|| format!("reading {}/queues.bin", dir.display()))?;
+            let data: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            stepper.queues = Some(DescriptorQueues::import(&data, state.queue_pointers.clone(), config.queue_size, config.head_output, &device)?);
+        }
+    }
     eprintln!(
-        "pretraining {} (K = {}, {} descriptors) with SimCLR: {} steps of {} images, {} training images, {} held out",
+        "pretraining {} (K = {}, {} descriptors) with {}: {} steps of {} images, {} training images, {} held out",
         config.model,
         family.num_invariances(),
         trained.len(),
+        config.method,
         config.steps,
         config.batch_size,
         train.len(),
         queries.len()
     );
 
-    let save = |model: &ContrastiveModel, optim: &burn::optim::ModuleOptimizer, step: u64| -> anyhow::Result<PathBuf> {
+    let save = |model: &ContrastiveModel, optim: &burn::optim::ModuleOptimizer, stepper: &Stepper, step: u64| -> anyhow::Result<PathBuf> {
         let dir = checkpoint_dir(&out, step);
         let tmp = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
         let heads_param_ids = checkpoint::save_module(&tmp.join("heads.safetensors"), &model.heads)?;
-        ail_core::io::write_atomic(&tmp.join("training.json"), &serde_json::to_vec_pretty(&TrainingState { heads_param_ids })?)?;
+        let predictor_param_ids = match &model.predictor {
+            Some(p) => checkpoint::save_module(&tmp.join("predictor.safetensors"), p)?,
+            None => Default::default(),
+        };
+        if let Some(key) = &stepper.key {
+            checkpoint::save_module(&tmp.join("key.safetensors"), &key.valid())?;
+        }
+        let mut queue_pointers = Vec::new();
+        if let Some(queues) = &stepper.queues {
+            let (data, pointers) = queues.export();
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            ail_core::io::write_atomic(&tmp.join("queues.bin"), &bytes)?;
+            queue_pointers = pointers;
+        }
+        let state = TrainingState { heads_param_ids, predictor_param_ids, queue_pointers };
+        ail_core::io::write_atomic(&tmp.join("training.json"), &serde_json::to_vec_pretty(&state)?)?;
         let meta = CheckpointMeta { encoder: encoder_config.clone(), family: encoder_config.kind.is_amortised().then_some(family), step };
         checkpoint::save(&tmp, &model.encoder, &meta, Some(optim.to_record()))?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -394,21 +538,9 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     let mut last_loss = f32::NAN;
     let mut last_dir = None;
     for (step, batch) in (start_step..config.steps).zip(loader) {
-        // views: the step's descriptor, its augmentations, on the device
-        let index = invariances.draw(config.seed, step);
+        let (next, loss, lr, index) = stepper.step(model, &mut optim, &batch.pixels, step)?;
+        model = next;
         let descriptor = &trained[index];
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        rng.set_stream(step);
-        let ops = OpSet::from_descriptor(family, descriptor);
-        let views = sample_views(ops, &config.augment, [shape[0], shape[2], shape[3]], 2, &mut rng);
-        let x = augmenter.apply(&batch.pixels, shape, &views, radius)?; // [2B, C, H, W]
-        let x = (x - stats.0.clone()) / stats.1.clone();
-        // forward, loss, step
-        let i = descriptor_tensor(config.model, descriptor, &device);
-        let loss = model.simclr_loss(x, i, index, config.temperature);
-        let lr = warmup_cosine(step, config.steps, config.warmup_steps, config.lr, config.min_lr);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
         window.1 += 1;
         let done = step + 1;
         // log (the only host round trip)
@@ -432,7 +564,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             window = (Instant::now(), 0); // images/s measures training only
         }
         if done % config.checkpoint_every == 0 || done == config.steps {
-            last_dir = Some(save(&model, &optim, done)?);
+            last_dir = Some(save(&model, &optim, &stepper, done)?);
         }
     }
     bar.finish_and_clear();

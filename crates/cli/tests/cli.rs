@@ -270,8 +270,14 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
     let again = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
     assert!(!again.status.success() && stderr(&again).contains("pass --resume"), "{}", stderr(&again));
 
-    // Interrupted at step 10: resuming replays steps 11-20 exactly.
-    let b = dir.path().join("b");
+    assert_resume_is_exact(dir.path(), "a", "b");
+}
+
+/// Copies `run`'s config and its step-10 checkpoint into `copy`, resumes there, and checks that
+/// steps 11-20 give the uninterrupted run's losses.
+fn assert_resume_is_exact(dir: &Path, run: &str, copy: &str) {
+    let (run, b) = (dir.join(run), dir.join(copy));
+    let curve = losses(&run.join("metrics.csv"));
     std::fs::create_dir_all(b.join("checkpoints")).unwrap();
     std::fs::copy(run.join("config.json"), b.join("config.json")).unwrap();
     let from = run.join("checkpoints").join("step-0000010");
@@ -281,13 +287,30 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
-    let out = ail(&["pretrain", "--device", "cpu", "--out", "b", "--resume"], dir.path());
+    let out = ail(&["pretrain", "--device", "cpu", "--out", copy, "--resume"], dir);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("resuming") && stderr(&out).contains("at step 10"), "{}", stderr(&out));
     let resumed = losses(&b.join("metrics.csv"));
     assert_eq!(resumed.len(), 10);
     for ((s1, l1), (s2, l2)) in curve[10..].iter().zip(&resumed) {
         assert_eq!(s1, s2);
-        assert!((l1 - l2).abs() < 1e-5, "step {s1}: uninterrupted {l1}, resumed {l2}");
+        assert!((l1 - l2).abs() < 1e-5, "{copy}, step {s1}: uninterrupted {l1}, resumed {l2}");
+    }
+}
+
+#[test]
+fn moco_runs_keep_queues_and_key_models_across_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_pretraining_setup(dir.path());
+    for method in ["mocov2", "mocov3"] {
+        let out = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--method", method, "--out", method], dir.path());
+        assert!(out.status.success(), "{method}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("with {method}")), "{}", stderr(&out));
+        let step = dir.path().join(method).join("checkpoints").join("step-0000010");
+        assert!(step.join("key.safetensors").exists());
+        assert_eq!(step.join("queues.bin").exists(), method == "mocov2");
+        assert_eq!(step.join("predictor.safetensors").exists(), method == "mocov3");
+        assert!(losses(&dir.path().join(method).join("metrics.csv")).iter().all(|(_, l)| l.is_finite()));
+        assert_resume_is_exact(dir.path(), method, &format!("{method}-resumed"));
     }
 }

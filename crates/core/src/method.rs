@@ -1,17 +1,20 @@
-//! A contrastive learner: the encoder plus its projection head(s), and SimCLR's objective on a step
-//! whose two views were made with one descriptor (METHOD.md). MoCo-v2 / MoCo-v3 add a momentum
-//! encoder around the same pieces ([`crate::loss::info_nce`], [`crate::queue`]).
+//! A contrastive learner: the encoder plus its projection head(s) (and MoCo-v3's predictor), and the
+//! objectives of one step whose two views were made with one descriptor (METHOD.md): SimCLR's
+//! NT-Xent, MoCo-v2's InfoNCE against the descriptor's own queue, MoCo-v3's symmetrised loss. The
+//! momentum (key) model is a copy updated by [`ema_update`].
 
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
-use crate::head::{Heads, ProjectionHeadConfig};
+use crate::head::{Heads, ProjectionHead, ProjectionHeadConfig};
 use crate::{CoreError, Encoder, EncoderConfig};
 
-/// Encoder + projection heads.
+/// Encoder + projection heads (+ MoCo-v3's predictor).
 #[derive(Module, Debug)]
 pub struct ContrastiveModel {
     pub encoder: Encoder,
     pub heads: Heads,
+    pub predictor: Option<ProjectionHead>,
 }
 
 impl ContrastiveModel {
@@ -26,7 +29,37 @@ impl ContrastiveModel {
         Ok(Self {
             encoder: encoder.init(device)?,
             heads: Heads::new(head, num_descriptors, per_descriptor_heads, device),
+            predictor: None,
         })
+    }
+
+    /// Adds MoCo-v3's predictor (`output_dim -> hidden -> output_dim`).
+    pub fn with_predictor(mut self, head: &ProjectionHeadConfig, device: &Device) -> Self {
+        let config = ProjectionHeadConfig::new(head.output_dim).with_hidden_dim(head.hidden_dim).with_output_dim(head.output_dim);
+        self.predictor = Some(config.init(device));
+        self
+    }
+
+    /// MoCo-v2's loss: queries from view 1, keys from view 2 through the momentum model `key`
+    /// (no gradient), negatives from the descriptor's queue `[Q, D]`. Returns the loss and the
+    /// keys to enqueue.
+    pub fn mocov2_loss(&self, key: &ContrastiveModel, views: Tensor<4>, i: Tensor<1>, index: usize, queue: Tensor<2>, temperature: f32) -> (Tensor<1>, Tensor<2>) {
+        let (v1, v2) = split_views(views);
+        let q = self.project(v1, i.clone(), index);
+        let k = key.project(v2, i, index).detach();
+        (crate::loss::info_nce(q, k.clone(), queue, temperature), k)
+    }
+
+    /// MoCo-v3's symmetrised loss: predictions of both views against the momentum model's
+    /// projections of the other view.
+    pub fn mocov3_loss(&self, key: &ContrastiveModel, views: Tensor<4>, i: Tensor<1>, index: usize, temperature: f32) -> Tensor<1> {
+        let predictor = self.predictor.as_ref().expect("MoCo-v3 needs a model built with_predictor");
+        let (v1, v2) = split_views(views);
+        let q1 = predictor.forward(self.project(v1.clone(), i.clone(), index));
+        let q2 = predictor.forward(self.project(v2.clone(), i.clone(), index));
+        let k1 = key.project(v1, i.clone(), index).detach();
+        let k2 = key.project(v2, i, index).detach();
+        crate::loss::mocov3(q1, q2, k1, k2, temperature)
     }
 
     /// Projections of `views` at descriptor `i` through the head of descriptor `index`.
@@ -48,6 +81,50 @@ impl ContrastiveModel {
     }
 }
 
+/// `[2N, ...]` -> the first and second views.
+fn split_views(views: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    let [two_n, _, _, _] = views.dims();
+    let n = two_n / 2;
+    (views.clone().slice([0..n]), views.slice([n..2 * n]))
+}
+
+/// MoCo-v3's momentum schedule: from `base` at step 0 to 1 at the end, along a half cosine.
+pub fn cosine_momentum(step: u64, total: u64, base: f64) -> f64 {
+    let progress = step as f64 / total.max(1) as f64;
+    1.0 - (1.0 - base) * (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0
+}
+
+/// `target = momentum * target + (1 - momentum) * source`, parameter by parameter (the momentum
+/// encoder's update; the structures must match). BatchNorm running statistics are averaged too.
+pub fn ema_update<M: Module>(target: M, source: &M, momentum: f32) -> M {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val().detach();
+            let n = t.shape().num_elements();
+            self.0.push(t.reshape([n]));
+        }
+    }
+    struct Blend {
+        sources: std::vec::IntoIter<Tensor<1>>,
+        momentum: f32,
+    }
+    impl ModuleMapper for Blend {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let source = self.sources.next().expect("ema_update: target and source have the same parameters");
+            let m = self.momentum;
+            param.map(|t| {
+                let shape = t.shape();
+                (t.detach() * m + source.reshape(shape) * (1.0 - m)).detach()
+            })
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    source.visit(&mut collect);
+    let mut blend = Blend { sources: collect.0.into_iter(), momentum };
+    target.map(&mut blend)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +140,7 @@ mod tests {
         config.hidden = 4;
         let head = ProjectionHeadConfig::new(config.feature_dim()).with_hidden_dim(16).with_output_dim(8);
         let mut model = ContrastiveModel::new(&config, &head, 3, false, &device).unwrap();
+        let _ = &mut model;
         let mut optim = AdamWConfig::new().init();
         // Eight images; the second view is the first plus small noise (a fixed, easy task).
         let x = Tensor::<4>::random([8, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
@@ -79,5 +157,73 @@ mod tests {
         assert!(losses.iter().all(|l| l.is_finite()));
         let (first, last) = (losses[0], losses[19]);
         assert!(last < 0.7 * first, "loss did not fall: {losses:?}");
+    }
+}
+
+#[cfg(test)]
+mod momentum_tests {
+    use super::*;
+    use crate::ModelKind;
+    use burn::tensor::Distribution;
+
+    fn tiny(device: &Device) -> ContrastiveModel {
+        let mut config = EncoderConfig::new(ModelKind::HyperResnet18, 2).with_width(0.0625).with_image_size(8);
+        config.hidden = 4;
+        let head = ProjectionHeadConfig::new(config.feature_dim()).with_hidden_dim(16).with_output_dim(8);
+        ContrastiveModel::new(&config, &head, 3, false, device).unwrap().with_predictor(&head, device)
+    }
+
+    fn flat(m: &ContrastiveModel) -> Vec<f32> {
+        struct All(Vec<f32>);
+        impl ModuleVisitor for All {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+            }
+        }
+        let mut all = All(Vec::new());
+        m.visit(&mut all);
+        all.0
+    }
+
+    #[test]
+    fn ema_blends_every_parameter() {
+        let device = Device::flex();
+        let (a, b) = (tiny(&device), tiny(&device));
+        let (fa, fb) = (flat(&a), flat(&b));
+        let c = ema_update(a, &b, 0.9);
+        let fc = flat(&c);
+        assert_eq!(fc.len(), fa.len());
+        for ((x, y), z) in fa.iter().zip(&fb).zip(&fc) {
+            assert!((0.9 * x + 0.1 * y - z).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn cosine_momentum_goes_from_base_to_one() {
+        assert!((cosine_momentum(0, 100, 0.99) - 0.99).abs() < 1e-12);
+        assert!((cosine_momentum(50, 100, 0.99) - 0.995).abs() < 1e-12);
+        assert!((cosine_momentum(100, 100, 0.99) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn moco_losses_train_the_query_model_only() {
+        use burn::optim::{AdamWConfig, GradientsParams};
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let mut model = tiny(&device);
+        let key = tiny(&device).no_grad();
+        let views = Tensor::<4>::random([8, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let i = Tensor::<1>::from_floats([1.0, 0.0], &device);
+        let queue = crate::loss::normalize_rows(Tensor::<2>::random([16, 8], Distribution::Normal(0.0, 1.0), &device));
+        let (loss, keys) = model.mocov2_loss(&key, views.clone(), i.clone(), 0, queue, 0.2);
+        assert_eq!(keys.dims(), [4, 8]);
+        let l2: f32 = loss.clone().into_scalar();
+        assert!(l2.is_finite() && l2 > 0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let before = flat(&key);
+        model = AdamWConfig::new().init().step(1e-3, model, grads);
+        assert_eq!(flat(&key), before, "the key model must not change by backprop");
+        let l3: f32 = model.mocov3_loss(&key, views, i, 0, 0.2).into_scalar();
+        assert!(l3.is_finite() && l3 > 0.0);
     }
 }

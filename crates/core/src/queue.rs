@@ -40,6 +40,28 @@ impl DescriptorQueues {
         self.pointers[d]
     }
 
+    /// Every queue's values (`[num_descriptors, size, D]` row-major) and pointers, for checkpoints.
+    pub fn export(&self) -> (Vec<f32>, Vec<usize>) {
+        let data = self.queues.iter().flat_map(|q| q.clone().into_data().try_to_vec::<f32>().expect("f32 queue")).collect();
+        (data, self.pointers.clone())
+    }
+
+    /// Rebuilds queues from [`DescriptorQueues::export`]'s output.
+    pub fn import(data: &[f32], pointers: Vec<usize>, size: usize, dim: usize, device: &Device) -> Result<Self, crate::CoreError> {
+        let n = pointers.len();
+        if data.len() != n * size * dim || pointers.iter().any(|&p| p >= size.max(1)) {
+            return Err(crate::CoreError::Config(format!(
+                "queue state of {} values and pointers {pointers:?} does not fit {n} queues of {size} x {dim}",
+                data.len()
+            )));
+        }
+        let queues = data
+            .chunks_exact(size * dim)
+            .map(|q| Tensor::from_data(burn::tensor::TensorData::new(q.to_vec(), [size, dim]), device))
+            .collect();
+        Ok(Self { queues, pointers, size })
+    }
+
     /// Writes `keys` (`[B, D]`, normalised here, detached) into queue `d` at its pointer, wrapping
     /// around the end, and advances the pointer. Batches larger than the queue keep their last
     /// `size` keys.
@@ -102,6 +124,17 @@ mod tests {
         for (g, e) in got.iter().zip([0.5, 0.6, 0.3, 0.4]) {
             assert!((g - e).abs() < 1e-5, "{got:?}");
         }
+    }
+
+    #[test]
+    fn export_import_round_trip() {
+        let device = Device::flex();
+        let mut q = DescriptorQueues::new(2, 3, 2, &device);
+        q.enqueue(1, keys(&[0.7], &device));
+        let (data, pointers) = q.export();
+        let r = DescriptorQueues::import(&data, pointers.clone(), 3, 2, &device).unwrap();
+        assert_eq!(r.export(), (data.clone(), pointers));
+        assert!(DescriptorQueues::import(&data[1..], vec![0, 1], 3, 2, &device).is_err());
     }
 
     #[test]

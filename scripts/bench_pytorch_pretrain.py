@@ -1,0 +1,158 @@
+"""The AI-SimCLR pretraining step of `ail bench pretrain`, written in PyTorch, timed.
+
+Same architecture and initialisation as ail's Hyper-ResNet-18 (crates/core/src/{hypernet,resnet}.rs):
+CIFAR stem (static 3x3 conv), BasicBlocks whose convs (shortcut included) are generated per step by
+`Linear(16 -> hidden) -> ReLU -> Linear(hidden -> out*in*k*k)` from the block's embedding
+`Linear(K -> 16, no bias)` of the descriptor i; BatchNorm shared; last BN gamma 0; generator output
+bias = a Kaiming fan-out draw, output weight N(0, kaiming^2 / hidden). Projection head
+Linear -> BN -> ReLU -> Linear, NT-Xent (T = 0.2), AdamW. The two views come from torchvision's
+default SimCLR augmentation applied per image (in a DataLoader with one worker per core), as a
+PyTorch training script would do it.
+
+Prints one JSON line: median seconds per step and peak resident memory.
+Usage: bench_pytorch_pretrain.py --width 0.25 --batch-size 64 --image-size 32 --steps 5 --warmup 2
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2 as T
+
+EMBED = 16
+
+
+class HyperConv(nn.Module):
+    def __init__(self, cin, cout, k, stride, hidden):
+        super().__init__()
+        self.shape = (cout, cin, k, k)
+        self.stride, self.pad = stride, k // 2
+        n = cout * cin * k * k
+        std = math.sqrt(2.0 / (cout * k * k))
+        self.hidden = nn.Linear(EMBED, hidden)
+        self.out = nn.Linear(hidden, n)
+        nn.init.normal_(self.out.weight, 0.0, std / math.sqrt(hidden))
+        nn.init.normal_(self.out.bias, 0.0, std)
+
+    def forward(self, x, z):
+        w = self.out(F.relu(self.hidden(z))).view(self.shape)
+        return F.conv2d(x, w, stride=self.stride, padding=self.pad)
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride, k_inv, hidden):
+        super().__init__()
+        self.emb = nn.Linear(k_inv, EMBED, bias=False)
+        self.c1, self.b1 = HyperConv(cin, cout, 3, stride, hidden), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = HyperConv(cout, cout, 3, 1, hidden), nn.BatchNorm2d(cout)
+        nn.init.zeros_(self.b2.weight)
+        self.proj = None
+        if stride != 1 or cin != cout:
+            self.proj, self.pb = HyperConv(cin, cout, 1, stride, hidden), nn.BatchNorm2d(cout)
+
+    def forward(self, x, i):
+        z = self.emb(i.view(1, -1))
+        out = F.relu(self.b1(self.c1(x, z)))
+        out = self.b2(self.c2(out, z))
+        sc = self.pb(self.proj(x, z)) if self.proj is not None else x
+        return F.relu(out + sc)
+
+
+class HyperResNet18(nn.Module):
+    def __init__(self, width, k_inv, hidden=32):
+        super().__init__()
+        w = max(1, round(64 * width))
+        self.stem = nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(self.stem.weight, mode="fan_out", nonlinearity="relu")
+        self.bn = nn.BatchNorm2d(w)
+        blocks, cin = [], w
+        for stage in range(4):
+            cout = w << stage
+            for b in range(2):
+                blocks.append(Block(cin, cout, 2 if stage > 0 and b == 0 else 1, k_inv, hidden))
+                cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.feature_dim = cin
+
+    def forward(self, x, i):
+        x = F.relu(self.bn(self.stem(x)))
+        for b in self.blocks:
+            x = b(x, i)
+        return x.mean((2, 3))
+
+
+def nt_xent(z1, z2, t):
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = z1.shape[0]
+    sim = z @ z.t() / t
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(sim, target)
+
+
+class TwoViews(Dataset):
+    def __init__(self, images, side):
+        k = max(3, int(0.1 * side) + (1 - int(0.1 * side) % 2))
+        self.images = images
+        self.t = T.Compose([
+            T.ToDtype(torch.float32, scale=True),
+            T.RandomResizedCrop(side, scale=(0.08, 1.0), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5),
+            T.RandomSolarize(0.5, p=0.2),
+        ])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, idx):
+        x = self.images[idx]
+        return self.t(x), self.t(x)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    a = p.parse_args()
+    torch.manual_seed(0)
+    model = HyperResNet18(a.width, 2)
+    head = nn.Sequential(nn.Linear(model.feature_dim, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128))
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+    images = torch.randint(0, 256, (a.batch_size * (a.steps + a.warmup), 3, a.image_size, a.image_size), dtype=torch.uint8)
+    loader = iter(DataLoader(TwoViews(images, a.image_size), batch_size=a.batch_size, num_workers=a.workers))
+    descriptors = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])]
+    times = []
+    for step in range(a.warmup + a.steps):
+        t0 = time.perf_counter()
+        v1, v2 = next(loader)
+        i = descriptors[step % 3]
+        z = head(model(torch.cat([v1, v2]), i))
+        loss = nt_xent(z[: a.batch_size], z[a.batch_size:], 0.2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+        if step >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"median_s": statistics.median(times), "peak_rss_mib": peak_kib / 1024,
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
