@@ -533,6 +533,12 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed}, eta {eta}]").expect("valid template"),
     );
     bar.set_position(start_step);
+    if start_step == 0 && config.monitor_every > 0 {
+        // Step 0: the untrained encoder, the baseline every later kNN row is compared with.
+        for (d, acc) in trained.iter().zip(monitor(&model, &config, &trained, &bank, &queries, &stats)?) {
+            metrics.row(0, d, None, None, None, Some(acc))?;
+        }
+    }
     let started = Instant::now();
     let mut window = (Instant::now(), 0u64);
     let mut last_loss = f32::NAN;

@@ -262,9 +262,10 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
     assert_eq!(curve.len(), 20);
     let mean = |xs: &[(u64, f64)]| xs.iter().map(|x| x.1).sum::<f64>() / xs.len() as f64;
     assert!(mean(&curve[15..]) < mean(&curve[..5]) - 0.1, "the loss did not fall: {curve:?}");
-    // kNN rows: one per descriptor at step 10 and at the end.
+    // kNN rows: one per descriptor before training, at step 10 and at the end.
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    assert_eq!(text.lines().filter(|l| l.split(',').next_back().is_some_and(|v| !v.is_empty() && v != "knn_accuracy")).count(), 6);
+    assert_eq!(text.lines().filter(|l| l.split(',').next_back().is_some_and(|v| !v.is_empty() && v != "knn_accuracy")).count(), 9);
+    assert!(text.lines().nth(1).unwrap().starts_with("0,"), "{text}");
 
     // An existing run is not overwritten by accident.
     let again = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
