@@ -257,7 +257,6 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
     use ail_core::head::ProjectionHeadConfig;
     use ail_core::method::ContrastiveModel;
     use ail_core::sampler::Invariances;
-    use burn::optim::AdamWConfig;
     use rand::Rng;
 
     let widths: Vec<f32> = parse_list(&args.widths, "--widths")?;
@@ -275,7 +274,7 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
             let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
             device.seed(0);
             let mut model = Some(ContrastiveModel::new(&encoder, &head, 3, false, &device)?);
-            let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
+            let mut optim = crate::pretrain::optimizer(&config);
             let side = args.image_size;
             let stats = (burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.5, &device), burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.25, &device));
             let mut stepper = Stepper::new(&config, &device, stats, [3, side, side], model.as_ref().expect("model"))?;

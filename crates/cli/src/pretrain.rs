@@ -50,6 +50,8 @@ pub struct PretrainConfig {
     pub lr: f64,
     pub min_lr: f64,
     pub weight_decay: f32,
+    /// Clip each gradient's L2 norm to this value (none when absent).
+    pub grad_clip: Option<f32>,
     pub warmup_steps: u64,
     pub temperature: f32,
     /// Momentum of the key encoder (MoCo; MoCo-v3 raises it to 1 along a cosine).
@@ -90,6 +92,7 @@ impl Default for PretrainConfig {
             lr: 1e-3,
             min_lr: 0.0,
             weight_decay: 1e-4,
+            grad_clip: None,
             warmup_steps: 20,
             temperature: 0.2,
             momentum: 0.99,
@@ -142,6 +145,7 @@ impl PretrainConfig {
         );
         anyhow::ensure!((0.0..1.0).contains(&self.momentum), "momentum must be in [0, 1)");
         anyhow::ensure!(self.queue_size >= 1, "queue_size must be at least 1");
+        anyhow::ensure!(self.grad_clip.is_none_or(|c| c > 0.0), "grad_clip must be positive");
         anyhow::ensure!(self.steps > 0 && self.batch_size >= 2, "--steps must be >= 1 and --batch-size >= 2");
         anyhow::ensure!(self.lr > 0.0 && self.lr.is_finite(), "--lr must be positive (got {})", self.lr);
         anyhow::ensure!(self.temperature > 0.0, "temperature must be positive");
@@ -253,6 +257,12 @@ impl Stepper {
         }
         Ok((model, loss, lr, index))
     }
+}
+
+/// AdamW with the run's weight decay and optional gradient clipping.
+pub fn optimizer(config: &PretrainConfig) -> burn::optim::ModuleOptimizer {
+    let clip = config.grad_clip.map(burn::optim::grad_clipping::GradientClippingConfig::Norm);
+    AdamWConfig::new().with_weight_decay(config.weight_decay).with_grad_clipping(clip).init()
 }
 
 /// What the run ends with (also `summary.json`).
@@ -443,7 +453,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     if config.method == "mocov3" {
         model = model.with_predictor(&head_config, &device);
     }
-    let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
+    let mut optim = optimizer(&config);
     let mut start_step = 0;
     let mut resume_state: Option<(PathBuf, TrainingState)> = None;
     if args.resume {
