@@ -4,10 +4,11 @@ Same architecture and initialisation as ail's Hyper-ResNet-18 (crates/core/src/{
 CIFAR stem (static 3x3 conv), BasicBlocks whose convs (shortcut included) are generated per step by
 `Linear(16 -> hidden) -> ReLU -> Linear(hidden -> out*in*k*k)` from the block's embedding
 `Linear(K -> 16, no bias)` of the descriptor i; BatchNorm shared; last BN gamma 0; generator output
-bias = a Kaiming fan-out draw, output weight N(0, kaiming^2 / hidden). Projection head
-Linear -> BN -> ReLU -> Linear, NT-Xent (T = 0.2), AdamW. The two views come from torchvision's
-default SimCLR augmentation applied per image (in a DataLoader with one worker per core), as a
-PyTorch training script would do it.
+bias = a Kaiming fan-out draw, output weight N(0, kaiming^2 / hidden); the ImageNet stem (7x7/2 +
+max-pool) above 64 px. Projection head Linear -> BN -> ReLU -> Linear, NT-Xent (T = 0.2), AdamW.
+Step s uses descriptor s % 3 of [1,0], [0,1], [1,1] and the two views come from torchvision's
+augmentation set of that descriptor (spatial, appearance, or both), applied per image in a
+DataLoader with one worker per core, as a PyTorch training script would do it.
 
 Prints one JSON line: median seconds per step and peak resident memory.
 Usage: bench_pytorch_pretrain.py --width 0.25 --batch-size 64 --image-size 32 --steps 5 --warmup 2
@@ -66,10 +67,11 @@ class Block(nn.Module):
 
 
 class HyperResNet18(nn.Module):
-    def __init__(self, width, k_inv, hidden=32):
+    def __init__(self, width, k_inv, image_size, hidden=32):
         super().__init__()
-        w = max(1, round(64 * width))
-        self.stem = nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        w = max(1, int(math.floor(64 * width + 0.5)))  # Rust's round(): halves away from zero
+        self.imagenet_stem = image_size > 64
+        self.stem = nn.Conv2d(3, w, 7, 2, 3, bias=False) if self.imagenet_stem else nn.Conv2d(3, w, 3, 1, 1, bias=False)
         nn.init.kaiming_normal_(self.stem.weight, mode="fan_out", nonlinearity="relu")
         self.bn = nn.BatchNorm2d(w)
         blocks, cin = [], w
@@ -83,6 +85,8 @@ class HyperResNet18(nn.Module):
 
     def forward(self, x, i):
         x = F.relu(self.bn(self.stem(x)))
+        if self.imagenet_stem:
+            x = F.max_pool2d(x, 3, 2, 1)
         for b in self.blocks:
             x = b(x, i)
         return x.mean((2, 3))
@@ -97,26 +101,34 @@ def nt_xent(z1, z2, t):
     return F.cross_entropy(sim, target)
 
 
+DESCRIPTORS = [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+
+
+def pipeline(side, spatial, appearance):
+    k = max(3, int(0.1 * side) + (1 - int(0.1 * side) % 2))
+    ops = [T.ToDtype(torch.float32, scale=True)]
+    if spatial:
+        ops += [T.RandomResizedCrop(side, scale=(0.08, 1.0), antialias=True), T.RandomHorizontalFlip()]
+    if appearance:
+        ops += [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
+                T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5), T.RandomSolarize(0.5, p=0.2)]
+    return T.Compose(ops)
+
+
 class TwoViews(Dataset):
-    def __init__(self, images, side):
-        k = max(3, int(0.1 * side) + (1 - int(0.1 * side) % 2))
-        self.images = images
-        self.t = T.Compose([
-            T.ToDtype(torch.float32, scale=True),
-            T.RandomResizedCrop(side, scale=(0.08, 1.0), antialias=True),
-            T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5),
-            T.RandomSolarize(0.5, p=0.2),
-        ])
+    """Item n belongs to batch n // batch_size, whose descriptor is (n // batch_size) % 3."""
+
+    def __init__(self, images, side, batch_size):
+        self.images, self.batch_size = images, batch_size
+        self.pipelines = [pipeline(side, s > 0, a > 0) for s, a in DESCRIPTORS]
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, idx):
+        t = self.pipelines[(idx // self.batch_size) % 3]
         x = self.images[idx]
-        return self.t(x), self.t(x)
+        return t(x), t(x)
 
 
 def main():
@@ -127,26 +139,29 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the device ail measured on)")
     a = p.parse_args()
     torch.manual_seed(0)
-    model = HyperResNet18(a.width, 2)
+    dev = torch.device(a.device)
+    model = HyperResNet18(a.width, 2, a.image_size)
     head = nn.Sequential(nn.Linear(model.feature_dim, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128))
+    model, head = model.to(dev), head.to(dev)
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
     images = torch.randint(0, 256, (a.batch_size * (a.steps + a.warmup), 3, a.image_size, a.image_size), dtype=torch.uint8)
-    loader = iter(DataLoader(TwoViews(images, a.image_size), batch_size=a.batch_size, num_workers=a.workers))
-    descriptors = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])]
+    loader = iter(DataLoader(TwoViews(images, a.image_size, a.batch_size), batch_size=a.batch_size, num_workers=a.workers))
+    descriptors = [torch.tensor(d, device=dev) for d in DESCRIPTORS]
     times = []
     for step in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         v1, v2 = next(loader)
         i = descriptors[step % 3]
-        z = head(model(torch.cat([v1, v2]), i))
+        z = head(model(torch.cat([v1, v2]).to(dev), i))
         loss = nt_xent(z[: a.batch_size], z[a.batch_size:], 0.2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss.item()
+        loss.item()  # waits for the step, as ail's timing does
         if step >= a.warmup:
             times.append(time.perf_counter() - t0)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -292,7 +292,7 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
             })?;
             let ours_mem = peak_rss_mib();
             let torch = if args.no_torch { None } else {
-                match torch_pretrain(args, width, batch) {
+                match torch_pretrain(args, width, batch, selected.is_gpu) {
                     Ok(v) => Some(v),
                     Err(e) => {
                         eprintln!("skipping the PyTorch baseline: {e:#}");
@@ -321,7 +321,7 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the PyTorch step; returns (median seconds, peak RSS MiB).
-fn torch_pretrain(args: &BenchPretrainArgs, width: f32, batch: usize) -> anyhow::Result<(f64, f64)> {
+fn torch_pretrain(args: &BenchPretrainArgs, width: f32, batch: usize, gpu: bool) -> anyhow::Result<(f64, f64)> {
     let dir = std::env::temp_dir().join(format!("ail-bench-pt-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("bench_pytorch_pretrain.py");
@@ -332,6 +332,7 @@ fn torch_pretrain(args: &BenchPretrainArgs, width: f32, batch: usize) -> anyhow:
         .arg(&script)
         .args(["--width", &width.to_string(), "--batch-size", &batch.to_string(), "--image-size", &args.image_size.to_string()])
         .args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()])
+        .args(["--device", if gpu { "cuda" } else { "cpu" }])
         .output()
         .with_context(|| format!("running {}", args.python))?;
     bar.finish_and_clear();

@@ -146,6 +146,10 @@ impl PretrainConfig {
         anyhow::ensure!((0.0..1.0).contains(&self.momentum), "momentum must be in [0, 1)");
         anyhow::ensure!(self.queue_size >= 1, "queue_size must be at least 1");
         anyhow::ensure!(self.grad_clip.is_none_or(|c| c > 0.0), "grad_clip must be positive");
+        anyhow::ensure!(self.head_hidden >= 1 && self.head_output >= 1, "head_hidden and head_output must be at least 1");
+        anyhow::ensure!(self.knn_k >= 1 && self.knn_temperature > 0.0, "knn_k must be >= 1 and knn_temperature > 0");
+        anyhow::ensure!(self.monitor_bank >= 1 && self.monitor_queries >= 1, "monitor_bank and monitor_queries must be at least 1");
+        anyhow::ensure!((0.0..=self.lr).contains(&self.min_lr), "min_lr must be in [0, lr]");
         anyhow::ensure!(self.steps > 0 && self.batch_size >= 2, "--steps must be >= 1 and --batch-size >= 2");
         anyhow::ensure!(self.lr > 0.0 && self.lr.is_finite(), "--lr must be positive (got {})", self.lr);
         anyhow::ensure!(self.temperature > 0.0, "temperature must be positive");
@@ -196,7 +200,12 @@ impl Stepper {
         let invariances = Invariances::parse(&config.invariances)?;
         let moco = config.method != "simclr";
         Ok(Self {
-            key: moco.then(|| ema_update(model.clone(), model, 0.0).no_grad()),
+            // The key model never uses MoCo-v3's predictor: leave it out.
+            key: moco.then(|| {
+                let mut key = ema_update(model.clone(), model, 0.0).no_grad();
+                key.predictor = None;
+                key
+            }),
             queues: (config.method == "mocov2")
                 .then(|| DescriptorQueues::new(invariances.trained().len(), config.queue_size, config.head_output, device)),
             trained: invariances.trained(),
@@ -239,7 +248,9 @@ impl Stepper {
             _ => c.momentum,
         };
         if let Some(key) = self.key.take() {
-            self.key = Some(ema_update(key, &model, momentum as f32));
+            // The predictor is the query side's alone (the key has none).
+            let source = ContrastiveModel { predictor: None, ..model.clone() };
+            self.key = Some(ema_update(key, &source, momentum as f32));
         }
         let (loss, keys) = match (c.method.as_str(), &self.key, &self.queues) {
             ("mocov2", Some(key), Some(queues)) => {
@@ -403,6 +414,30 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     // --- configuration: defaults < --config < flags; a resumed run keeps its config.json --------
     let out = args.out.clone();
     let saved_config = out.join("config.json");
+    if args.resume {
+        let changed: Vec<&str> = [
+            ("--config", args.config.is_some()),
+            ("--data", args.data.is_some()),
+            ("--format", args.format.is_some()),
+            ("--image-size", args.image_size.is_some()),
+            ("--method", args.method.is_some()),
+            ("--model", args.model.is_some()),
+            ("--width", args.width.is_some()),
+            ("--invariances", args.invariances.is_some()),
+            ("--batch-size", args.batch_size.is_some()),
+            ("--lr", args.lr.is_some()),
+            ("--seed", args.seed.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        anyhow::ensure!(
+            changed.is_empty(),
+            "--resume continues the run as configured in its config.json; {} would change it (only --steps/--epochs, \
+             --log-every, --checkpoint-every and --monitor-every may be given)",
+            changed.join(", ")
+        );
+    }
     let base = if args.resume {
         let text = std::fs::read_to_string(&saved_config)
             .with_context(|| format!("--resume: reading {} (is --out a run directory?)", saved_config.display()))?;
@@ -434,12 +469,23 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     let data = common::load(&DataArgs { data: config.data.clone(), format, image_size: config.image_size, skip_bad: false })?;
     // Held-out queries for the kNN monitor (never trained on); the bank comes from training images.
     let order = epoch_order(data.len(), config.seed ^ 0x6b6e_6e, 0, true);
-    let num_queries = config.monitor_queries.min(data.len() / 5);
+    let num_queries = config.monitor_queries.min(data.len() / 5).max(1);
+    anyhow::ensure!(
+        data.len() > num_queries + config.batch_size,
+        "{} images are too few: {num_queries} are held out for the kNN monitor and a batch needs {}; lower --batch-size",
+        data.len(),
+        config.batch_size
+    );
     let queries = data.subset(&order[..num_queries]);
     let train = Arc::new(data.subset(&order[num_queries..]));
-    let bank = train.subset(&order[..config.monitor_bank.min(train.len())].iter().map(|&i| i % train.len()).collect::<Vec<_>>());
+    let bank_order = epoch_order(train.len(), config.seed ^ 0x62_616e_6b, 0, true);
+    let bank = train.subset(&bank_order[..config.monitor_bank.clamp(1, train.len())]);
     if let Some(epochs) = args.epochs {
-        config.steps = epochs * (train.len() / config.batch_size) as u64;
+        let per_epoch = (train.len() / config.batch_size) as u64;
+        config.steps = epochs
+            .checked_mul(per_epoch)
+            .filter(|&s| s >= 1)
+            .with_context(|| format!("--epochs {epochs} with {per_epoch} steps per epoch gives no valid step count"))?;
     }
     let stats = channel_stats(&train, &device);
 
@@ -474,13 +520,28 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             optim = optim.load_record(record);
         }
         start_step = ckpt.meta.step;
+        anyhow::ensure!(start_step < config.steps, "the run already did {start_step} of its {} steps: raise --steps to continue", config.steps);
+        ail_core::io::write_atomic(&saved_config, &serde_json::to_vec_pretty(&config)?)?;
         eprintln!("resuming {} at step {start_step} from {}", out.display(), dir.display());
     } else {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let json = serde_json::to_vec_pretty(&config)?;
         ail_core::io::write_atomic(&saved_config, &json).with_context(|| format!("writing {}", saved_config.display()))?;
     }
-    let mut metrics = Metrics::open(&out.join("metrics.csv"))?;
+    let metrics_path = out.join("metrics.csv");
+    if args.resume {
+        // Rows after the checkpoint were logged by the interrupted run: the resumed run rewrites them.
+        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_none_or(|s| s <= start_step))
+                .collect();
+            ail_core::io::write_atomic(&metrics_path, format!("{}\n", kept.join("\n")).as_bytes())?;
+        }
+    } else if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path).with_context(|| format!("removing the stale {}", metrics_path.display()))?;
+    }
+    let mut metrics = Metrics::open(&metrics_path)?;
     let mut stepper = Stepper::new(&config, &device, stats.clone(), [train.channels, train.height, train.width], &model)?;
     if let Some((dir, state)) = &resume_state {
         if let Some(key) = stepper.key.as_mut() {
@@ -509,9 +570,10 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         let tmp = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        let heads_param_ids = checkpoint::save_module(&tmp.join("heads.safetensors"), &model.heads)?;
+        // Eval copies: they carry the latest BatchNorm running statistics (and keep parameter ids).
+        let heads_param_ids = checkpoint::save_module(&tmp.join("heads.safetensors"), &model.heads.valid())?;
         let predictor_param_ids = match &model.predictor {
-            Some(p) => checkpoint::save_module(&tmp.join("predictor.safetensors"), p)?,
+            Some(p) => checkpoint::save_module(&tmp.join("predictor.safetensors"), &p.valid())?,
             None => Default::default(),
         };
         if let Some(key) = &stepper.key {

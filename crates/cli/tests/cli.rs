@@ -272,6 +272,13 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
     assert!(!again.status.success() && stderr(&again).contains("pass --resume"), "{}", stderr(&again));
 
     assert_resume_is_exact(dir.path(), "a", "b");
+
+    // A resumed run keeps its configuration: changing it is refused, naming the flag.
+    let out = ail(&["pretrain", "--device", "cpu", "--out", "b", "--resume", "--lr", "0.1"], dir.path());
+    assert!(!out.status.success() && stderr(&out).contains("--lr would change it"), "{}", stderr(&out));
+    // ...and a finished run says how to continue it.
+    let out = ail(&["pretrain", "--device", "cpu", "--out", "b", "--resume"], dir.path());
+    assert!(!out.status.success() && stderr(&out).contains("raise --steps"), "{}", stderr(&out));
 }
 
 /// Copies `run`'s config and its step-10 checkpoint into `copy`, resumes there, and checks that

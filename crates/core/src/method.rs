@@ -95,7 +95,9 @@ pub fn cosine_momentum(step: u64, total: u64, base: f64) -> f64 {
 }
 
 /// `target = momentum * target + (1 - momentum) * source`, parameter by parameter (the momentum
-/// encoder's update; the structures must match). BatchNorm running statistics are averaged too.
+/// encoder's update; the structures must match). BatchNorm running statistics are blended as well,
+/// but burn replaces them with the target's own pending update at its next training forward, so in
+/// effect the key model keeps its own statistics (it always normalises with batch statistics).
 pub fn ema_update<M: Module>(target: M, source: &M, momentum: f32) -> M {
     struct Collect(Vec<Tensor<1>>);
     impl ModuleVisitor for Collect {
