@@ -142,7 +142,6 @@ mod tests {
         config.hidden = 4;
         let head = ProjectionHeadConfig::new(config.feature_dim()).with_hidden_dim(16).with_output_dim(8);
         let mut model = ContrastiveModel::new(&config, &head, 3, false, &device).unwrap();
-        let _ = &mut model;
         let mut optim = AdamWConfig::new().init();
         // Eight images; the second view is the first plus small noise (a fixed, easy task).
         let x = Tensor::<4>::random([8, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
