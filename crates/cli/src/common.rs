@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ail_augment::device::{DeviceChoice, SelectedDevice, select};
-use ail_core::{Descriptor, Family};
+use ail_core::Family;
 use ail_data::{DataFormat, DataSource, ImageSet, LoadOptions};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,9 +25,6 @@ pub fn family(arg: FamilyArg) -> Family {
     }
 }
 
-pub fn descriptor(text: &str, family: Family) -> anyhow::Result<Descriptor> {
-    Ok(Descriptor::parse(text, family)?)
-}
 
 /// Loads `--data` as 3-channel `image_size` images, with a progress bar while decoding files.
 pub fn load(args: &DataArgs) -> anyhow::Result<Arc<ImageSet>> {

@@ -179,12 +179,12 @@ pub struct Stepper {
     /// MoCo-v2's negatives, one queue per trained descriptor.
     pub queues: Option<DescriptorQueues>,
     invariances: Invariances,
-    trained: Vec<Descriptor>,
+    /// Each trained descriptor as a device tensor, uploaded once.
+    descriptors: Vec<Tensor<1>>,
     augmenter: Augmenter,
     stats: (Tensor<4>, Tensor<4>),
     radius: usize,
     shape: [usize; 4],
-    device: Device,
 }
 
 impl Stepper {
@@ -208,13 +208,12 @@ impl Stepper {
             }),
             queues: (config.method == "mocov2")
                 .then(|| DescriptorQueues::new(invariances.trained().len(), config.queue_size, config.head_output, device)),
-            trained: invariances.trained(),
+            descriptors: invariances.trained().iter().map(|d| descriptor_tensor(config.model, d, device)).collect(),
             invariances,
             augmenter: Augmenter::new(device),
             stats,
             radius: config.augment.blur_radius(config.image_size),
             shape: [config.batch_size, c, h, w],
-            device: device.clone(),
             config: config.clone(),
         })
     }
@@ -232,7 +231,7 @@ impl Stepper {
         let c = &self.config;
         // views: the step's descriptor, its augmentations, on the device
         let index = self.invariances.draw(c.seed, step);
-        let descriptor = &self.trained[index];
+        let descriptor = &self.invariances.trained()[index];
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
         rng.set_stream(step);
         let ops = OpSet::from_descriptor(self.invariances.family(), descriptor);
@@ -241,7 +240,7 @@ impl Stepper {
         let x = self.augmenter.apply(pixels, self.shape, &views, self.radius)?; // [2B, C, H, W]
         let x = (x - self.stats.0.clone()) / self.stats.1.clone();
         // forward, loss, step
-        let i = descriptor_tensor(c.model, descriptor, &self.device);
+        let i = self.descriptors[index].clone();
         // MoCo: update the key model first, then compute keys with it (MoCo's order).
         let momentum = match c.method.as_str() {
             "mocov3" => cosine_momentum(step, c.steps, c.momentum),

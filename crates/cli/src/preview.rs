@@ -14,7 +14,7 @@ use crate::{common, grid};
 
 pub fn run(global: &Global, args: &PreviewArgs) -> anyhow::Result<()> {
     let family = common::family(args.family);
-    let descriptor = common::descriptor(&args.descriptor, family)?;
+    let descriptor = Descriptor::parse(&args.descriptor, family)?;
     anyhow::ensure!((1..=64).contains(&args.images), "--images must be between 1 and 64");
     anyhow::ensure!((1..=32).contains(&args.views), "--views must be between 1 and 32");
     let device = common::device(global)?;

@@ -61,6 +61,15 @@ impl Family {
             .collect()
     }
 
+    /// How many descriptors [`Family::trained`] holds (3, 26, 120), without building them.
+    pub fn num_trained(self) -> usize {
+        let k = self.num_invariances() as u32;
+        match self {
+            Family::Groups => (1 << k) - 1,
+            _ => (1 << k) - 1 - k as usize,
+        }
+    }
+
     /// The family whose descriptors have `k` entries.
     pub fn from_num_invariances(k: usize) -> Option<Family> {
         [Family::Groups, Family::Individual, Family::Audio]
@@ -133,6 +142,9 @@ mod tests {
         );
         assert_eq!(Family::Individual.trained().len(), 26);
         assert_eq!(Family::Audio.trained().len(), 120);
+        for f in [Family::Groups, Family::Individual, Family::Audio] {
+            assert_eq!(f.num_trained(), f.trained().len());
+        }
         for d in Family::Individual.trained() {
             assert!(d.values().iter().filter(|&&v| v == 1.0).count() >= 2, "{d}");
         }

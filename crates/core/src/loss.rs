@@ -57,15 +57,13 @@ pub fn nt_xent(z1: Tensor<2>, z2: Tensor<2>, temperature: f32) -> Tensor<1> {
 /// `L = (1 / N) sum_n -log( exp(q_n . k_n / T) / (exp(q_n . k_n / T) + sum_j exp(q_n . queue_j / T)) )`.
 pub fn info_nce(q: Tensor<2>, k: Tensor<2>, queue: Tensor<2>, temperature: f32) -> Tensor<1> {
     let [n, _] = q.dims();
-    let [size, _] = queue.dims();
-    let device = q.device();
     let q = normalize_rows(q);
     let k = normalize_rows(k);
     let positive = (q.clone() * k).sum_dim(1); // [N, 1]
     let negative = q.matmul(queue.transpose()); // [N, Q]
     let logits = Tensor::cat(vec![positive, negative], 1) / temperature; // [N, 1 + Q]
-    let one_hot = Tensor::cat(vec![Tensor::ones([n, 1], &device), Tensor::zeros([n, size], &device)], 1);
-    cross_entropy_one_hot(logits, one_hot)
+    // The positive is column 0 of every row.
+    -log_softmax(logits, 1).slice([0..n, 0..1]).sum() / n as f32
 }
 
 /// MoCo-v3's contrastive term: cross-entropy of `q k^T / T` against the diagonal, times `2 T`.

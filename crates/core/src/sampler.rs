@@ -50,7 +50,10 @@ impl Invariances {
 
     /// The index into [`Invariances::trained`] of the descriptor of `step`.
     pub fn draw(&self, seed: u64, step: u64) -> usize {
-        let n = self.trained().len() as u64;
+        let n = match self {
+            Invariances::Family(f) => f.num_trained() as u64,
+            Invariances::Fixed(..) => 1,
+        };
         (splitmix64(seed ^ splitmix64(step)) % n) as usize
     }
 }
