@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
-use ail_core::checkpoint::{self, CheckpointMeta};
+use ail_core::checkpoint::{self, CheckpointMeta, Normalization};
 use ail_core::head::ProjectionHeadConfig;
 use ail_core::knn::knn_accuracy;
 use ail_core::method::{ContrastiveModel, cosine_momentum, ema_update};
@@ -312,26 +312,11 @@ fn checkpoints(out: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// Per-channel mean and std of the training pixels, as `[1, C, 1, 1]` tensors in [0, 1] units.
-pub fn channel_stats(set: &ImageSet, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    let hw = set.height * set.width;
-    let c = set.channels;
-    let mut sum = vec![0f64; c];
-    let mut sq = vec![0f64; c];
-    for image in set.pixels.chunks_exact(c * hw) {
-        for ch in 0..c {
-            for &p in &image[ch * hw..(ch + 1) * hw] {
-                let v = p as f64 / 255.0;
-                sum[ch] += v;
-                sq[ch] += v * v;
-            }
-        }
-    }
-    let n = (set.len() * hw) as f64;
-    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    let std: Vec<f32> = sq.iter().zip(&mean).map(|(q, &m)| ((q / n - (m as f64).powi(2)).max(1e-6)).sqrt() as f32).collect();
-    let t = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), device).reshape([1, c, 1, 1]);
-    (t(mean), t(std))
+/// Per-channel mean and std as `[1, C, 1, 1]` tensors.
+pub fn stats_tensors(n: &Normalization, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    let c = n.mean.len();
+    let t = |v: &[f32]| Tensor::<1>::from_floats(v, device).reshape([1, c, 1, 1]);
+    (t(&n.mean), t(&n.std))
 }
 
 fn descriptor_tensor(model: ModelKind, d: &Descriptor, device: &Device) -> Tensor<1> {
@@ -486,7 +471,8 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             .filter(|&s| s >= 1)
             .with_context(|| format!("--epochs {epochs} with {per_epoch} steps per epoch gives no valid step count"))?;
     }
-    let stats = channel_stats(&train, &device);
+    let normalization = ail_core::frozen::channel_statistics(&train.pixels, train.shape());
+    let stats = stats_tensors(&normalization, &device);
 
     // --- model, optimiser, resume ---------------------------------------------------------------
     let encoder_config = config.encoder(&invariances);
@@ -587,7 +573,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         }
         let state = TrainingState { heads_param_ids, predictor_param_ids, queue_pointers };
         ail_core::io::write_atomic(&tmp.join("training.json"), &serde_json::to_vec_pretty(&state)?)?;
-        let meta = CheckpointMeta { encoder: encoder_config.clone(), family: encoder_config.kind.is_amortised().then_some(family), step };
+        let meta = CheckpointMeta { encoder: encoder_config.clone(), family: encoder_config.kind.is_amortised().then_some(family), step, normalization: Some(normalization.clone()) };
         checkpoint::save(&tmp, &model.encoder, &meta, Some(optim.to_record()))?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).with_context(|| format!("moving the checkpoint into {}", dir.display()))?;

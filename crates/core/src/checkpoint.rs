@@ -29,6 +29,17 @@ pub struct CheckpointMeta {
     pub family: Option<Family>,
     /// Optimisation steps done.
     pub step: u64,
+    /// The per-channel input normalisation the encoder was trained with (absent in checkpoints
+    /// written before it was recorded: downstream commands then use their data's statistics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<Normalization>,
+}
+
+/// Per-channel mean and standard deviation, in [0, 1] pixel units: inputs become `(x - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 #[derive(Serialize, Deserialize)]

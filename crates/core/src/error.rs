@@ -9,4 +9,6 @@ pub enum CoreError {
     Descriptor { input: String, reason: String },
     #[error("invalid model config: {0}")]
     Config(String),
+    #[error("numerical problem: {0}")]
+    Numeric(String),
 }

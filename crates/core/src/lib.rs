@@ -7,16 +7,23 @@
 
 mod descriptor;
 mod error;
+pub mod bound;
 pub mod checkpoint;
 pub mod encoder;
+pub mod fewshot;
+pub mod fit;
+pub mod frozen;
 pub mod head;
 pub mod hypernet;
 pub mod io;
 pub mod knn;
+pub mod linalg;
 pub mod loss;
 pub mod method;
+pub mod metrics;
 pub mod queue;
 pub mod resnet;
+pub mod ridge;
 pub mod sampler;
 pub mod schedule;
 pub mod summary;

@@ -23,7 +23,7 @@ pub fn normalize_rows(x: Tensor<2>) -> Tensor<2> {
 
 /// Mean cross-entropy of `logits` (`[N, C]`) against class `targets[n]`, given as a one-hot mask
 /// (`[N, C]`, 1 at the target).
-fn cross_entropy_one_hot(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
+pub fn cross_entropy_one_hot(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
     let [n, _] = logits.dims();
     -(log_softmax(logits, 1) * one_hot).sum() / n as f32
 }

@@ -131,7 +131,7 @@ fn gradient_with_respect_to_i_matches_central_differences() {
 }
 
 fn meta(config: &EncoderConfig) -> CheckpointMeta {
-    CheckpointMeta { encoder: config.clone(), family: Some(Family::Groups), step: 42 }
+    CheckpointMeta { encoder: config.clone(), family: Some(Family::Groups), step: 42, normalization: None }
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! Formats:
 //! - CIFAR-10 / CIFAR-100 binary (`cifar-10-batches-bin`, `cifar-100-binary`), see [`cifar`];
 //! - IDX (MNIST, Fashion-MNIST), gzipped or not, see [`idx`];
-//! - ImageFolder (`<root>/<class>/<file>.{png,jpg,jpeg}`), any size, see [`folder`].
+//! - ImageFolder (`<root>/<class>/<file>.{png,jpg,jpeg}`), any size, see [`folder`];
+//! - Omniglot's official zips (images and strokes), see [`omniglot`].
 //!
 //! Bad user data never panics: every reader returns a [`DataError`] that names the file, the format
 //! it expected and what it found.
@@ -19,14 +20,16 @@ mod error;
 pub mod folder;
 pub mod idx;
 mod loader;
+pub mod omniglot;
 mod sniff;
 mod source;
+pub mod zip;
 
 pub use dataset::ImageSet;
 pub use error::DataError;
 pub use loader::{Batch, BatchLoader, LoaderConfig, epoch_order};
 pub use sniff::describe_bytes;
-pub use source::{DataFormat, DataSource, LoadOptions, Split};
+pub use source::{DataFormat, DataSource, LoadOptions, Split, resolve_format};
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, DataError>;

@@ -1,0 +1,274 @@
+//! Few-shot episodes (METHOD.md, "Downstream"): N-way K-shot with Q queries per class, the readout
+//! fitted on the N*K support images alone and the descriptor `i` learned per episode (start 0.5).
+//!
+//! Readouts:
+//! - `Ridge`: ridge regression on one-hot targets over L2-normalised features; `i` descends the
+//!   closed-form leave-one-out error of that regression (differentiable through the features), the
+//!   penalty is chosen from a grid by the same LOO error at the start of the episode;
+//! - `Logistic`: a linear softmax head trained on the support set jointly with `i` (Adam).
+
+use burn::module::Module;
+use burn::nn::LinearConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::CoreError;
+use crate::fit::{DescriptorAdam, Split, Targets, permutation};
+use crate::frozen::Frozen;
+use crate::loss::{cross_entropy_one_hot, normalize_rows};
+use crate::{metrics, ridge};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FewShotReadout {
+    Ridge,
+    Logistic,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeConfig {
+    pub ways: usize,
+    pub shots: usize,
+    pub queries: usize,
+    pub readout: FewShotReadout,
+    /// Adam steps on `i` per episode (0 keeps the start value).
+    pub steps: usize,
+    pub i_lr: f64,
+    pub i_init: f32,
+    /// Keep `i` fixed at this value.
+    pub fixed: Option<Vec<f32>>,
+    /// Ridge penalties to choose from by LOO error.
+    pub lambdas: Vec<f64>,
+    /// Logistic head: learning rate.
+    pub lr: f64,
+}
+
+impl Default for EpisodeConfig {
+    fn default() -> Self {
+        Self {
+            ways: 5,
+            shots: 1,
+            queries: 15,
+            readout: FewShotReadout::Ridge,
+            steps: 20,
+            i_lr: 0.05,
+            i_init: 0.5,
+            fixed: None,
+            lambdas: vec![0.01, 0.1, 1.0, 10.0],
+            lr: 0.01,
+        }
+    }
+}
+
+/// One episode's images: indices into the data set and episode labels `0..ways`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Episode {
+    pub support: Vec<usize>,
+    pub support_labels: Vec<u32>,
+    pub query: Vec<usize>,
+    pub query_labels: Vec<u32>,
+}
+
+/// Draws episode `index` of `seed`: `ways` classes with at least `shots + queries` images each,
+/// then `shots` support and `queries` query images from each.
+pub fn sample_episode(labels: &[u32], ways: usize, shots: usize, queries: usize, seed: u64, index: u64) -> Result<Episode, CoreError> {
+    let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        members[l as usize].push(i);
+    }
+    let eligible: Vec<usize> = (0..classes).filter(|&c| members[c].len() >= shots + queries).collect();
+    if eligible.len() < ways || shots == 0 || queries == 0 {
+        return Err(CoreError::Config(format!(
+            "{ways}-way {shots}-shot episodes with {queries} queries need {ways} classes of at least {} images; the data has {} such classes",
+            shots + queries,
+            eligible.len()
+        )));
+    }
+    let seed = seed ^ 0xe915_0de5;
+    let chosen = permutation(eligible.len(), seed, index);
+    let mut e = Episode { support: Vec::new(), support_labels: Vec::new(), query: Vec::new(), query_labels: Vec::new() };
+    for (w, &c) in chosen[..ways].iter().enumerate() {
+        let class = &members[eligible[c]];
+        let order = permutation(class.len(), seed ^ (eligible[c] as u64 + 1).wrapping_mul(0x9e37_79b9), index);
+        for (k, &o) in order[..shots + queries].iter().enumerate() {
+            if k < shots {
+                e.support.push(class[o]);
+                e.support_labels.push(w as u32);
+            } else {
+                e.query.push(class[o]);
+                e.query_labels.push(w as u32);
+            }
+        }
+    }
+    Ok(e)
+}
+
+/// What one episode gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeResult {
+    pub accuracy: f64,
+    /// The descriptor the readout used (learned or fixed).
+    pub i: Vec<f32>,
+    /// Ridge penalty (ridge readout).
+    pub lambda: Option<f64>,
+}
+
+fn one_hot(labels: &[u32], ways: usize) -> Vec<f32> {
+    let mut rows = vec![0f32; labels.len() * ways];
+    for (r, &l) in labels.iter().enumerate() {
+        rows[r * ways + l as usize] = 1.0;
+    }
+    rows
+}
+
+fn normalised(f: &mut [f32], d: usize) {
+    for row in f.chunks_exact_mut(d) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+}
+
+/// Ridge regression from L2-normalised features of `split` to `y` (`[n, m]`), with `i` learned by
+/// descending the closed-form LOO error (`config.steps` Adam steps from `config.i_init`, unless
+/// `config.fixed`) and the penalty chosen from `config.lambdas` by LOO error at the start.
+/// Returns the descriptor, the penalty and the readout (fitted at that descriptor).
+pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig) -> Result<(Vec<f32>, f64, ridge::Ridge), CoreError> {
+    let k = frozen.num_invariances();
+    let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
+    let mut i = match &config.fixed {
+        Some(f) if k > 0 => {
+            frozen.check_descriptor(f)?;
+            f.clone()
+        }
+        _ => vec![config.i_init.clamp(0.0, 1.0); k],
+    };
+    let device = frozen.device().clone();
+    let (n, d) = (split.len(), frozen.feature_dim());
+    let features = |i: &[f32]| {
+        let mut f = frozen.features_u8(&split.pixels, n, split.shape, i);
+        normalised(&mut f, d);
+        f
+    };
+    let (lambda, _) = ridge::select_lambda(&features(&i), y, n, d, m, &config.lambdas)?;
+    if learn {
+        let mut adam = DescriptorAdam::new(k, config.i_lr);
+        let x = Frozen::upload_u8(&split.pixels, n, split.shape, &device);
+        let y_t = Tensor::<1>::from_floats(y, &device).reshape([n, m]);
+        for _ in 0..config.steps {
+            let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
+            let f = normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone()));
+            let loss = ridge::loo_mse(f, y_t.clone(), lambda)?;
+            let grads = loss.backward();
+            if let Some(g) = i_t.grad(&grads) {
+                adam.step(&mut i, &g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad"));
+            }
+        }
+    }
+    let readout = ridge::Ridge::fit(&features(&i), y, n, d, m, lambda)?;
+    Ok((i, lambda, readout))
+}
+
+/// L2-normalised features of `split` at `i` (`[n, D]` on the host), as the ridge readouts use them.
+pub fn normalised_features(frozen: &Frozen, split: &Split, i: &[f32]) -> Vec<f32> {
+    let mut f = frozen.features_u8(&split.pixels, split.len(), split.shape, i);
+    normalised(&mut f, frozen.feature_dim());
+    f
+}
+
+/// Runs one episode on `support` and `query` (targets: episode classes `0..ways`).
+pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &EpisodeConfig, seed: u64) -> Result<EpisodeResult, CoreError> {
+    let ways = support.targets.outputs();
+    let (Targets::Classes { labels: support_labels, .. }, Targets::Classes { labels: query_labels, .. }) = (&support.targets, &query.targets) else {
+        return Err(CoreError::Config("few-shot episodes need class targets".into()));
+    };
+    let k = frozen.num_invariances();
+    let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
+    let mut i = match &config.fixed {
+        Some(f) if k > 0 => {
+            frozen.check_descriptor(f)?;
+            f.clone()
+        }
+        _ => vec![config.i_init.clamp(0.0, 1.0); k],
+    };
+    let device = frozen.device().clone();
+    let d = frozen.feature_dim();
+    let n = support.len();
+    let y = one_hot(support_labels, ways);
+    let y_t = Tensor::<1>::from_floats(y.as_slice(), &device).reshape([n, ways]);
+    let mut adam = DescriptorAdam::new(k, config.i_lr);
+    let features = |split: &Split, i: &[f32]| {
+        let mut f = frozen.features_u8(&split.pixels, split.len(), split.shape, i);
+        normalised(&mut f, d);
+        f
+    };
+    match config.readout {
+        FewShotReadout::Ridge => {
+            let (i, lambda, readout) = learn_ridge(frozen, support, &y, ways, config)?;
+            let scores = readout.predict(&features(query, &i), query.len());
+            let predicted = metrics::argmax_rows(&scores, ways);
+            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i, lambda: Some(lambda) })
+        }
+        FewShotReadout::Logistic => {
+            device.seed(seed);
+            let mut head = LinearConfig::new(d, ways).init(&device);
+            let mut optim = AdamWConfig::new().init();
+            let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
+            let fixed = (!learn).then(|| Tensor::<1>::from_floats(features(support, &i).as_slice(), &device).reshape([n, d]));
+            // The head needs more steps than i; 100 at least.
+            for _ in 0..config.steps.max(100) {
+                let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
+                let f = match &fixed {
+                    Some(f) => f.clone(),
+                    None => normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone())),
+                };
+                let loss = cross_entropy_one_hot(head.forward(f) * 10.0, y_t.clone());
+                let mut grads = loss.backward();
+                if learn {
+                    if let Some(g) = i_t.grad_remove(&mut grads) {
+                        adam.step(&mut i, &g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad"));
+                    }
+                }
+                let hg = GradientsParams::from_grads(grads, &head);
+                head = optim.step(config.lr, head, hg);
+            }
+            let head = head.valid();
+            let inner = device.clone().without_autodiff();
+            let q = Tensor::<1>::from_floats(features(query, &i).as_slice(), &inner).reshape([query.len(), d]);
+            let scores: Vec<f32> = head.forward(q).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 scores");
+            let predicted = metrics::argmax_rows(&scores, ways);
+            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i, lambda: None })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn episodes_are_disjoint_balanced_and_reproducible() {
+        // 6 classes of 5 images, one class too small.
+        let mut labels: Vec<u32> = (0..30).map(|i| (i / 5) as u32).collect();
+        labels.push(6);
+        let e = sample_episode(&labels, 3, 2, 3, 7, 0).unwrap();
+        assert_eq!(e.support.len(), 6);
+        assert_eq!(e.query.len(), 9);
+        for w in 0..3u32 {
+            assert_eq!(e.support_labels.iter().filter(|&&l| l == w).count(), 2);
+            assert_eq!(e.query_labels.iter().filter(|&&l| l == w).count(), 3);
+        }
+        // Support and query never share an image; each episode class maps to one data class.
+        assert!(e.support.iter().all(|s| !e.query.contains(s)));
+        for (idx, l) in e.support.iter().zip(&e.support_labels).chain(e.query.iter().zip(&e.query_labels)) {
+            let first = e.support[(*l as usize) * 2];
+            assert_eq!(labels[*idx], labels[first]);
+            assert_ne!(labels[*idx], 6);
+        }
+        assert_eq!(e, sample_episode(&labels, 3, 2, 3, 7, 0).unwrap());
+        assert_ne!(e, sample_episode(&labels, 3, 2, 3, 7, 1).unwrap());
+        let err = sample_episode(&labels, 7, 2, 3, 7, 0).unwrap_err().to_string();
+        assert!(err.contains("6 such classes"), "{err}");
+    }
+}

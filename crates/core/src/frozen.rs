@@ -1,0 +1,180 @@
+//! A pretrained encoder frozen for downstream use (METHOD.md, "Downstream"): parameters never
+//! trained, batch norm in EVAL mode (running statistics, never updated), while gradients still flow
+//! to the descriptor `i` through the generated weights.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::prelude::*;
+
+use crate::checkpoint::{self, CheckpointMeta, Normalization};
+use crate::{CoreError, Encoder, Family};
+
+/// The frozen encoder, its checkpoint and its input normalisation.
+pub struct Frozen {
+    /// Frozen (no gradients, eval-mode batch norm) on the autodiff device.
+    pub encoder: Encoder,
+    /// The same weights on the inner device, for feature extraction without a graph.
+    pub inference: Encoder,
+    pub meta: CheckpointMeta,
+    /// The checkpoint directory that was loaded.
+    pub checkpoint: PathBuf,
+    pub normalization: Normalization,
+    device: Device,
+}
+
+/// Finds the checkpoint a path names: a checkpoint directory (holds `checkpoint.json`) or a run
+/// directory (its newest `checkpoints/step-*`).
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CoreError> {
+    if path.join(checkpoint::META_FILE).exists() {
+        return Ok(path.to_path_buf());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(path.join("checkpoints"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    dirs.retain(|p| p.join(checkpoint::META_FILE).exists());
+    dirs.sort();
+    dirs.pop().ok_or_else(|| CoreError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!(
+            "neither a checkpoint (no {}) nor a run directory with checkpoints/step-*: pass the --out of `ail pretrain` or one of its checkpoints",
+            checkpoint::META_FILE
+        ),
+    })
+}
+
+impl Frozen {
+    /// Loads the checkpoint `path` names (see [`resolve_checkpoint`]) onto `device` (any device;
+    /// the autodiff one is derived from it). `fallback` normalises inputs when the checkpoint
+    /// does not record its own statistics (checkpoints written before they were recorded).
+    pub fn open(path: &Path, device: &Device, fallback: impl FnOnce() -> Normalization) -> Result<Self, CoreError> {
+        let dir = resolve_checkpoint(path)?;
+        let ad = device.clone().without_autodiff().autodiff();
+        let ckpt = checkpoint::load(&dir, &ad)?;
+        let normalization = ckpt.meta.normalization.clone().unwrap_or_else(fallback);
+        let channels = ckpt.meta.encoder.in_channels;
+        if normalization.mean.len() != channels || normalization.std.len() != channels {
+            return Err(CoreError::Checkpoint {
+                path: dir,
+                reason: format!("the normalisation has {} channels, the encoder takes {channels}", normalization.mean.len()),
+            });
+        }
+        let inference = ckpt.encoder.valid();
+        let encoder = ckpt.encoder.freeze();
+        Ok(Self { encoder, inference, meta: ckpt.meta, checkpoint: dir, normalization, device: ad })
+    }
+
+    /// The autodiff device the frozen encoder lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `K`: the descriptor's length (0 for a plain encoder).
+    pub fn num_invariances(&self) -> usize {
+        self.meta.encoder.input_invariances()
+    }
+
+    pub fn family(&self) -> Option<Family> {
+        self.meta.family
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.meta.encoder.feature_dim()
+    }
+
+    /// `[channels, height, width]` the encoder was trained on.
+    pub fn input_shape(&self) -> [usize; 3] {
+        let e = &self.meta.encoder;
+        [e.in_channels, e.image_size, e.image_size]
+    }
+
+    /// Checks a descriptor's length against the encoder and its range against [0, 1].
+    pub fn check_descriptor(&self, i: &[f32]) -> Result<(), CoreError> {
+        let k = self.num_invariances();
+        if i.len() != k {
+            return Err(CoreError::Descriptor {
+                input: format!("{i:?}"),
+                reason: format!("this encoder takes {k} entries (got {})", i.len()),
+            });
+        }
+        if let Some(v) = i.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+            return Err(CoreError::Descriptor { input: format!("{i:?}"), reason: format!("{v} is outside [0, 1]") });
+        }
+        Ok(())
+    }
+
+    fn standardise(&self, x01: Tensor<4>) -> Tensor<4> {
+        let device = x01.device();
+        let c = self.normalization.mean.len();
+        let mean = Tensor::<1>::from_floats(self.normalization.mean.as_slice(), &device).reshape([1, c, 1, 1]);
+        let std = Tensor::<1>::from_floats(self.normalization.std.as_slice(), &device).reshape([1, c, 1, 1]);
+        (x01 - mean) / std
+    }
+
+    /// `u8` images (`[n, C, H, W]`, row-major) as a `[0, 1]` tensor on `device`.
+    pub fn upload_u8(pixels: &[u8], n: usize, [c, h, w]: [usize; 3], device: &Device) -> Tensor<4> {
+        assert_eq!(pixels.len(), n * c * h * w, "pixels do not match [{n}, {c}, {h}, {w}]");
+        Tensor::<4>::from_data(TensorData::new(pixels.to_vec(), [n, c, h, w]), device) / 255.0
+    }
+
+    /// Features at a fixed descriptor, without a graph, in chunks of 256 images. `x01`: `[n, C, H, W]`
+    /// in [0, 1] on any device (moved to the inner one). Output `[n, D]` on the inner device.
+    pub fn features(&self, x01: Tensor<4>, i: &[f32]) -> Tensor<2> {
+        let inner = self.device.clone().without_autodiff();
+        let x01 = x01.to_device(&inner);
+        let i = self.descriptor(i, &inner);
+        let n = x01.dims()[0];
+        let chunks: Vec<Tensor<2>> = (0..n)
+            .step_by(256)
+            .map(|s| {
+                let e = (s + 256).min(n);
+                self.inference.forward_features(self.standardise(x01.clone().slice(s..e)), i.clone())
+            })
+            .collect();
+        Tensor::cat(chunks, 0)
+    }
+
+    /// Features of `u8` images at a fixed descriptor, on the host (`[n, D]` row-major).
+    pub fn features_u8(&self, pixels: &[u8], n: usize, shape: [usize; 3], i: &[f32]) -> Vec<f32> {
+        let inner = self.device.clone().without_autodiff();
+        let mut out = Vec::with_capacity(n * self.feature_dim());
+        let len = shape.iter().product::<usize>();
+        for s in (0..n).step_by(256) {
+            let e = (s + 256).min(n);
+            let x = Self::upload_u8(&pixels[s * len..e * len], e - s, shape, &inner);
+            let f: Vec<f32> = self.features(x, i).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 features");
+            out.extend(f);
+        }
+        out
+    }
+
+    /// Features with a graph to `i`: `x01` and `i` on the autodiff device; `i` should require grad.
+    pub fn features_with_grad(&self, x01: Tensor<4>, i: Tensor<1>) -> Tensor<2> {
+        self.encoder.forward_features(self.standardise(x01), i)
+    }
+
+    /// A descriptor as the encoder's input tensor (empty for a plain encoder).
+    pub fn descriptor(&self, i: &[f32], device: &Device) -> Tensor<1> {
+        if self.num_invariances() == 0 { Tensor::zeros([0], device) } else { Tensor::from_floats(i, device) }
+    }
+}
+
+/// Per-channel mean and standard deviation of `u8` images (`[n, C, H, W]`), in [0, 1] units.
+pub fn channel_statistics(pixels: &[u8], [c, h, w]: [usize; 3]) -> Normalization {
+    let hw = h * w;
+    let mut sum = vec![0f64; c];
+    let mut sq = vec![0f64; c];
+    for image in pixels.chunks_exact(c * hw) {
+        for ch in 0..c {
+            for &p in &image[ch * hw..(ch + 1) * hw] {
+                let v = p as f64 / 255.0;
+                sum[ch] += v;
+                sq[ch] += v * v;
+            }
+        }
+    }
+    let n = (pixels.len() / c.max(1)).max(1) as f64;
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = sq.iter().zip(&mean).map(|(q, &m)| ((q / n - (m as f64).powi(2)).max(1e-6)).sqrt() as f32).collect();
+    Normalization { mean, std }
+}

@@ -1,0 +1,185 @@
+//! A minimal reader of ZIP archives (stored and deflated entries, the central directory): enough for
+//! the official Omniglot zips, with every malformed field reported instead of panicking.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::{DataError, Result};
+
+/// One file of an archive.
+#[derive(Debug, Clone)]
+pub struct ZipEntry {
+    pub name: String,
+    method: u16,
+    compressed_size: usize,
+    uncompressed_size: usize,
+    local_header: usize,
+}
+
+/// An archive held in memory.
+pub struct ZipArchive {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    pub entries: Vec<ZipEntry>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl ZipArchive {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Parses the central directory of `bytes` (`path` names it in errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let bad = |found: String| DataError::WrongFormat { path: path.to_path_buf(), expected: "a ZIP archive".into(), found };
+        // The end-of-central-directory record: the last "PK\x05\x06" within the final 64 KiB + 22 bytes.
+        let tail_start = bytes.len().saturating_sub(65_557);
+        let eocd = (tail_start..bytes.len().saturating_sub(21))
+            .rev()
+            .find(|&i| bytes[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+            .ok_or_else(|| bad(format!("{} bytes with no end-of-central-directory record ({})", bytes.len(), crate::describe_bytes(&bytes))))?;
+        let count = u16_at(&bytes, eocd + 10).unwrap_or(0) as usize;
+        let dir_offset = u32_at(&bytes, eocd + 16).unwrap_or(u32::MAX) as usize;
+        let mut entries = Vec::with_capacity(count);
+        let mut at = dir_offset;
+        for index in 0..count {
+            let truncated = || bad(format!("central directory entry {index} runs past the end (truncated archive?)"));
+            if u32_at(&bytes, at) != Some(0x0201_4b50) {
+                return Err(truncated());
+            }
+            let method = u16_at(&bytes, at + 10).ok_or_else(truncated)?;
+            let compressed_size = u32_at(&bytes, at + 20).ok_or_else(truncated)? as usize;
+            let uncompressed_size = u32_at(&bytes, at + 24).ok_or_else(truncated)? as usize;
+            let name_len = u16_at(&bytes, at + 28).ok_or_else(truncated)? as usize;
+            let extra_len = u16_at(&bytes, at + 30).ok_or_else(truncated)? as usize;
+            let comment_len = u16_at(&bytes, at + 32).ok_or_else(truncated)? as usize;
+            let local_header = u32_at(&bytes, at + 42).ok_or_else(truncated)? as usize;
+            let name = bytes.get(at + 46..at + 46 + name_len).ok_or_else(truncated)?;
+            entries.push(ZipEntry {
+                name: String::from_utf8_lossy(name).into_owned(),
+                method,
+                compressed_size,
+                uncompressed_size,
+                local_header,
+            });
+            at += 46 + name_len + extra_len + comment_len;
+        }
+        Ok(Self { path: path.to_path_buf(), bytes, entries })
+    }
+
+    /// The uncompressed bytes of `entry`.
+    pub fn read(&self, entry: &ZipEntry) -> Result<Vec<u8>> {
+        let bad = |found: String| DataError::WrongFormat {
+            path: self.path.join(&entry.name),
+            expected: "a readable ZIP entry".into(),
+            found,
+        };
+        let at = entry.local_header;
+        if u32_at(&self.bytes, at) != Some(0x0403_4b50) {
+            return Err(bad("no local header where the directory says (corrupt archive)".into()));
+        }
+        let name_len = u16_at(&self.bytes, at + 26).unwrap_or(0) as usize;
+        let extra_len = u16_at(&self.bytes, at + 28).unwrap_or(0) as usize;
+        let start = at + 30 + name_len + extra_len;
+        let data = self
+            .bytes
+            .get(start..start + entry.compressed_size)
+            .ok_or_else(|| bad(format!("{} compressed bytes run past the end (truncated archive)", entry.compressed_size)))?;
+        match entry.method {
+            0 => Ok(data.to_vec()),
+            8 => {
+                let mut out = Vec::with_capacity(entry.uncompressed_size);
+                // Cap what a corrupt size field can make us inflate.
+                flate2::read::DeflateDecoder::new(data)
+                    .take(entry.uncompressed_size as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| bad(format!("deflate error: {e}")))?;
+                if out.len() != entry.uncompressed_size {
+                    return Err(bad(format!("inflated to {} bytes, the directory says {}", out.len(), entry.uncompressed_size)));
+                }
+                Ok(out)
+            }
+            m => Err(bad(format!("compression method {m} (only stored and deflate are supported)"))),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Writes a ZIP of `(name, contents)` with deflated entries (for tests here and elsewhere).
+    pub fn write_zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for (name, contents) in files {
+            let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(contents).unwrap();
+            let data = enc.finish().unwrap();
+            let offset = out.len() as u32;
+            let header = |sig: u32, central: bool| {
+                let mut h = Vec::new();
+                h.extend(sig.to_le_bytes());
+                if central {
+                    h.extend(20u16.to_le_bytes());
+                }
+                h.extend([20u16, 0, 8, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+                h.extend(0u32.to_le_bytes()); // crc (not checked)
+                h.extend((data.len() as u32).to_le_bytes());
+                h.extend((contents.len() as u32).to_le_bytes());
+                h.extend((name.len() as u16).to_le_bytes());
+                h.extend(0u16.to_le_bytes());
+                if central {
+                    h.extend([0u16, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+                    h.extend(0u32.to_le_bytes());
+                    h.extend(offset.to_le_bytes());
+                }
+                h.extend(name.as_bytes());
+                h
+            };
+            out.extend(header(0x0403_4b50, false));
+            out.extend(&data);
+            central.extend(header(0x0201_4b50, true));
+        }
+        let dir_offset = out.len() as u32;
+        out.extend(&central);
+        out.extend(0x0605_4b50u32.to_le_bytes());
+        out.extend([0u16, 0, files.len() as u16, files.len() as u16].iter().flat_map(|v| v.to_le_bytes()));
+        out.extend((central.len() as u32).to_le_bytes());
+        out.extend(dir_offset.to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn round_trip_of_deflated_entries() {
+        let bytes = write_zip(&[("a/b.txt", b"hello hello hello"), ("c.bin", &[0, 1, 2, 3])]);
+        let zip = ZipArchive::from_bytes(Path::new("t.zip"), bytes).unwrap();
+        assert_eq!(zip.entries.len(), 2);
+        assert_eq!(zip.entries[0].name, "a/b.txt");
+        assert_eq!(zip.read(&zip.entries[0]).unwrap(), b"hello hello hello");
+        assert_eq!(zip.read(&zip.entries[1]).unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn truncated_and_foreign_files_are_named() {
+        let bytes = write_zip(&[("a.txt", b"some text that deflates")]);
+        let e = ZipArchive::from_bytes(Path::new("t.zip"), b"not a zip at all, just text".to_vec()).err().unwrap().to_string();
+        assert!(e.contains("t.zip") && e.contains("ZIP archive"), "{e}");
+        // Cut the data: the directory survives only if we keep the tail, so corrupt the sizes instead.
+        let mut cut = bytes.clone();
+        let n = cut.len();
+        cut[n - 3] = 0xff; // the directory offset now points past the end
+        let e = ZipArchive::from_bytes(Path::new("t.zip"), cut).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}
