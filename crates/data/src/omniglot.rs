@@ -136,7 +136,7 @@ fn grey_of(rgb: &[u8], side: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zip::tests::write_zip;
+    use crate::zip::write_zip;
 
     fn png(value: u8) -> Vec<u8> {
         let img = image::GrayImage::from_pixel(105, 105, image::Luma([value]));

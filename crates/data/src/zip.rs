@@ -1,7 +1,7 @@
 //! A minimal reader of ZIP archives (stored and deflated entries, the central directory): enough for
 //! the official Omniglot zips, with every malformed field reported instead of panicking.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::{DataError, Result};
@@ -112,53 +112,54 @@ impl ZipArchive {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::io::Write;
-
-    /// Writes a ZIP of `(name, contents)` with deflated entries (for tests here and elsewhere).
-    pub fn write_zip(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut central = Vec::new();
-        for (name, contents) in files {
-            let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-            enc.write_all(contents).unwrap();
-            let data = enc.finish().unwrap();
-            let offset = out.len() as u32;
-            let header = |sig: u32, central: bool| {
-                let mut h = Vec::new();
-                h.extend(sig.to_le_bytes());
-                if central {
-                    h.extend(20u16.to_le_bytes());
-                }
-                h.extend([20u16, 0, 8, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
-                h.extend(0u32.to_le_bytes()); // crc (not checked)
-                h.extend((data.len() as u32).to_le_bytes());
-                h.extend((contents.len() as u32).to_le_bytes());
-                h.extend((name.len() as u16).to_le_bytes());
-                h.extend(0u16.to_le_bytes());
-                if central {
-                    h.extend([0u16, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
-                    h.extend(0u32.to_le_bytes());
-                    h.extend(offset.to_le_bytes());
-                }
-                h.extend(name.as_bytes());
-                h
-            };
-            out.extend(header(0x0403_4b50, false));
-            out.extend(&data);
-            central.extend(header(0x0201_4b50, true));
-        }
-        let dir_offset = out.len() as u32;
-        out.extend(&central);
-        out.extend(0x0605_4b50u32.to_le_bytes());
-        out.extend([0u16, 0, files.len() as u16, files.len() as u16].iter().flat_map(|v| v.to_le_bytes()));
-        out.extend((central.len() as u32).to_le_bytes());
-        out.extend(dir_offset.to_le_bytes());
-        out.extend(0u16.to_le_bytes());
-        out
+/// Writes a ZIP of `(name, contents)` with deflated entries (fixtures for tests and examples).
+pub fn write_zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, contents) in files {
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(contents).expect("writing to memory");
+        let data = enc.finish().expect("writing to memory");
+        let mut crc = flate2::Crc::new();
+        crc.update(contents);
+        let offset = out.len() as u32;
+        let header = |sig: u32, central: bool| {
+            let mut h = Vec::new();
+            h.extend(sig.to_le_bytes());
+            if central {
+                h.extend(20u16.to_le_bytes());
+            }
+            h.extend([20u16, 0, 8, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+            h.extend(crc.sum().to_le_bytes());
+            h.extend((data.len() as u32).to_le_bytes());
+            h.extend((contents.len() as u32).to_le_bytes());
+            h.extend((name.len() as u16).to_le_bytes());
+            h.extend(0u16.to_le_bytes());
+            if central {
+                h.extend([0u16, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+                h.extend(0u32.to_le_bytes());
+                h.extend(offset.to_le_bytes());
+            }
+            h.extend(name.as_bytes());
+            h
+        };
+        out.extend(header(0x0403_4b50, false));
+        out.extend(&data);
+        central.extend(header(0x0201_4b50, true));
     }
+    let dir_offset = out.len() as u32;
+    out.extend(&central);
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0u16, 0, files.len() as u16, files.len() as u16].iter().flat_map(|v| v.to_le_bytes()));
+    out.extend((central.len() as u32).to_le_bytes());
+    out.extend(dir_offset.to_le_bytes());
+    out.extend(0u16.to_le_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn round_trip_of_deflated_entries() {

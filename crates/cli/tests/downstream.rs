@@ -1,0 +1,205 @@
+//! `ail fit`, `ail fewshot`, `ail lowshot` and `ail bound` end to end on a tiny pretrained encoder and
+//! on small files the tests write (ImageFolder, CSV regression, Omniglot-layout zips).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ail(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ail")).args(args).current_dir(cwd).env("NO_COLOR", "1").output().expect("the ail binary runs")
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "ail failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// 4 classes of 16 coloured 8x8 images, and a 4-step pretraining run on them (run/).
+fn pretrained(dir: &Path) {
+    for c in 0..4u32 {
+        let class = dir.join("imgs").join(format!("c{c}"));
+        std::fs::create_dir_all(&class).unwrap();
+        for k in 0..16u32 {
+            let img = image::RgbImage::from_fn(8, 8, |x, y| {
+                let on = ((x + 2 * c) % 8 < 4) ^ ((y + k) % 8 < 4);
+                image::Rgb([if on { 200 } else { 30 }, (60 * c + 20) as u8, ((x * 31 + y * 17 + k * 7) % 256) as u8])
+            });
+            img.save(class.join(format!("{k}.png"))).unwrap();
+        }
+    }
+    ok(ail(
+        &[
+            "pretrain", "--device", "cpu", "--data", "imgs", "--image-size", "8", "--width", "0.0625", "--steps", "4", "--batch-size", "16",
+            "--monitor-every", "0", "--out", "run",
+        ],
+        dir,
+    ));
+}
+
+#[test]
+fn fit_learns_i_and_the_head_and_the_baseline_fixes_i_and_bound_prints_every_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pretrained(d);
+    let common = [
+        "fit", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25", "--epochs", "3",
+        "--batch-size", "16", "--lrs", "0.01", "--weight-decays", "0,0.001",
+    ];
+    let out = ok(ail(&[&common[..], &["--bits", "1,2", "--out", "learned"]].concat(), d));
+    assert!(out.contains("head and i learned") && out.contains("test:"), "{out}");
+    let fit = json(&d.join("learned/fit.json"));
+    assert_eq!(fit["learned_i"], true);
+    let i = floats(&fit["i"]);
+    assert_eq!(i.len(), 2);
+    assert!(i.iter().all(|v| (0.0..=1.0).contains(v)));
+    let trajectory = fit["trajectory"].as_array().unwrap();
+    assert_eq!(floats(&trajectory[0]), vec![0.5, 0.5]);
+    assert!(trajectory.len() >= 2 && trajectory.len() <= 4);
+    assert_eq!(fit["grid"].as_array().unwrap().len(), 2);
+    assert_eq!(floats(&fit["samples"]), vec![32.0, 16.0, 16.0]);
+    let acc = fit["test"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc) && fit["test"]["mean_per_class_accuracy"].as_f64().is_some());
+    let features = 32; // width 0.0625: 512 * 0.0625
+    assert_eq!(fit["parameters_updated"], features * 4 + 4 + 2);
+    let q = fit["quantised"].as_array().unwrap();
+    assert_eq!(q.len(), 2);
+    assert!(floats(&q[0]["i"]).iter().all(|v| *v == 0.0 || *v == 1.0));
+    assert!(floats(&q[1]["i"]).iter().all(|v| [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0].iter().any(|w| (v - w).abs() < 1e-6)));
+    assert!(fit["bound"]["feature_norm"].as_f64().unwrap() > 0.0 && fit["bound"]["weight_norm"].as_f64().unwrap() > 0.0);
+
+    let out = ok(ail(&[&common[..], &["--fixed-invariance", "1,1", "--out", "fixed"]].concat(), d));
+    assert!(out.contains("head only, i fixed"), "{out}");
+    let fixed = json(&d.join("fixed/fit.json"));
+    assert_eq!(fixed["learned_i"], false);
+    assert_eq!(floats(&fixed["i"]), vec![1.0, 1.0]);
+    assert_eq!(fixed["parameters_updated"], features * 4 + 4);
+    assert!(fixed["quantised"].as_array().unwrap().is_empty());
+
+    let out = ok(ail(&["bound", "--fit", "learned/fit.json", "fixed/fit.json"], d));
+    assert!(out.contains("linear readout, ln(2/delta)") && out.contains("amortised, 1-bit i, |I| = 2^2"), "{out}");
+    assert!(out.contains("amortised, 2-bit i, |I| = 2^4") && out.matches("complexity").count() == 6, "{out}");
+    // Each printed total is the sum of its terms.
+    for line in out.lines().filter(|l| l.contains(" = ") && l.contains("empirical")) {
+        let nums: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse::<f64>().ok())
+            .collect();
+        let n = nums.len();
+        assert!((nums[0] + nums[n - 3] + nums[n - 2] - nums[n - 1]).abs() < 2e-4, "{line}");
+    }
+
+    // Bad input names the problem.
+    let e = ail(&["fit", "--device", "cpu", "--checkpoint", "nowhere", "--data", "imgs"], d);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("neither a checkpoint"));
+    let e = ail(&[&common[..], &["--fixed-invariance", "1,1,0"]].concat(), d);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("takes 2 entries"), "{}", String::from_utf8_lossy(&e.stderr));
+    let e = ail(&["fit", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--lrs", "0.1,x"], d);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("`x` is not a number"));
+}
+
+#[test]
+fn fewshot_and_lowshot_report_means_with_confidence_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pretrained(d);
+    let out = ok(ail(
+        &[
+            "fewshot", "--device", "cpu", "--checkpoint", "run", "--task", "classify", "--data", "imgs", "--ways", "3", "--shots", "2",
+            "--queries", "3", "--episodes", "4", "--steps", "2", "--out", "fs",
+        ],
+        d,
+    ));
+    assert!(out.contains("3-way 2-shot, 4 episodes") && out.contains("95% CI"), "{out}");
+    let fs = json(&d.join("fs/fewshot.json"));
+    assert_eq!(fs["episodes"].as_array().unwrap().len(), 4);
+    let accs: Vec<f64> = fs["episodes"].as_array().unwrap().iter().map(|e| e["accuracy"].as_f64().unwrap()).collect();
+    let mean = accs.iter().sum::<f64>() / 4.0;
+    assert!((fs["accuracy"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!(fs["accuracy"]["ci95"].as_f64().unwrap() >= 0.0);
+    assert_eq!(floats(&fs["mean_i"]).len(), 2);
+    assert_eq!(fs["learned_i"], true);
+
+    // Regression from a CSV: brightness of the image -> two targets.
+    std::fs::create_dir_all(d.join("reg")).unwrap();
+    let mut csv = String::from("path,a,b\n");
+    for k in 0..40u32 {
+        let v = (k * 6) as u8;
+        image::RgbImage::from_fn(8, 8, |x, _| image::Rgb([v, v / 2, (x * 20) as u8])).save(d.join(format!("reg/{k}.png"))).unwrap();
+        csv += &format!("reg/{k}.png,{},{}\n", v as f32 / 255.0, 1.0 - v as f32 / 510.0);
+    }
+    std::fs::write(d.join("t.csv"), csv).unwrap();
+    let out = ok(ail(
+        &[
+            "lowshot", "--device", "cpu", "--checkpoint", "run", "--task", "csv", "--data", "t.csv", "--fractions", "0.5,1", "--repeats", "2",
+            "--steps", "2", "--out", "ls",
+        ],
+        d,
+    ));
+    assert!(out.contains("s = 0.5") && out.contains("R^2"), "{out}");
+    let ls = json(&d.join("ls/lowshot.json"));
+    let rows = ls["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["runs"].as_array().unwrap().len(), 2);
+        let r2 = row["r2"]["mean"].as_f64().unwrap();
+        assert!(r2 > 0.5 && r2 <= 1.0, "brightness is easy to read out: {row}");
+    }
+    // Class targets are refused by the regression command, with the alternative named.
+    let e = ail(&["lowshot", "--device", "cpu", "--checkpoint", "run", "--data", "imgs"], d);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("ail fewshot or ail fit"));
+}
+
+#[test]
+fn omniglot_pen_start_regression_reads_the_official_zip_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pretrained(d);
+    let mut images = Vec::new();
+    let mut strokes = Vec::new();
+    for c in 1..=3u32 {
+        for k in 1..=8u32 {
+            // White page, a black dot where the pen starts.
+            let (x0, y0) = (10 + 10 * k, 15 + 20 * c);
+            let img = image::GrayImage::from_fn(105, 105, |x, y| image::Luma([if x.abs_diff(x0) < 8 && y.abs_diff(y0) < 8 { 0 } else { 255 }]));
+            let mut png = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            let stem = format!("Alpha/character{c:02}/{c:02}{k:02}_{k:02}");
+            images.push((format!("images_background/{stem}.png"), png.into_inner()));
+            strokes.push((format!("strokes_background/{stem}.txt"), format!("START\n{x0},-{y0},0\n{},-{y0},10\nBREAK\n", x0 + 5).into_bytes()));
+        }
+    }
+    let as_refs = |v: &Vec<(String, Vec<u8>)>| v.iter().map(|(n, b)| (n.clone(), b.clone())).collect::<Vec<_>>();
+    let write = |name: &str, files: Vec<(String, Vec<u8>)>| {
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        std::fs::write(d.join(name), ail_data::zip::write_zip(&refs)).unwrap();
+    };
+    write("images.zip", as_refs(&images));
+    write("strokes.zip", as_refs(&strokes));
+    let e = ail(&["fit", "--device", "cpu", "--checkpoint", "run", "--task", "omniglot-pen", "--data", "images.zip"], d);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("needs --strokes"));
+    ok(ail(
+        &[
+            "fit", "--device", "cpu", "--checkpoint", "run", "--task", "omniglot-pen", "--data", "images.zip", "--strokes", "strokes.zip",
+            "--epochs", "2", "--batch-size", "8", "--lrs", "0.01", "--weight-decays", "0", "--out", "pen",
+        ],
+        d,
+    ));
+    let fit = json(&d.join("pen/fit.json"));
+    assert!(fit["test"]["r2"].as_f64().unwrap().is_finite() && fit["test"].get("accuracy").is_none());
+    assert!(fit["bound"].is_null(), "the bound is for classification");
+    let out = ok(ail(
+        &[
+            "fewshot", "--device", "cpu", "--checkpoint", "run", "--data", "images.zip", "--ways", "3", "--shots", "1", "--queries", "2",
+            "--episodes", "2", "--steps", "1", "--out", "ofs",
+        ],
+        d,
+    ));
+    assert!(out.contains("3-way 1-shot"), "{out}");
+}
