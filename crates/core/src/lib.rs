@@ -11,6 +11,7 @@ pub mod bound;
 pub mod checkpoint;
 pub mod encoder;
 pub mod fewshot;
+pub mod finetune;
 pub mod fit;
 pub mod frozen;
 pub mod head;

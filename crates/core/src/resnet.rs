@@ -341,6 +341,37 @@ impl ResNet {
     pub fn num_invariances(&self) -> usize {
         self.num_invariances
     }
+
+    /// The stage (0-based) of each residual block: a stage starts at the first block and at every
+    /// block whose shortcut is projected (a change of width or resolution).
+    pub fn block_stages(&self) -> Vec<usize> {
+        let mut stage = 0;
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(b, block)| {
+                if b > 0 && block.shortcut.is_some() {
+                    stage += 1;
+                }
+                stage
+            })
+            .collect()
+    }
+
+    /// Frozen (no gradients, eval-mode batch norm) except the blocks of the last `stages` stages,
+    /// which train (batch norm in training mode): the fine-tuning baseline.
+    pub fn train_last_stages(self, stages: usize) -> Self {
+        let of = self.block_stages();
+        let total = of.last().map_or(0, |s| s + 1);
+        let mut model = self.freeze();
+        model.blocks = model
+            .blocks
+            .into_iter()
+            .zip(of)
+            .map(|(block, s)| if s + stages >= total { block.unfreeze() } else { block })
+            .collect();
+        model
+    }
 }
 
 #[cfg(test)]
