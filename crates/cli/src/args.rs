@@ -46,6 +46,34 @@ pub enum Command {
     /// Describe an encoder: parameters per part (static convs, generators, embeddings, BN, head)
     /// and the FLOPs of one forward, computed from the config and checked against the built model.
     Info(InfoArgs),
+    /// Measure how invariant a checkpoint's features are to each transform (flips, crops,
+    /// rotation, colour, ...) at one or more descriptors: Mahalanobis-whitened cosine similarity
+    /// of f(x) and f(t(x)) (Ericsson et al. 2022). Writes a CSV, a markdown table and a radar chart.
+    Measure(crate::measure::MeasureArgs),
+    /// Fit a linear head AND the invariance descriptor i (Adam, projected onto [0,1]) on a frozen
+    /// encoder in eval mode, for a classification or regression task; epochs, lr and weight decay
+    /// chosen on a validation split; the test split scored once. Writes fit.json.
+    Fit(crate::downstream::FitArgs),
+    /// N-way K-shot episodes: a readout fitted on the support set alone, with i learned per
+    /// episode; mean accuracy with a 95% confidence interval, and the mean learned i.
+    Fewshot(crate::downstream::FewShotArgs),
+    /// Low-shot regression: train on fractions of the training split over repeated random draws
+    /// (ridge readout, i learned through its leave-one-out error); test R^2 with 95% CI.
+    Lowshot(crate::downstream::LowShotArgs),
+    /// Theorem 5.1's guaranteed error of fitted readouts (amortised and plain linear), each term
+    /// printed, from fit.json files.
+    Bound(crate::downstream::BoundArgs),
+    /// The fine-tuning baseline: train the last 1..4 stages of a ResNet with a linear head,
+    /// optionally under a wall-time budget (e.g. an `ail fit` run's). Writes fit.json.
+    Finetune(crate::downstream::FineTuneArgs),
+    /// Score against parameters updated and against wall time over several fit.json files, with
+    /// the Pareto front: a CSV and two SVG plots.
+    Pareto(crate::report::ParetoArgs),
+    /// One markdown page with the tables and plots of pretraining runs and downstream outputs.
+    Report(crate::report::ReportArgs),
+    /// Sweep the descriptor i over a grid (11 x 11 for K=2, a line between two corners otherwise)
+    /// and measure the invariance to one transform at each point: a heat map or curve plus CSV.
+    Interpolate(crate::measure::InterpolateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -162,6 +162,9 @@ pub struct FitReport {
     pub parameters_updated: usize,
     pub wall_time_s: f64,
     pub bound: Option<BoundTerms>,
+    /// Fine-tuning runs: the stages trained (counted from the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetuned_stages: Option<usize>,
 }
 
 fn bound_terms(frozen: &Frozen, readout: &Readout, train: &Split, bits: &[u32]) -> Option<BoundTerms> {
@@ -275,6 +278,7 @@ pub fn run_fit(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         parameters_updated: readout.head_parameters() + if best.learned_i { frozen.num_invariances() } else { 0 },
         wall_time_s: wall,
         bound: bound_terms(&frozen, readout, &task.train, &bits),
+        finetuned_stages: None,
     };
     let path = args.out.join("fit.json");
     write_json(&path, &report)?;
@@ -600,5 +604,129 @@ pub fn run_bound(args: &BoundArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+// --- ail finetune -------------------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub struct FineTuneArgs {
+    /// A pretraining run directory or a checkpoint directory (a ResNet).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Stages to train, counted from the last (1..=4); earlier stages stay frozen in eval mode.
+    #[arg(long, default_value_t = 1)]
+    pub stages: usize,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Stop training after this many seconds.
+    #[arg(long, conflicts_with = "budget_from")]
+    pub time_budget: Option<f64>,
+    /// Use the wall time of this fit.json (an `ail fit` run) as the time budget.
+    #[arg(long)]
+    pub budget_from: Option<PathBuf>,
+    /// Descriptor an amortised encoder is read at while fine-tuning (plain encoders ignore it).
+    #[arg(long, default_value = "1,1")]
+    pub descriptor: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where fit.json goes (the same format as `ail fit`, for `ail pareto`).
+    #[arg(long, default_value = "runs/finetune")]
+    pub out: PathBuf,
+}
+
+pub fn run_finetune(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
+    let budget = match (&args.budget_from, args.time_budget) {
+        (Some(path), _) => {
+            let fit: FitReport = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+                .with_context(|| format!("{} is not a fit.json", path.display()))?;
+            Some(fit.wall_time_s)
+        }
+        (None, t) => t,
+    };
+    anyhow::ensure!(budget.is_none_or(|t| t > 0.0), "the time budget must be positive");
+    let selected = common::device(global)?;
+    let dir = ail_core::frozen::resolve_checkpoint(&args.checkpoint)?;
+    let meta = ail_core::checkpoint::read_meta(&dir)?;
+    let task = args.task.load([meta.encoder.in_channels, meta.encoder.image_size, meta.encoder.image_size])?;
+    let normalization = meta.normalization.clone().unwrap_or_else(|| {
+        eprintln!("the checkpoint records no input normalisation: using the task's training images' statistics");
+        channel_statistics(&task.train.pixels, task.train.shape)
+    });
+    let device = selected.device.clone().autodiff();
+    let checkpoint = ail_core::checkpoint::load(&dir, &device)?;
+    let descriptor = parse_descriptor(&args.descriptor, "--descriptor")?;
+    let config = ail_core::finetune::FineTuneConfig {
+        stages: args.stages,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        time_budget_s: budget,
+        descriptor: if meta.encoder.input_invariances() == 0 { Vec::new() } else { descriptor },
+        seed: args.seed,
+    };
+    let start = Instant::now();
+    let batches = task.train.len().div_ceil(args.batch_size) as u64;
+    let pb = bar(batches * args.epochs as u64, &format!("fine-tune last {} stage(s)", args.stages));
+    let run = ail_core::finetune::finetune(checkpoint, &normalization, &task.train, &task.val, &config, &mut |e, _, _| {
+        pb.inc(1);
+        pb.set_message(format!("epoch {e}"));
+    })?;
+    pb.finish_and_clear();
+    let wall = start.elapsed().as_secs_f64();
+    let score = |split: &Split| {
+        let out = ail_core::finetune::outputs(&run.model, split, &normalization, &config.descriptor, &device);
+        ail_core::fit::score_outputs(&out, &split.targets, &[], &[])
+    };
+    let report = FitReport {
+        checkpoint: dir.clone(),
+        model: meta.encoder.kind.to_string(),
+        task: task.name.clone(),
+        family: meta.family.map(|f| format!("{f:?}").to_lowercase()),
+        learned_i: false,
+        i: config.descriptor.clone(),
+        trajectory: Vec::new(),
+        grid: vec![GridPoint { lr: args.lr, weight_decay: args.weight_decay, best_epoch: run.best_epoch, val_score: run.val.primary() }],
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        epochs: run.best_epoch,
+        train: score(&task.train),
+        val: run.val,
+        test: score(&task.test),
+        quantised: Vec::new(),
+        official_test: task.official_test,
+        samples: [task.train.len(), task.val.len(), task.test.len()],
+        parameters_updated: run.trainable,
+        wall_time_s: wall,
+        bound: None,
+        finetuned_stages: Some(args.stages),
+    };
+    let path = args.out.join("fit.json");
+    write_json(&path, &report)?;
+    println!(
+        "{} fine-tuned (last {} stage(s), {} parameters){}: best epoch {} of {} run",
+        report.model,
+        args.stages,
+        run.trainable,
+        budget.map(|t| format!(" under a {t:.1} s budget")).unwrap_or_default(),
+        run.best_epoch,
+        run.epochs_done
+    );
+    if run.stopped_by_budget {
+        println!("  stopped by the time budget");
+    }
+    println!("  train: {}", describe(&report.train));
+    println!("  val:   {}", describe(&report.val));
+    println!("  test:  {}", describe(&report.test));
+    println!("  {:.1} s; written {}", wall, path.display());
     Ok(())
 }

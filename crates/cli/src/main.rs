@@ -5,10 +5,15 @@
 mod args;
 mod bench;
 mod common;
+mod downstream;
 mod grid;
 mod info;
+mod measure;
 mod pretrain;
 mod preview;
+mod report;
+mod svg;
+mod task;
 
 use std::process::ExitCode;
 
@@ -37,6 +42,15 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         Some(args::Command::AugmentPreview(a)) => preview::run(&cli.global, &a),
         Some(args::Command::Bench(b)) => bench::run(&cli.global, &b),
         Some(args::Command::Info(a)) => info::run(&cli.global, &a),
+        Some(args::Command::Fit(a)) => downstream::run_fit(&cli.global, &a),
+        Some(args::Command::Fewshot(a)) => downstream::run_fewshot(&cli.global, &a),
+        Some(args::Command::Lowshot(a)) => downstream::run_lowshot(&cli.global, &a),
+        Some(args::Command::Bound(a)) => downstream::run_bound(&a),
+        Some(args::Command::Finetune(a)) => downstream::run_finetune(&cli.global, &a),
+        Some(args::Command::Pareto(a)) => report::run_pareto(&a),
+        Some(args::Command::Report(a)) => report::run_report(&a),
+        Some(args::Command::Measure(a)) => measure::run_measure(&cli.global, &a),
+        Some(args::Command::Interpolate(a)) => measure::run_interpolate(&cli.global, &a),
         Some(args::Command::Pretrain(a)) => pretrain::run(&cli.global, &a).map(|_| ()),
     }?;
     Ok(ExitCode::SUCCESS)

@@ -44,6 +44,10 @@ pub struct PretrainConfig {
     pub width: f32,
     /// Hidden units of each kernel generator.
     pub hidden: usize,
+    /// ViT patch side (default: 4 up to 64 px, 16 above).
+    pub patch_size: Option<usize>,
+    /// Prompt-ViT: projectors averaged into the invariance token (default 16).
+    pub num_projectors: Option<usize>,
     pub invariances: String,
     pub steps: u64,
     pub batch_size: usize,
@@ -86,6 +90,8 @@ impl Default for PretrainConfig {
             model: ModelKind::HyperResnet18,
             width: 0.25,
             hidden: 32,
+            patch_size: None,
+            num_projectors: None,
             invariances: "groups".into(),
             steps: 300,
             batch_size: 64,
@@ -166,6 +172,10 @@ impl PretrainConfig {
             .with_width(self.width)
             .with_image_size(self.image_size);
         e.hidden = self.hidden;
+        e.patch_size = self.patch_size;
+        if self.num_projectors.is_some() {
+            e.num_projectors = self.num_projectors;
+        }
         e
     }
 }

@@ -95,6 +95,36 @@ fn fit_learns_i_and_the_head_and_the_baseline_fixes_i_and_bound_prints_every_ter
         assert!((nums[0] + nums[n - 3] + nums[n - 2] - nums[n - 1]).abs() < 2e-4, "{line}");
     }
 
+    // The fine-tuning baseline, under the learned fit's wall time, then the Pareto plots and a report.
+    let out = ok(ail(
+        &[
+            "finetune", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25",
+            "--stages", "1", "--epochs", "2", "--batch-size", "16", "--budget-from", "learned/fit.json", "--out", "ft",
+        ],
+        d,
+    ));
+    assert!(out.contains("fine-tuned (last 1 stage(s)") && out.contains("budget"), "{out}");
+    let ft = json(&d.join("ft/fit.json"));
+    assert_eq!(ft["finetuned_stages"], 1);
+    // The last stage of a width-1/16 ResNet-18 (see the core test) plus the head.
+    let stage = (16 * 32 * 9 + 32 * 32 * 9 + 16 * 32 + 3 * 64) + (2 * 32 * 32 * 9 + 2 * 64);
+    let hyper = ft["parameters_updated"].as_u64().unwrap() as usize;
+    assert!(hyper > stage + features * 4, "a Hyper-ResNet's last stage has its kernel generators too: {hyper}");
+    let out = ok(ail(&["pareto", "--fit", "learned", "fixed/fit.json", "ft", "--out", "pareto"], d));
+    assert!(out.contains("learned (learned i)") && out.contains("fine-tune 1 stage"), "{out}");
+    let csv = std::fs::read_to_string(d.join("pareto/pareto.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    // The fixed-i readout updates the fewest parameters: it is on the parameter front.
+    assert!(csv.lines().any(|l| l.contains("fixed i") && l.split(',').rev().nth(1) == Some("true")), "{csv}");
+    for svg in ["pareto/pareto-parameters.svg", "pareto/pareto-time.svg"] {
+        assert!(std::fs::read_to_string(d.join(svg)).unwrap().starts_with("<svg"));
+    }
+    ok(ail(&["report", "run", "learned", "fixed", "ft", "--out", "report/page.md"], d));
+    let page = std::fs::read_to_string(d.join("report/page.md")).unwrap();
+    assert!(page.contains("## Pretraining: run") && page.contains("## Fits") && page.contains("fine-tune 1 stage"), "{page}");
+    let e = ail(&["report", "imgs/c0/0.png"], d);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("not a pretraining run"));
+
     // Bad input names the problem.
     let e = ail(&["fit", "--device", "cpu", "--checkpoint", "nowhere", "--data", "imgs"], d);
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("neither a checkpoint"));
