@@ -4,25 +4,32 @@
 //! METHOD.md, "Measuring invariance", specifies.
 //!
 //! For `n` images `x` and a transform `t` with a grid of parameters `p`: features `f(x)` and
-//! `f(t_p(x))` at one descriptor `i`; `mu` and `Sigma` are the mean and covariance of the originals'
-//! features, `Sigma = L L^T` its Cholesky factor, and the similarity of an image is the cosine of
-//! `L^-1 (f(x) - mu)` and `L^-1 (f(t_p(x)) - mu)`, averaged over images and parameters (1 = the
-//! features do not move). Every square root of `Sigma^-1` gives the same inner products, so this is
-//! METHOD.md's `L = chol(Sigma^-1)` with one triangular solve per vector and no inverse. `--plain-cosine`
-//! compares the raw features instead. `ail interpolate` repeats one transform's measurement over a
-//! grid of descriptors (the paper's Figure 1, right).
+//! `f(t_p(x))` at one descriptor `i`; `mu` and `Sigma` are the mean and covariance of the features
+//! of `N >= n` original images (`--stats-images`, of which the `n` measured ones, `--images`, are
+//! the first), `Sigma = L L^T` its Cholesky factor, and the similarity of an image is the cosine of
+//! `L^-1 (f(x) - mu)` and `L^-1 (f(t_p(x)) - mu)`, averaged over the `n` images and the parameters
+//! (1 = the features do not move). Every square root of `Sigma^-1` gives the same inner products, so
+//! this is METHOD.md's `L = chol(Sigma^-1)` with one triangular solve per vector and no inverse.
+//! `--plain-cosine` compares the raw features instead (and needs no statistics). `ail interpolate`
+//! repeats one transform's measurement over a grid of descriptors (the paper's Figure 1, right).
 //!
 //! Deviations and choices:
+//! - `mu` and `Sigma` come from a larger set of originals than the measured images (default 2,000,
+//!   capped at the data size): whitening amplifies the covariance's smallest directions, which a
+//!   few hundred images estimate badly for `D` = 256..512 (a 256-dimensional encoder read 0.22 with
+//!   300 images and 0.37 with 1,500 for the same flip when both came from the measured images).
+//!   Only originals enter the statistics, so this costs `N` forward passes per descriptor, the
+//!   measured images' among them;
 //! - `Sigma` gets a ridge of `--ridge` times its mean variance on the diagonal, so the Cholesky
-//!   factor exists when there are fewer images than feature dimensions or dead features;
+//!   factor exists when there are fewer statistics images than feature dimensions or dead features;
 //! - geometric transforms resample bilinearly (zero outside the image), which varies smoothly with
 //!   the parameter (torchvision's `rotate`/`affine` default to nearest);
 //! - the parameter grids are ours (see [`transform`]), fixed so that runs compare.
 //!
-//! Whitened similarities depend on `--images` relative to the feature dimension `D`: a sample
-//! covariance underestimates its smallest eigenvalues, and whitening amplifies whatever moves
-//! along them (a 256-dimensional encoder read 0.22 with 300 images and 0.37 with 1,500 for the
-//! same flip). Compare numbers measured with the same `--images` on encoders of the same `D`.
+//! Whitened similarities still depend on `--stats-images` relative to the feature dimension `D` (a
+//! sample covariance underestimates its smallest eigenvalues), far less once it is several times
+//! `D`; `--images` only sets how many images are averaged. Compare numbers measured with the same
+//! `--stats-images` on encoders of the same `D`.
 //!
 //! The measurement itself ([`Reference`], [`invariance_table`]) only sees a feature function
 //! `(images in [0, 1], n) -> [n, D]`, so it is tested on hand-made functions.
@@ -239,17 +246,32 @@ pub struct Reference {
     mean: Vec<f64>,
     /// Lower Cholesky factor `L` of the regularised covariance, `[D, D]` (Mahalanobis only).
     factor: Vec<f64>,
-    /// The originals, centred and whitened (or raw), `[num_images, D]`.
+    /// The measured originals, centred and whitened (or raw), `[num_images, D]`.
     originals: Vec<f64>,
 }
 
 impl Reference {
-    /// From the originals' features `[num_images, D]` (row-major). `ridge` (Mahalanobis only) adds
-    /// `ridge * trace(Sigma) / D` to the covariance's diagonal; 0 is allowed when `Sigma` is full
-    /// rank.
-    pub fn new(features: &[f32], num_images: usize, metric: Metric, ridge: f64) -> Result<Self, CoreError> {
-        assert!(num_images > 0 && features.len().is_multiple_of(num_images), "features do not split into {num_images} rows");
-        let d = features.len() / num_images;
+    /// From the features `[num_statistics, D]` (row-major) of the statistics images, whose first
+    /// `num_images` rows are the measured originals. Mahalanobis takes `mu` and `Sigma` from all
+    /// `num_statistics` rows, plain cosine ignores the rows after the measured ones. `ridge`
+    /// (Mahalanobis only) adds `ridge * trace(Sigma) / D` to the covariance's diagonal; 0 is allowed
+    /// when `Sigma` is full rank.
+    pub fn new(
+        features: &[f32],
+        num_statistics: usize,
+        num_images: usize,
+        metric: Metric,
+        ridge: f64,
+    ) -> Result<Self, CoreError> {
+        assert!(
+            num_statistics > 0 && features.len().is_multiple_of(num_statistics),
+            "features do not split into {num_statistics} rows"
+        );
+        assert!(
+            (1..=num_statistics).contains(&num_images),
+            "{num_images} measured images are not among the {num_statistics} statistics images"
+        );
+        let d = features.len() / num_statistics;
         if let Some(bad) = features.iter().find(|v| !v.is_finite()) {
             return Err(CoreError::Numeric(format!("a feature is {bad}: the encoder's outputs are not finite")));
         }
@@ -258,20 +280,20 @@ impl Reference {
         if metric == Metric::Mahalanobis {
             for row in features.chunks_exact(d) {
                 for (m, &v) in reference.mean.iter_mut().zip(row) {
-                    *m += v as f64 / num_images as f64;
+                    *m += v as f64 / num_statistics as f64;
                 }
             }
             let centred: Vec<f64> =
                 features.chunks_exact(d).flat_map(|row| row.iter().zip(&reference.mean).map(|(&v, m)| v as f64 - m)).collect();
-            let mut covariance = gram_t(&centred, num_images, d);
-            covariance.iter_mut().for_each(|v| *v /= num_images as f64);
+            let mut covariance = gram_t(&centred, num_statistics, d);
+            covariance.iter_mut().for_each(|v| *v /= num_statistics as f64);
             let trace: f64 = (0..d).map(|j| covariance[j * d + j]).sum();
             // Constant features (trace 0) would leave nothing to scale the ridge by.
             let added = if trace > 0.0 { ridge * trace / d as f64 } else { ridge.max(1e-12) };
             (0..d).for_each(|j| covariance[j * d + j] += added);
             reference.factor = cholesky(&covariance, d)?;
         }
-        reference.originals = features.chunks_exact(d).flat_map(|row| reference.embed(row)).collect();
+        reference.originals = features.chunks_exact(d).take(num_images).flat_map(|row| reference.embed(row)).collect();
         Ok(reference)
     }
 
@@ -311,26 +333,49 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
 /// A feature function: `n` images `[n, C, H, W]` in `[0, 1]` -> features `[n, D]` (row-major).
 pub type FeatureFn<'a> = dyn Fn(&[f32], usize) -> Vec<f32> + 'a;
 
+/// How many original images a feature function sees for its statistics: all `num_statistics`
+/// for Mahalanobis, only the `num_images` measured ones for plain cosine.
+fn num_references(metric: Metric, num_statistics: usize, num_images: usize) -> usize {
+    match metric {
+        Metric::Mahalanobis => num_statistics,
+        Metric::Cosine => num_images,
+    }
+}
+
 /// The invariance of each feature function to each transform, `[function][transform]`: the mean
-/// over images and the transform's settings of the similarity of `f(x)` and `f(t(x))`. Each
+/// over the measured images and the transform's settings of the similarity of `f(x)` and `f(t(x))`.
+///
+/// `images` are the statistics images `[num_statistics, C, H, W]` in `[0, 1]`, whose features give
+/// the whitening's mean and covariance (originals only); the first `num_images` of them are the
+/// measured ones, transformed and compared. Plain cosine only looks at the measured ones. Each
 /// transformed batch is made once and fed to every function.
+#[allow(clippy::too_many_arguments)]
 pub fn invariance_table(
     functions: &[&FeatureFn<'_>],
     images: &[f32],
+    num_statistics: usize,
     num_images: usize,
     shape: [usize; 3],
     transforms: &[Transform],
     metric: Metric,
     ridge: f64,
 ) -> Result<Vec<Vec<f64>>, CoreError> {
+    let len = shape.iter().product::<usize>();
+    assert_eq!(images.len(), num_statistics * len, "images do not match [{num_statistics}, {shape:?}]");
+    assert!(
+        (1..=num_statistics).contains(&num_images),
+        "{num_images} measured images are not among the {num_statistics} statistics images"
+    );
+    let rows = num_references(metric, num_statistics, num_images);
     let references = functions
         .iter()
-        .map(|f| Reference::new(&f(images, num_images), num_images, metric, ridge))
+        .map(|f| Reference::new(&f(&images[..rows * len], rows), rows, num_images, metric, ridge))
         .collect::<Result<Vec<_>, _>>()?;
+    let measured = &images[..num_images * len];
     let mut table = vec![vec![0.0; transforms.len()]; functions.len()];
     for (t, transform) in transforms.iter().enumerate() {
         for op in &transform.settings {
-            let transformed = op.apply_all(images, num_images, shape);
+            let transformed = op.apply_all(measured, num_images, shape);
             for (k, (f, reference)) in functions.iter().zip(&references).enumerate() {
                 table[k][t] += reference.similarity(&f(&transformed, num_images)) / transform.settings.len() as f64;
             }
@@ -340,22 +385,32 @@ pub fn invariance_table(
 }
 
 /// The invariance of one feature function to one transform (see [`invariance_table`]).
+#[allow(clippy::too_many_arguments)]
 pub fn invariance(
     features: &FeatureFn<'_>,
     images: &[f32],
+    num_statistics: usize,
     num_images: usize,
     shape: [usize; 3],
     transform: &Transform,
     metric: Metric,
     ridge: f64,
 ) -> Result<f64, CoreError> {
-    Ok(invariance_table(&[features], images, num_images, shape, std::slice::from_ref(transform), metric, ridge)?[0][0])
+    let transforms = std::slice::from_ref(transform);
+    Ok(invariance_table(&[features], images, num_statistics, num_images, shape, transforms, metric, ridge)?[0][0])
 }
 
-/// How many images `functions` feature functions see in [`invariance_table`] (for progress bars).
-pub fn num_forwards(num_functions: usize, num_images: usize, transforms: &[Transform]) -> u64 {
+/// How many images `num_functions` feature functions see in [`invariance_table`] (for progress
+/// bars): the originals for the statistics, then every setting's transformed measured images.
+pub fn num_forwards(
+    num_functions: usize,
+    num_statistics: usize,
+    num_images: usize,
+    transforms: &[Transform],
+    metric: Metric,
+) -> u64 {
     let settings: usize = transforms.iter().map(|t| t.settings.len()).sum();
-    (num_functions * num_images * (1 + settings)) as u64
+    (num_functions * (num_references(metric, num_statistics, num_images) + num_images * settings)) as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,8 +443,14 @@ pub struct SourceArgs {
     /// Compare raw features with plain cosine similarity instead of whitening them first.
     #[arg(long)]
     pub plain_cosine: bool,
+    /// Original images whose features give the mean and covariance for whitening (capped at the
+    /// data size, at least --images): the first of them, in the order drawn with --seed, are the
+    /// measured ones. Costs this many extra forward passes per descriptor; use several times the
+    /// feature dimension, as whitening amplifies poorly estimated directions.
+    #[arg(long, default_value_t = 2000)]
+    pub stats_images: usize,
     /// Ridge added to the feature covariance before whitening, as a fraction of the mean variance
-    /// (needed when there are fewer images than feature dimensions).
+    /// (needed when there are fewer statistics images than feature dimensions).
     #[arg(long, default_value_t = 1e-3)]
     pub ridge: f64,
 }
@@ -398,7 +459,7 @@ pub struct SourceArgs {
 pub struct MeasureArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Images measured (drawn with --seed).
+    /// Images measured (drawn with --seed; the first of the --stats-images).
     #[arg(long, default_value_t = 500)]
     pub images: usize,
     /// A descriptor to measure at, comma-separated (repeat the flag for several). Default: every
@@ -424,7 +485,7 @@ pub struct InterpolateArgs {
     /// Points per axis: a grid x grid sweep of i for K=2, a line of --grid points otherwise.
     #[arg(long, default_value_t = 11)]
     pub grid: usize,
-    /// Images measured at each point (drawn with --seed).
+    /// Images measured at each point (drawn with --seed; the first of the --stats-images).
     #[arg(long, default_value_t = 200)]
     pub images: usize,
     /// Start of a line sweep (with --to); default for K>2: the first one-hot descriptor.
@@ -445,8 +506,10 @@ pub struct InterpolateArgs {
 /// A loaded encoder and the images it is measured on.
 struct Setup {
     frozen: Frozen,
-    /// `[num_images, C, H, W]` in `[0, 1]`.
+    /// The statistics images, `[num_statistics, C, H, W]` in `[0, 1]`; the first `num_images` are
+    /// measured.
     images: Vec<f32>,
+    num_statistics: usize,
     num_images: usize,
     shape: [usize; 3],
     metric: Metric,
@@ -505,16 +568,24 @@ impl Setup {
         if num_images < images {
             eprintln!("note: {} holds {} images; measuring all of them (--images {images})", source.data, data.len());
         }
-        let chosen = data.subset(&epoch_order(data.len(), source.seed, 0, true)[..num_images]);
         let metric = if source.plain_cosine { Metric::Cosine } else { Metric::Mahalanobis };
-        if metric == Metric::Mahalanobis && num_images <= frozen.feature_dim() {
-            eprintln!(
-                "note: {num_images} images for {}-dimensional features: the covariance is rank-deficient and --ridge {} \
-                 fills the rest; pass --images above {} for a full-rank estimate",
-                frozen.feature_dim(),
-                source.ridge,
-                frozen.feature_dim()
-            );
+        // The measured images are the first statistics images; plain cosine needs no statistics.
+        let num_statistics = match metric {
+            Metric::Mahalanobis => source.stats_images.max(num_images).min(data.len()),
+            Metric::Cosine => num_images,
+        };
+        let chosen = data.subset(&epoch_order(data.len(), source.seed, 0, true)[..num_statistics]);
+        let d = frozen.feature_dim();
+        if metric == Metric::Mahalanobis {
+            eprintln!("whitening with the mean and covariance of {num_statistics} original images, the {num_images} measured among them");
+            if num_statistics <= d {
+                let room = if data.len() <= d { format!(" ({} holds only {})", source.data, data.len()) } else { String::new() };
+                eprintln!(
+                    "note: {num_statistics} statistics images for {d}-dimensional features: the covariance is rank-deficient \
+                     and --ridge {} fills the rest; pass --stats-images above {d} for a full-rank estimate{room}",
+                    source.ridge
+                );
+            }
         }
         eprintln!(
             "encoder: {} ({}, K = {}, {}-dimensional features, step {})",
@@ -526,6 +597,7 @@ impl Setup {
         );
         Ok(Self {
             images: chosen.pixels.iter().map(|&p| p as f32 / 255.0).collect(),
+            num_statistics,
             num_images,
             shape: chosen.shape(),
             frozen,
@@ -533,6 +605,23 @@ impl Setup {
             ridge: source.ridge,
             data: source.data.clone(),
         })
+    }
+
+    /// [`invariance_table`] on these images, with this comparison.
+    fn table(&self, functions: &[&FeatureFn<'_>], transforms: &[Transform]) -> Result<Vec<Vec<f64>>, CoreError> {
+        let (images, shape) = (&self.images, self.shape);
+        invariance_table(functions, images, self.num_statistics, self.num_images, shape, transforms, self.metric, self.ridge)
+    }
+
+    /// How the mean and covariance were estimated, for reports ("" for plain cosine).
+    fn statistics_note(&self) -> String {
+        match self.metric {
+            Metric::Mahalanobis => format!(
+                " Mean and covariance from the features of {} original images, the measured ones among them.",
+                self.num_statistics
+            ),
+            Metric::Cosine => String::new(),
+        }
     }
 
     /// The encoder's features at `i`, counting images on `bar`.
@@ -634,10 +723,12 @@ pub fn run_measure(global: &Global, args: &MeasureArgs) -> anyhow::Result<()> {
     create_out(&args.out)?;
 
     // Measure: every descriptor sees the same transformed batches.
-    let bar = progress(num_forwards(descriptors.len(), setup.num_images, &transforms), "measuring");
+    let total = num_forwards(descriptors.len(), setup.num_statistics, setup.num_images, &transforms, setup.metric);
+    let bar = progress(total, "measuring");
     let functions: Vec<_> = descriptors.iter().map(|i| setup.features(i, &bar)).collect();
     let refs: Vec<&FeatureFn<'_>> = functions.iter().map(|f| f as &FeatureFn<'_>).collect();
-    let table = invariance_table(&refs, &setup.images, setup.num_images, setup.shape, &transforms, setup.metric, setup.ridge)
+    let table = setup
+        .table(&refs, &transforms)
         .context("measuring invariance (if the covariance is singular, raise --ridge or pass --plain-cosine)")?;
     bar.finish_and_clear();
 
@@ -652,11 +743,12 @@ pub fn run_measure(global: &Global, args: &MeasureArgs) -> anyhow::Result<()> {
     let markdown = markdown_table(&descriptors, &names, &table);
     let header = format!(
         "# Invariance of {}\n\n{} of f(x) and f(t(x)), averaged over {} images of `{}` and each transform's \
-         parameter grid (1 = invariant).\n\n",
+         parameter grid (1 = invariant).{}\n\n",
         setup.frozen.checkpoint.display(),
         setup.metric.describe(),
         setup.num_images,
-        setup.data
+        setup.data,
+        setup.statistics_note()
     );
     let series: Vec<svg::Series> =
         descriptors.iter().zip(&table).map(|(i, row)| svg::Series { name: column_label(i), values: row.clone() }).collect();
@@ -749,11 +841,13 @@ pub fn run_interpolate(global: &Global, args: &InterpolateArgs) -> anyhow::Resul
     create_out(&args.out)?;
 
     let transforms = std::slice::from_ref(&transform);
-    let bar = progress(num_forwards(points.len(), setup.num_images, transforms), &format!("sweeping i ({})", transform.name));
+    let total = num_forwards(points.len(), setup.num_statistics, setup.num_images, transforms, setup.metric);
+    let bar = progress(total, &format!("sweeping i ({})", transform.name));
     let mut values = Vec::with_capacity(points.len());
     for i in &points {
         let features = setup.features(i, &bar);
-        let s = invariance(&features, &setup.images, setup.num_images, setup.shape, &transform, setup.metric, setup.ridge)
+        let (images, shape) = (&setup.images, setup.shape);
+        let s = invariance(&features, images, setup.num_statistics, setup.num_images, shape, &transform, setup.metric, setup.ridge)
             .with_context(|| format!("measuring at i = [{}] (raise --ridge or pass --plain-cosine)", descriptor_label(i)))?;
         values.push(s);
     }
@@ -840,7 +934,7 @@ mod tests {
         let images = coloured_images(n, 8, 8);
         let transforms = parse_transforms("h-flip,v-flip,grayscale,rotation", shape).unwrap();
         for metric in [Metric::Mahalanobis, Metric::Cosine] {
-            let table = invariance_table(&[&geometry_blind], &images, n, shape, &transforms, metric, 1e-3).unwrap();
+            let table = invariance_table(&[&geometry_blind], &images, n, n, shape, &transforms, metric, 1e-3).unwrap();
             let [h_flip, v_flip, grayscale, rotation] = table[0][..] else { panic!("{table:?}") };
             assert!((h_flip - 1.0).abs() < 1e-6, "{metric:?} h-flip {h_flip}");
             assert!((v_flip - 1.0).abs() < 1e-6, "{metric:?} v-flip {v_flip}");
@@ -850,8 +944,8 @@ mod tests {
             assert!(table[0].iter().all(|v| (-1.0..=1.0).contains(v)));
         }
         // Whitening makes the colour change stand out far more than the raw cosine does.
-        let whitened = invariance(&geometry_blind, &images, n, shape, &transforms[2], Metric::Mahalanobis, 1e-3).unwrap();
-        let raw = invariance(&geometry_blind, &images, n, shape, &transforms[2], Metric::Cosine, 1e-3).unwrap();
+        let whitened = invariance(&geometry_blind, &images, n, n, shape, &transforms[2], Metric::Mahalanobis, 1e-3).unwrap();
+        let raw = invariance(&geometry_blind, &images, n, n, shape, &transforms[2], Metric::Cosine, 1e-3).unwrap();
         assert!(whitened < raw, "whitened {whitened} raw {raw}");
     }
 
@@ -859,14 +953,14 @@ mod tests {
     fn whitened_cosine_matches_a_hand_computation() {
         // Originals (1, 0), (-1, 0), (0, 2), (0, -2): mean 0, covariance diag(1/2, 2).
         let originals = [1.0, 0.0, -1.0, 0.0, 0.0, 2.0, 0.0, -2.0];
-        let reference = Reference::new(&originals, 4, Metric::Mahalanobis, 0.0).unwrap();
+        let reference = Reference::new(&originals, 4, 4, Metric::Mahalanobis, 0.0).unwrap();
         // Image 0 moves to (1, 2): whitened (sqrt 2, 0) and (sqrt 2, sqrt 2), cosine 1/sqrt 2. The
         // others stay put (cosine 1). Mean: (3 + 1/sqrt 2) / 4.
         let transformed = [1.0, 2.0, -1.0, 0.0, 0.0, 2.0, 0.0, -2.0];
         let expected = (3.0 + 0.5f64.sqrt()) / 4.0;
         assert!((reference.similarity(&transformed) - expected).abs() < 1e-12);
         // Plain cosine: (1, 0) . (1, 2) / sqrt 5.
-        let plain = Reference::new(&originals, 4, Metric::Cosine, 0.0).unwrap();
+        let plain = Reference::new(&originals, 4, 4, Metric::Cosine, 0.0).unwrap();
         assert!((plain.similarity(&transformed) - (3.0 + 1.0 / 5f64.sqrt()) / 4.0).abs() < 1e-12);
 
         // A correlated example against the closed-form inverse of a 2x2 covariance,
@@ -892,20 +986,61 @@ mod tests {
             let v = [t[0] as f64 - mean[0], t[1] as f64 - mean[1]];
             expected += form(u, v) / (form(u, u) * form(v, v)).sqrt() / n as f64;
         }
-        let reference = Reference::new(&originals, n, Metric::Mahalanobis, 0.0).unwrap();
+        let reference = Reference::new(&originals, n, n, Metric::Mahalanobis, 0.0).unwrap();
         let got = reference.similarity(&transformed);
         assert!((got - expected).abs() < 1e-6, "got {got}, expected {expected}");
+    }
+
+    #[test]
+    fn whitening_statistics_come_from_all_the_statistics_images() {
+        // 1x1x2 images whose features are their two pixels. The four statistics images are
+        // mu +- u and mu +- v with mu = (0.5, 0.5), u = (0.3, 0.1), v = (0.1, 0.2): mean mu and
+        // covariance (u u' + v v') / 2 = [[0.05, 0.025], [0.025, 0.025]], whose inverse is
+        // [[40, -40], [-40, 80]]. The first three are measured; the fourth only enters the statistics.
+        let shape = [1, 1, 2];
+        let images = [0.8f32, 0.6, 0.6, 0.7, 0.2, 0.4, 0.4, 0.3];
+        let (num_statistics, num_images) = (4, 3);
+        let seen = std::cell::Cell::new(0usize);
+        let pixels = |x: &[f32], n: usize| {
+            seen.set(seen.get() + n);
+            x.to_vec()
+        };
+        // Brightness 0.5 halves the pixels: t(x) = x / 2.
+        let half = Transform { name: "brightness", settings: vec![Op::Brightness(0.5)] };
+        let form = |a: [f64; 2], b: [f64; 2]| 40.0 * a[0] * b[0] - 40.0 * (a[0] * b[1] + a[1] * b[0]) + 80.0 * a[1] * b[1];
+        let mut expected = 0.0;
+        for x in images.chunks(2).take(num_images) {
+            let u = [x[0] as f64 - 0.5, x[1] as f64 - 0.5];
+            let v = [x[0] as f64 / 2.0 - 0.5, x[1] as f64 / 2.0 - 0.5];
+            expected += form(u, v) / (form(u, u) * form(v, v)).sqrt() / num_images as f64;
+        }
+        let got = invariance(&pixels, &images, num_statistics, num_images, shape, &half, Metric::Mahalanobis, 0.0).unwrap();
+        assert!((got - expected).abs() < 1e-6, "got {got}, expected {expected}");
+        // The function saw the four originals, then the three transformed images.
+        assert_eq!(seen.get(), 4 + 3);
+        assert_eq!(num_forwards(1, num_statistics, num_images, std::slice::from_ref(&half), Metric::Mahalanobis), 7);
+
+        // The measured images alone give other statistics, and another similarity.
+        let own = invariance(&pixels, &images[..6], 3, 3, shape, &half, Metric::Mahalanobis, 0.0).unwrap();
+        assert!((own - expected).abs() > 1e-2, "own {own}, expected {expected}");
+
+        // Plain cosine needs no statistics: the extra image is never fed to the function.
+        seen.set(0);
+        let plain = invariance(&pixels, &images, num_statistics, num_images, shape, &half, Metric::Cosine, 0.0).unwrap();
+        assert!((plain - 1.0).abs() < 1e-6, "halving does not turn the raw features: {plain}");
+        assert_eq!(seen.get(), 3 + 3);
+        assert_eq!(num_forwards(1, num_statistics, num_images, std::slice::from_ref(&half), Metric::Cosine), 6);
     }
 
     #[test]
     fn singular_covariance_needs_the_ridge() {
         // The second feature is constant: Sigma is singular without a ridge.
         let originals = [1.0, 5.0, 2.0, 5.0, 3.0, 5.0];
-        let err = Reference::new(&originals, 3, Metric::Mahalanobis, 0.0).unwrap_err().to_string();
+        let err = Reference::new(&originals, 3, 3, Metric::Mahalanobis, 0.0).unwrap_err().to_string();
         assert!(err.contains("not positive definite"), "{err}");
-        let reference = Reference::new(&originals, 3, Metric::Mahalanobis, 1e-3).unwrap();
+        let reference = Reference::new(&originals, 3, 3, Metric::Mahalanobis, 1e-3).unwrap();
         assert!((reference.similarity(&originals) - 1.0).abs() < 1e-12);
-        let nan = Reference::new(&[f32::NAN, 1.0, 2.0, 3.0], 2, Metric::Cosine, 0.0).unwrap_err().to_string();
+        let nan = Reference::new(&[f32::NAN, 1.0, 2.0, 3.0], 2, 2, Metric::Cosine, 0.0).unwrap_err().to_string();
         assert!(nan.contains("not finite"), "{nan}");
     }
 

@@ -103,6 +103,9 @@ fn measure_and_interpolate_a_tiny_amortised_checkpoint() {
     let out = ail(&["measure", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--images", "16", "--out", "m"], root);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("64 images of 3x8x8"), "the data is loaded at the checkpoint's size: {}", stderr(&out));
+    // --stats-images defaults to 2,000, capped at the data: all 64 images give the statistics.
+    assert!(stderr(&out).contains("covariance of 64 original images, the 16 measured among them"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("rank-deficient"), "64 images for 32-dimensional features: {}", stderr(&out));
     let rows = csv_rows(&root.join("m/invariance.csv"), "descriptor,transform,similarity,metric");
     assert_eq!(rows.len(), 3 * 13);
     for (k, descriptor) in ["1,0", "0,1", "1,1"].iter().enumerate() {
@@ -120,6 +123,23 @@ fn measure_and_interpolate_a_tiny_amortised_checkpoint() {
     let radar = assert_svg(&root.join("m/radar.svg"));
     assert_eq!(radar.matches("stroke-width=\"2\"").count(), 3, "one polygon per descriptor");
     assert!(radar.contains("i = [0,1]") && radar.contains("resized-crop"));
+
+    // Statistics from the 16 measured images only: other numbers, and a note on the rank.
+    let out = ail(
+        &["measure", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--images", "16", "--stats-images", "16", "--descriptor", "1,0", "--transforms", "h-flip,grayscale", "--out", "s"],
+        root,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --stats-images above 32"), "{}", stderr(&out));
+    let own = csv_rows(&root.join("s/invariance.csv"), "descriptor,transform,similarity,metric");
+    let all: Vec<&Vec<String>> = rows[..13].iter().filter(|r| r[1] == "h-flip" || r[1] == "grayscale").collect();
+    assert_eq!(own.len(), 2);
+    for (o, a) in own.iter().zip(&all) {
+        assert_eq!(o[..2], a[..2]);
+        assert_ne!(similarity(&o[2]), similarity(&a[2]), "the statistics images change the whitening: {o:?} {a:?}");
+    }
+    let md = std::fs::read_to_string(root.join("s/invariance.md")).unwrap();
+    assert!(md.contains("Mean and covariance from the features of 16 original images"), "{md}");
 
     // A 3 x 3 grid over i for K=2: heat map with the entries' names.
     let out = ail(
@@ -145,6 +165,7 @@ fn measure_and_interpolate_a_tiny_amortised_checkpoint() {
         root,
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("whitening"), "plain cosine needs no statistics: {}", stderr(&out));
     let rows = csv_rows(&root.join("i/interpolate-h-flip.csv"), "t,i0,i1,similarity");
     let line: Vec<[&str; 3]> = rows.iter().map(|r| [r[0].as_str(), r[1].as_str(), r[2].as_str()]).collect();
     assert_eq!(line, [["0", "1", "0"], ["0.5", "0.5", "0.5"], ["1", "0", "1"]]);
@@ -162,7 +183,7 @@ fn measure_a_plain_and_a_grey_encoder_on_builtin_data() {
     tiny_checkpoint(root, "plain", ModelKind::Resnet18, 3);
     tiny_checkpoint(root, "grey", ModelKind::HyperResnet18, 1);
 
-    let args = ["measure", "--device", "cpu", "--checkpoint", "plain", "--images", "16", "--transforms", "h-flip,grayscale", "--out", "p"];
+    let args = ["measure", "--device", "cpu", "--checkpoint", "plain", "--images", "16", "--stats-images", "64", "--transforms", "h-flip,grayscale", "--out", "p"];
     let out = ail(&args, root);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = csv_rows(&root.join("p/invariance.csv"), "descriptor,transform,similarity,metric");
@@ -175,10 +196,12 @@ fn measure_a_plain_and_a_grey_encoder_on_builtin_data() {
     assert!(similarity(&rows[0][2]) < similarity(&rows[1][2]), "{rows:?}");
 
     // A one-channel encoder gets the RGB data converted to grey.
-    let args = ["measure", "--device", "cpu", "--checkpoint", "grey", "--images", "8", "--transforms", "v-flip", "--descriptor", "0.5,1", "--out", "g"];
+    let args = ["measure", "--device", "cpu", "--checkpoint", "grey", "--images", "8", "--stats-images", "4", "--transforms", "v-flip", "--descriptor", "0.5,1", "--out", "g"];
     let out = ail(&args, root);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("converting the 3-channel images to the encoder's 1 channels"), "{}", stderr(&out));
+    // Fewer --stats-images than --images: the measured images still give the statistics.
+    assert!(stderr(&out).contains("covariance of 8 original images, the 8 measured among them"), "{}", stderr(&out));
     let rows = csv_rows(&root.join("g/invariance.csv"), "descriptor,transform,similarity,metric");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0][0], "0.5,1");

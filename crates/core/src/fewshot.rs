@@ -137,13 +137,7 @@ fn normalised(f: &mut [f32], d: usize) {
 pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig) -> Result<(Vec<f32>, f64, ridge::Ridge), CoreError> {
     let k = frozen.num_invariances();
     let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-    let mut i = match &config.fixed {
-        Some(f) if k > 0 => {
-            frozen.check_descriptor(f)?;
-            f.clone()
-        }
-        _ => vec![config.i_init.clamp(0.0, 1.0); k],
-    };
+    let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
     let device = frozen.device().clone();
     let (n, d) = (split.len(), frozen.feature_dim());
     let features = |i: &[f32]| {
@@ -185,13 +179,7 @@ pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &Epi
     };
     let k = frozen.num_invariances();
     let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-    let mut i = match &config.fixed {
-        Some(f) if k > 0 => {
-            frozen.check_descriptor(f)?;
-            f.clone()
-        }
-        _ => vec![config.i_init.clamp(0.0, 1.0); k],
-    };
+    let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
     let device = frozen.device().clone();
     let d = frozen.feature_dim();
     let n = support.len();

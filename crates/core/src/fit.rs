@@ -362,13 +362,7 @@ pub fn fit_from(
     }
     let k = frozen.num_invariances();
     let learn = config.fixed.is_none() && k > 0;
-    let mut i = match &config.fixed {
-        Some(f) if k > 0 => {
-            frozen.check_descriptor(f)?;
-            f.clone()
-        }
-        _ => vec![config.i_init.clamp(0.0, 1.0); k],
-    };
+    let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
     let device = frozen.device().clone();
     device.seed(config.seed);
     let (d, m) = (frozen.feature_dim(), train.targets.outputs());

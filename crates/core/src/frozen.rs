@@ -103,6 +103,19 @@ impl Frozen {
         Ok(())
     }
 
+    /// Where a downstream fit starts `i`: the fixed descriptor when one is given (checked), else
+    /// `init` (clamped to [0, 1]) in every entry; empty for a plain encoder.
+    pub fn start_descriptor(&self, fixed: Option<&[f32]>, init: f32) -> Result<Vec<f32>, CoreError> {
+        let k = self.num_invariances();
+        match fixed {
+            Some(f) if k > 0 => {
+                self.check_descriptor(f)?;
+                Ok(f.to_vec())
+            }
+            _ => Ok(vec![init.clamp(0.0, 1.0); k]),
+        }
+    }
+
     fn standardise(&self, x01: Tensor<4>) -> Tensor<4> {
         let device = x01.device();
         let c = self.normalization.mean.len();
