@@ -29,6 +29,10 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<pretrain::Interrupted>().is_some() => {
+            eprintln!("{err}");
+            ExitCode::from(130)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

@@ -285,6 +285,39 @@ pub fn optimizer(config: &PretrainConfig) -> burn::optim::ModuleOptimizer {
     AdamWConfig::new().with_weight_decay(config.weight_decay).with_grad_clipping(clip).init()
 }
 
+/// The run stopped at the user's request (Ctrl-C / SIGTERM) after writing a checkpoint; `ail`
+/// exits with 130.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub step: u64,
+    pub checkpoint: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted: stopped after step {} with a checkpoint in {}; continue with the same command and --resume",
+            self.step,
+            self.checkpoint.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Set by the first SIGINT / SIGTERM; a second one exits at once with 130.
+fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    #[cfg(unix)]
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Order matters: the conditional exit checks the flag before the second handler sets it.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone());
+        let _ = signal_hook::flag::register(signal, flag.clone());
+    }
+    flag
+}
+
 /// What the run ends with (also `summary.json`).
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -606,6 +639,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             metrics.row(0, d, None, None, None, Some(acc))?;
         }
     }
+    let stop = stop_flag();
     let started = Instant::now();
     let mut window = (Instant::now(), 0u64);
     let mut last_loss = f32::NAN;
@@ -638,6 +672,14 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         }
         if done % config.checkpoint_every == 0 || done == config.steps {
             last_dir = Some(save(&model, &optim, &stepper, done)?);
+        }
+        if stop.load(std::sync::atomic::Ordering::SeqCst) && done < config.steps {
+            bar.finish_and_clear();
+            let checkpoint = match &last_dir {
+                Some(dir) if dir == &checkpoint_dir(&out, done) => dir.clone(),
+                _ => save(&model, &optim, &stepper, done)?,
+            };
+            return Err(Interrupted { step: done, checkpoint }.into());
         }
     }
     bar.finish_and_clear();

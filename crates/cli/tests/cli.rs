@@ -322,3 +322,48 @@ fn moco_runs_keep_queues_and_key_models_across_resume() {
         assert_resume_is_exact(dir.path(), method, &format!("{method}-resumed"));
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_pretraining_setup(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ail"))
+        .args([
+            "pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--steps", "100000", "--checkpoint-every", "100000",
+            "--monitor-every", "0", "--out", "run",
+        ])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training has logged a few steps.
+    let metrics = dir.path().join("run/metrics.csv");
+    let started = std::time::Instant::now();
+    while losses_if_any(&metrics).len() < 3 {
+        assert!(started.elapsed().as_secs() < 120, "the run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let step: u64 = err
+        .split("stopped after step ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no step in: {err}"));
+    assert!(err.contains("--resume"), "{err}");
+    assert!(dir.path().join(format!("run/checkpoints/step-{step:07}/checkpoint.json")).exists(), "{err}");
+    // The run continues from there.
+    let next = (step + 2).to_string();
+    let out = ail(&["pretrain", "--device", "cpu", "--out", "run", "--resume", "--steps", &next, "--monitor-every", "0"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("at step {step}")), "{}", stderr(&out));
+}
+
+fn losses_if_any(path: &Path) -> Vec<(u64, f64)> {
+    if std::fs::read_to_string(path).map(|t| t.lines().count() > 1).unwrap_or(false) { losses(path) } else { Vec::new() }
+}
