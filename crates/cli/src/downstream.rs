@@ -199,6 +199,7 @@ pub fn run_fit(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     anyhow::ensure!(bits.iter().all(|b| (1..=16).contains(b)), "--bits: each entry must be 1..=16");
     anyhow::ensure!(lrs.iter().all(|l| *l > 0.0) && wds.iter().all(|w| *w >= 0.0), "--lrs must be > 0 and --weight-decays >= 0");
     anyhow::ensure!((0.0..=1.0).contains(&args.i_init), "--i-init must be in [0, 1]");
+    anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
     let (frozen, task) = open(global, &args.checkpoint, &args.task)?;
     if let Some(f) = &fixed {
@@ -653,6 +654,7 @@ pub fn run_finetune(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> 
         (None, t) => t,
     };
     anyhow::ensure!(budget.is_none_or(|t| t > 0.0), "the time budget must be positive");
+    anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
     let selected = common::device(global)?;
     let dir = ail_core::frozen::resolve_checkpoint(&args.checkpoint)?;
     let meta = ail_core::checkpoint::read_meta(&dir)?;

@@ -1,0 +1,146 @@
+//! The bad-input corpus: every case gets a non-zero exit and a message that names the problem,
+//! never a panic or a backtrace. Inputs are written by the test (nothing is shipped).
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `ail`, expects failure, and returns stderr after checking it is a message, not a panic.
+fn fails(args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ail"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("the ail binary runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "`ail {}` should fail:\n{err}", args.join(" "));
+    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "`ail {}` panicked:\n{err}", args.join(" "));
+    err
+}
+
+fn expect(args: &[&str], cwd: &Path, needles: &[&str]) {
+    let err = fails(args, cwd);
+    for n in needles {
+        assert!(err.contains(n), "`ail {}`: expected `{n}` in:\n{err}", args.join(" "));
+    }
+}
+
+/// A tiny ImageFolder and a 2-step pretraining run on it (`run/`).
+fn setup(d: &Path) {
+    for c in 0..3u32 {
+        let class = d.join("imgs").join(format!("c{c}"));
+        std::fs::create_dir_all(&class).unwrap();
+        for k in 0..(if c == 2 { 1 } else { 8 }) {
+            image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, (40 * c + k) as u8]))
+                .save(class.join(format!("{k}.png")))
+                .unwrap();
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ail"))
+        .args(["pretrain", "--device", "cpu", "--data", "imgs", "--image-size", "8", "--width", "0.0625", "--steps", "2", "--batch-size", "4", "--monitor-every", "0", "--out", "run"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn data_files_of_the_wrong_size_magic_or_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // CIFAR binary of the wrong size.
+    std::fs::create_dir_all(d.join("cifar")).unwrap();
+    for b in 1..=5 {
+        std::fs::write(d.join(format!("cifar/data_batch_{b}.bin")), vec![0u8; 3073 * 2 + 5]).unwrap();
+    }
+    expect(&["augment-preview", "--data", "cifar", "--out", "p.png"], d, &["data_batch_1.bin"]);
+    // IDX with a wrong magic number.
+    std::fs::create_dir_all(d.join("idx")).unwrap();
+    std::fs::write(d.join("idx/train-images-idx3-ubyte"), b"\x00\x00\x09\x03garbage").unwrap();
+    std::fs::write(d.join("idx/train-labels-idx1-ubyte"), b"\x00\x00\x08\x01\x00\x00\x00\x00").unwrap();
+    expect(&["augment-preview", "--data", "idx", "--out", "p.png"], d, &["train-images-idx3-ubyte"]);
+    // Garbage and truncated images in an ImageFolder.
+    std::fs::create_dir_all(d.join("folder/a")).unwrap();
+    std::fs::write(d.join("folder/a/bad.png"), b"not a png").unwrap();
+    expect(&["augment-preview", "--data", "folder", "--out", "p.png"], d, &["bad.png", "--skip-bad"]);
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::RgbImage::new(16, 16).write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = png.into_inner();
+    std::fs::write(d.join("folder/a/bad.png"), &png[..png.len() / 2]).unwrap();
+    expect(&["augment-preview", "--data", "folder", "--out", "p.png"], d, &["corrupt image", "bad.png"]);
+    // An empty folder.
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    expect(&["augment-preview", "--data", "empty", "--out", "p.png"], d, &["empty"]);
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn checkpoints_configs_and_values_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let ckpt = std::fs::read_dir(d.join("run/checkpoints")).unwrap().next().unwrap().unwrap().path();
+    let ckpt = ckpt.strip_prefix(d).unwrap().to_str().unwrap().to_string();
+    let fit = |extra: &[&'static str]| -> Vec<String> {
+        ["fit", "--device", "cpu", "--checkpoint", ckpt.as_str(), "--data", "imgs", "--epochs", "1"].iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+
+    // Descriptors outside [0, 1], of the wrong length, or not numbers.
+    expect(&refs(&fit(&["--fixed-invariance", "1.5,0"])), d, &["[0, 1]"]);
+    expect(&refs(&fit(&["--fixed-invariance", "1,0,1"])), d, &["takes 2 entries"]);
+    expect(&refs(&fit(&["--fixed-invariance", "a,b"])), d, &["not a number"]);
+    expect(&refs(&fit(&["--i-init", "2"])), d, &["--i-init"]);
+    expect(&refs(&fit(&["--batch-size", "0"])), d, &["at least 1"]);
+    // Pretraining values out of range and a config of the wrong types.
+    expect(&["pretrain", "--device", "cpu", "--data", "imgs", "--width", "0", "--out", "w"], d, &["width"]);
+    expect(&["pretrain", "--device", "cpu", "--data", "imgs", "--batch-size", "0", "--out", "b"], d, &["--batch-size"]);
+    std::fs::write(d.join("bad.toml"), "steps = \"many\"\n").unwrap();
+    expect(&["pretrain", "--device", "cpu", "--config", "bad.toml", "--out", "c"], d, &["bad.toml", "steps"]);
+    std::fs::write(d.join("unknown.toml"), "stepz = 3\n").unwrap();
+    expect(&["pretrain", "--device", "cpu", "--config", "unknown.toml", "--out", "c"], d, &["stepz"]);
+    // A 5-shot episode where a class has one image.
+    expect(
+        &["fewshot", "--device", "cpu", "--checkpoint", &ckpt, "--task", "classify", "--data", "imgs", "--ways", "3", "--shots", "5", "--queries", "2"],
+        d,
+        &["3-way 5-shot", "need 3 classes of at least 7 images"],
+    );
+    // Truncated and garbage checkpoint files.
+    let copy = d.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["model.safetensors", "checkpoint.json"] {
+        std::fs::copy(d.join(&ckpt).join(f), copy.join(f)).unwrap();
+    }
+    let model = std::fs::read(copy.join("model.safetensors")).unwrap();
+    std::fs::write(copy.join("model.safetensors"), &model[..model.len() / 3]).unwrap();
+    expect(&["fit", "--device", "cpu", "--checkpoint", "copy", "--data", "imgs"], d, &["model.safetensors", "truncated"]);
+    std::fs::write(copy.join("model.safetensors"), &model).unwrap();
+    std::fs::write(copy.join("checkpoint.json"), b"{\"format\": 3").unwrap();
+    expect(&["fit", "--device", "cpu", "--checkpoint", "copy", "--data", "imgs"], d, &["checkpoint.json"]);
+    std::fs::write(copy.join("checkpoint.json"), b"\x00\x01garbage").unwrap();
+    expect(&["measure", "--device", "cpu", "--checkpoint", "copy", "--out", "m"], d, &["checkpoint.json"]);
+    // Zips: not a zip, a zip without Omniglot's layout, strokes that do not match the images.
+    std::fs::write(d.join("nozip.zip"), b"plain text").unwrap();
+    expect(&["fewshot", "--device", "cpu", "--checkpoint", &ckpt, "--data", "nozip.zip"], d, &["nozip.zip", "ZIP archive"]);
+    std::fs::write(d.join("flat.zip"), ail_data::zip::write_zip(&[("readme.txt", b"hello")])).unwrap();
+    expect(&["fewshot", "--device", "cpu", "--checkpoint", &ckpt, "--data", "flat.zip"], d, &["flat.zip", "images_background"]);
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::GrayImage::new(105, 105).write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = png.into_inner();
+    std::fs::write(d.join("img.zip"), ail_data::zip::write_zip(&[("i/A/character01/01_01.png", &png)])).unwrap();
+    std::fs::write(d.join("str.zip"), ail_data::zip::write_zip(&[("s/A/character01/01_01.txt", b"START\nBREAK\n")])).unwrap();
+    expect(
+        &["fit", "--device", "cpu", "--checkpoint", &ckpt, "--task", "omniglot-pen", "--data", "img.zip", "--strokes", "str.zip"],
+        d,
+        &["01_01.txt", "no stroke points"],
+    );
+    // A fit.json that is not one.
+    std::fs::write(d.join("fit.json"), b"[1, 2, 3]").unwrap();
+    expect(&["bound", "--fit", "fit.json"], d, &["fit.json", "not a fit.json"]);
+    // A file where the output directory should be.
+    std::fs::write(d.join("occupied"), b"a file").unwrap();
+    expect(&refs(&fit(&["--out", "occupied"])), d, &["occupied"]);
+}
