@@ -350,7 +350,8 @@ fn checkpoints(out: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    dirs.retain(|p| p.join(checkpoint::META_FILE).exists() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")));
+    // Only complete ones: `step-NNNNNNN` (an interrupted write leaves `step-NNNNNNN.partial`).
+    dirs.retain(|p| p.join(checkpoint::META_FILE).exists() && p.file_name().is_some_and(|n| ail_core::frozen::is_checkpoint_name(&n.to_string_lossy())));
     dirs.sort();
     dirs
 }

@@ -32,7 +32,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CoreError> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(path.join("checkpoints"))
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    dirs.retain(|p| p.join(checkpoint::META_FILE).exists());
+    dirs.retain(|p| p.join(checkpoint::META_FILE).exists() && p.file_name().is_some_and(|n| is_checkpoint_name(&n.to_string_lossy())));
     dirs.sort();
     dirs.pop().ok_or_else(|| CoreError::Checkpoint {
         path: path.to_path_buf(),
@@ -41,6 +41,12 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CoreError> {
             checkpoint::META_FILE
         ),
     })
+}
+
+/// `step-` followed by digits only: a complete checkpoint directory of a run (interrupted writes
+/// leave `step-NNNNNNN.partial`).
+pub fn is_checkpoint_name(name: &str) -> bool {
+    name.strip_prefix("step-").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Frozen {
