@@ -175,16 +175,16 @@ impl Readout {
     /// overrides the readout's descriptor (to score a quantised one).
     pub fn predict(&self, frozen: &Frozen, split: &Split, i: Option<&[f32]>) -> Vec<f32> {
         let i = i.unwrap_or(&self.i);
+        let features = frozen.features_u8(&split.pixels, split.len(), split.shape, i);
+        self.predict_features(&features, split.len(), frozen.device())
+    }
+
+    /// Head outputs (as [`Readout::predict`]) from features already computed (`[n, D]`).
+    pub fn predict_features(&self, features: &[f32], n: usize, device: &Device) -> Vec<f32> {
         let head = self.head.valid();
-        let inner = frozen.device().clone().without_autodiff();
-        let len = split.shape.iter().product::<usize>();
-        let mut out = Vec::with_capacity(split.len() * split.targets.outputs());
-        for s in (0..split.len()).step_by(256) {
-            let e = (s + 256).min(split.len());
-            let x = Frozen::upload_u8(&split.pixels[s * len..e * len], e - s, split.shape, &inner);
-            let y = head.forward(frozen.features(x, i));
-            out.extend(y.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 outputs"));
-        }
+        let inner = device.clone().without_autodiff();
+        let x = Tensor::<1>::from_floats(features, &inner).reshape([n, features.len() / n.max(1)]);
+        let mut out: Vec<f32> = head.forward(x).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 outputs");
         if !self.target_mean.is_empty() {
             let m = self.target_mean.len();
             for (k, v) in out.iter_mut().enumerate() {
@@ -376,6 +376,7 @@ pub fn fit_from(
     let rows_all = target_rows(&train.targets, &mean, &std);
     // Fixed descriptor: features once.
     let cached = (!learn).then(|| frozen.features_u8(&train.pixels, train.len(), train.shape, &i));
+    let val_cached = (!learn).then(|| frozen.features_u8(&val.pixels, val.len(), val.shape, &i));
     let len = train.shape.iter().product::<usize>();
     let batches = train.len().div_ceil(config.batch_size);
     let mut run = FitRun {
@@ -430,7 +431,10 @@ pub fn fit_from(
         run.train_loss.push(total / train.len() as f64);
         run.trajectory.push(i.clone());
         let readout = Readout { head: head.clone(), i: i.clone(), target_mean: mean.clone(), target_std: std.clone() };
-        let scores = readout.score(frozen, val, None);
+        let scores = match &val_cached {
+            Some(f) => score_outputs(&readout.predict_features(f, val.len(), &device), &val.targets, &mean, &std),
+            None => readout.score(frozen, val, None),
+        };
         run.val_scores.push(scores.primary());
         if scores.primary() > best_score {
             best_score = scores.primary();
