@@ -97,6 +97,10 @@ pub struct FitArgs {
     /// Initial value of every entry of i.
     #[arg(long, default_value_t = 0.5)]
     pub i_init: f32,
+    /// Train the head alone at the start descriptor for this many epochs (features computed once,
+    /// cheap) before the --epochs in which head and i are learned together.
+    #[arg(long, default_value_t = 0)]
+    pub warm_start_epochs: usize,
     /// Also score the descriptor quantised to these bits per entry (comma-separated), for `ail bound`.
     #[arg(long, default_value = "1")]
     pub bits: String,
@@ -152,7 +156,10 @@ pub struct FitReport {
     pub grid: Vec<GridPoint>,
     pub lr: f64,
     pub weight_decay: f64,
+    /// The chosen epoch (counting the warm-start epochs).
     pub epochs: usize,
+    #[serde(default)]
+    pub warm_start_epochs: usize,
     pub train: Scores,
     pub val: Scores,
     pub test: Scores,
@@ -218,9 +225,11 @@ pub fn run_fit(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
             i_init: args.i_init,
             fixed: fixed.clone(),
             seed: args.seed,
+            warm_start_epochs: args.warm_start_epochs,
         };
         let batches = task.train.len().div_ceil(args.batch_size) as u64;
-        let pb = bar(batches * args.epochs as u64, &format!("fit {}/{total} (lr {lr}, wd {wd})", g + 1));
+        let warm = if fixed.is_none() && frozen.num_invariances() > 0 { args.warm_start_epochs } else { 0 };
+        let pb = bar(batches * (warm + args.epochs) as u64, &format!("fit {}/{total} (lr {lr}, wd {wd})", g + 1));
         let run = fit(&frozen, &task.train, &task.val, &config, &mut |e, _, _| {
             pb.inc(1);
             pb.set_message(format!("epoch {e}"));
@@ -270,6 +279,7 @@ pub fn run_fit(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         lr,
         weight_decay: wd,
         epochs: best.best_epoch,
+        warm_start_epochs: if best.learned_i { args.warm_start_epochs } else { 0 },
         train,
         val: best.val,
         test,
@@ -701,6 +711,7 @@ pub fn run_finetune(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> 
         lr: args.lr,
         weight_decay: args.weight_decay,
         epochs: run.best_epoch,
+        warm_start_epochs: 0,
         train: score(&task.train),
         val: run.val,
         test: score(&task.test),

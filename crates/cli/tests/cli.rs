@@ -328,7 +328,7 @@ fn moco_runs_keep_queues_and_key_models_across_resume() {
 fn ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     tiny_pretraining_setup(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ail"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ail"))
         .args([
             "pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--steps", "100000", "--checkpoint-every", "100000",
             "--monitor-every", "0", "--out", "run",

@@ -103,11 +103,15 @@ pub struct FitConfig {
     /// Keep `i` at this value and train the head alone.
     pub fixed: Option<Vec<f32>>,
     pub seed: u64,
+    /// Epochs of the head alone at the start descriptor (features computed once) before the joint
+    /// epochs; 0 learns both from the first step.
+    #[serde(default)]
+    pub warm_start_epochs: usize,
 }
 
 impl Default for FitConfig {
     fn default() -> Self {
-        Self { epochs: 10, batch_size: 128, lr: 1e-3, weight_decay: 0.0, i_lr: 0.01, i_init: 0.5, fixed: None, seed: 0 }
+        Self { epochs: 10, batch_size: 128, lr: 1e-3, weight_decay: 0.0, i_lr: 0.01, i_init: 0.5, fixed: None, seed: 0, warm_start_epochs: 0 }
     }
 }
 
@@ -375,8 +379,12 @@ pub fn fit_from(
     let mut adam = DescriptorAdam::new(k, config.i_lr);
     let rows_all = target_rows(&train.targets, &mean, &std);
     // Fixed descriptor: features once.
-    let cached = (!learn).then(|| frozen.features_u8(&train.pixels, train.len(), train.shape, &i));
-    let val_cached = (!learn).then(|| frozen.features_u8(&val.pixels, val.len(), val.shape, &i));
+    // Features at the start descriptor, computed once, for the epochs that train the head alone
+    // (all of them with a fixed descriptor; the warm start otherwise).
+    let warm = if learn { config.warm_start_epochs } else { 0 };
+    let head_alone = !learn || warm > 0;
+    let cached = head_alone.then(|| frozen.features_u8(&train.pixels, train.len(), train.shape, &i));
+    let val_cached = head_alone.then(|| frozen.features_u8(&val.pixels, val.len(), val.shape, &i));
     let len = train.shape.iter().product::<usize>();
     let batches = train.len().div_ceil(config.batch_size);
     let mut run = FitRun {
@@ -389,14 +397,15 @@ pub fn fit_from(
         learned_i: learn,
     };
     let mut best_score = f64::NEG_INFINITY;
-    for epoch in 1..=config.epochs {
+    for epoch in 1..=warm + config.epochs {
+        let joint = learn && epoch > warm;
         let order = permutation(train.len(), config.seed, epoch as u64);
         let mut total = 0.0;
         for (b, chunk) in order.chunks(config.batch_size).enumerate() {
             let rows: Vec<f32> = chunk.iter().flat_map(|&r| rows_all[r * m..(r + 1) * m].iter().copied()).collect();
             let rows = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([chunk.len(), m]);
             let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
-            let features = match &cached {
+            let features = match cached.as_ref().filter(|_| !joint) {
                 Some(f) => {
                     let sel: Vec<f32> = chunk.iter().flat_map(|&r| f[r * d..(r + 1) * d].iter().copied()).collect();
                     Tensor::<1>::from_floats(sel.as_slice(), &device).reshape([chunk.len(), d])
@@ -418,7 +427,7 @@ pub fn fit_from(
             }
             total += value * chunk.len() as f64;
             let mut grads = loss.backward();
-            if learn {
+            if joint {
                 if let Some(g) = i_t.grad_remove(&mut grads) {
                     let g: Vec<f32> = g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad");
                     adam.step(&mut i, &g);
@@ -431,7 +440,7 @@ pub fn fit_from(
         run.train_loss.push(total / train.len() as f64);
         run.trajectory.push(i.clone());
         let readout = Readout { head: head.clone(), i: i.clone(), target_mean: mean.clone(), target_std: std.clone() };
-        let scores = match &val_cached {
+        let scores = match val_cached.as_ref().filter(|_| !joint) {
             Some(f) => score_outputs(&readout.predict_features(f, val.len(), &device), &val.targets, &mean, &std),
             None => readout.score(frozen, val, None),
         };

@@ -99,6 +99,19 @@ fn descriptor_gradient_matches_finite_differences_and_the_step_lowers_the_loss()
 }
 
 #[test]
+fn warm_start_trains_the_head_alone_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = frozen(dir.path());
+    let config = FitConfig { epochs: 2, batch_size: 8, lr: 0.01, warm_start_epochs: 3, ..Default::default() };
+    let run = fit(&frozen, &split(8, 12), &split(4, 13), &config, &mut |_, _, _| {}).unwrap();
+    assert_eq!(run.trajectory.len(), 6);
+    assert!(run.trajectory[..4].iter().all(|i| i == &vec![0.5, 0.5]), "{:?}", run.trajectory);
+    assert!(run.trajectory[4..].iter().all(|i| i != &vec![0.5, 0.5]), "{:?}", run.trajectory);
+    assert_eq!(run.train_loss.len(), 5);
+    assert!(run.learned_i);
+}
+
+#[test]
 fn descriptor_stays_in_the_unit_box() {
     let mut adam = DescriptorAdam::new(2, 0.1);
     let mut i = [0.99f32, 0.01];
