@@ -549,7 +549,13 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             optim = optim.load_record(record);
         }
         start_step = ckpt.meta.step;
-        anyhow::ensure!(start_step < config.steps, "the run already did {start_step} of its {} steps: raise --steps to continue", config.steps);
+        // A run interrupted after its last checkpoint but before its summary only has the summary
+        // left to do; a complete run needs more --steps to continue.
+        anyhow::ensure!(
+            start_step < config.steps || (start_step == config.steps && !out.join("summary.json").exists()),
+            "the run already did {start_step} of its {} steps: raise --steps to continue",
+            config.steps
+        );
         ail_core::io::write_atomic(&saved_config, &serde_json::to_vec_pretty(&config)?)?;
         eprintln!("resuming {} at step {start_step} from {}", out.display(), dir.display());
     } else {
@@ -563,7 +569,12 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         if let Ok(text) = std::fs::read_to_string(&metrics_path) {
             let kept: Vec<&str> = text
                 .lines()
-                .filter(|l| l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_none_or(|s| s <= start_step))
+                .filter(|l| {
+                    let step = l.split(',').next().and_then(|s| s.parse::<u64>().ok());
+                    // The closing kNN rows (at the last step, after the loop) are written again.
+                    let closing = step == Some(config.steps) && !l.ends_with(',');
+                    step.is_none_or(|s| s <= start_step) && !closing
+                })
                 .collect();
             ail_core::io::write_atomic(&metrics_path, format!("{}\n", kept.join("\n")).as_bytes())?;
         }
