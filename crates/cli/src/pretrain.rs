@@ -345,6 +345,26 @@ fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
     out.join("checkpoints").join(format!("step-{step:07}"))
 }
 
+/// Removes a checkpoint directory so that a kill at any moment leaves it whole or gone: it is first
+/// renamed (atomically) to `step-N.deleting`, then deleted.
+fn remove_checkpoint(dir: &Path) {
+    let trash = dir.with_extension("deleting");
+    let _ = std::fs::remove_dir_all(&trash);
+    if std::fs::rename(dir, &trash).is_ok() {
+        let _ = std::fs::remove_dir_all(&trash);
+    }
+}
+
+/// Deletes what interrupted writes and deletions leave behind (`*.partial`, `*.deleting`).
+fn sweep_checkpoints(out: &Path) {
+    for entry in std::fs::read_dir(out.join("checkpoints")).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "partial" || e == "deleting") {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// The checkpoint directories of a run, oldest first.
 fn checkpoints(out: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
@@ -478,6 +498,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         );
         None
     };
+    sweep_checkpoints(&out);
     let mut config = PretrainConfig::resolve(args, base)?;
     let invariances = Invariances::parse(&config.invariances)?;
     let trained = invariances.trained();
@@ -630,11 +651,11 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         ail_core::io::write_atomic(&tmp.join("training.json"), &serde_json::to_vec_pretty(&state)?)?;
         let meta = CheckpointMeta { encoder: encoder_config.clone(), family: encoder_config.kind.is_amortised().then_some(family), step, normalization: Some(normalization.clone()) };
         checkpoint::save(&tmp, &model.encoder, &meta, Some(optim.to_record()))?;
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_checkpoint(&dir);
         std::fs::rename(&tmp, &dir).with_context(|| format!("moving the checkpoint into {}", dir.display()))?;
         let all = checkpoints(&out);
         for old in &all[..all.len().saturating_sub(config.keep_checkpoints)] {
-            let _ = std::fs::remove_dir_all(old);
+            remove_checkpoint(old);
         }
         Ok(dir)
     };

@@ -68,6 +68,8 @@ fn rows(path: &Path) -> Vec<(String, String, String)> {
 fn assert_complete(run: &Path) {
     for entry in std::fs::read_dir(run.join("checkpoints")).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        // A directory under a checkpoint's name is a whole checkpoint (writes go to `.partial`,
+        // deletions through `.deleting`).
         if ail_core::frozen::is_checkpoint_name(&name) {
             ail_core::checkpoint::load(&entry.path(), &burn::prelude::Device::flex())
                 .unwrap_or_else(|e| panic!("{name} is not complete: {e}"));
