@@ -81,11 +81,11 @@ pub fn run_pareto(args: &ParetoArgs) -> anyhow::Result<()> {
         ("pareto-time.svg", "wall time (s)", &by_time, &front_t, false),
     ] {
         let x = |v: f64| if log { v.max(1.0).log10() } else { v };
-        let mut curves: Vec<Curve> =
-            fits.iter().zip(points.iter()).map(|((name, _), p)| Curve { name: name.clone(), points: vec![(x(p.0), p.1)] }).collect();
+        // The front first, so that the runs' markers are drawn over it.
         let mut f: Vec<(f64, f64)> = front.iter().map(|&k| (x(points[k].0), points[k].1)).collect();
         f.sort_by(|a, b| a.0.total_cmp(&b.0));
-        curves.push(Curve { name: "Pareto front".into(), points: f });
+        let mut curves = vec![Curve { name: "Pareto front".into(), points: f }];
+        curves.extend(fits.iter().zip(points.iter()).map(|((name, _), p)| Curve { name: name.clone(), points: vec![(x(p.0), p.1)] }));
         let chart = svg::line_chart(&format!("{metric} against cost"), x_label, metric, &curves);
         ail_core::io::write_atomic(&args.out.join(file), chart.as_bytes())?;
     }

@@ -269,7 +269,9 @@ pub fn heat_map(
 /// The ranges cover every finite point.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, curves: &[Curve]) -> String {
     let (left, top, plot_w, plot_h) = (80.0, 50.0, 480.0, 340.0);
-    let (width, height) = (left + plot_w + 190.0, top + plot_h + 70.0);
+    // Room for the longest legend entry (about 7 px a character at 12 px).
+    let legend_w = curves.iter().map(|c| c.name.chars().count()).max().map_or(0.0, |n| 7.0 * n as f64 + 40.0).max(190.0);
+    let (width, height) = (left + plot_w + legend_w, top + plot_h + 70.0);
     let all = || curves.iter().flat_map(|c| c.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (x0, x1) = finite_range(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
     let (y0, y1) = finite_range(all().map(|p| p.1)).unwrap_or((0.0, 1.0));
