@@ -86,7 +86,7 @@ pub fn read(images_zip: &Path, strokes_zip: Option<&Path>, side: usize, channels
     let labels: Vec<u32> = files.iter().map(|(c, _, _)| classes[c]).collect();
     let mut pixels = Vec::with_capacity(decoded.len() * channels * side * side);
     for d in decoded {
-        pixels.extend(if channels == 3 { d } else { grey_of(&d, side) });
+        pixels.extend(d);
     }
     let names = classes.keys().cloned().collect();
     let images = ImageSet::new(pixels, labels, names, [channels, side, side])?;
@@ -120,17 +120,6 @@ pub fn read(images_zip: &Path, strokes_zip: Option<&Path>, side: usize, channels
         }
     };
     Ok(Omniglot { images, pen_start })
-}
-
-/// Rec.601 grey of a `[3, side, side]` image (what `decode_bytes` gives) as `[1, side, side]`.
-fn grey_of(rgb: &[u8], side: usize) -> Vec<u8> {
-    let hw = side * side;
-    (0..hw)
-        .map(|p| {
-            let v = 0.299 * rgb[p] as f32 + 0.587 * rgb[hw + p] as f32 + 0.114 * rgb[2 * hw + p] as f32;
-            v.round().clamp(0.0, 255.0) as u8
-        })
-        .collect()
 }
 
 #[cfg(test)]
