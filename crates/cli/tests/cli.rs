@@ -1,20 +1,10 @@
 //! The `ail` binary end to end, on the built-in data and on tiny files the tests write.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn ail(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ail"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the ail binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{ail, stderr};
 
 /// Grid size for `rows` x `cols` cells of `cell` pixels with 2-pixel gaps.
 fn grid_dims(rows: u32, cols: u32, cell: u32) -> (u32, u32) {
@@ -199,17 +189,7 @@ fn info_prints_parameters_per_part_and_checks_them() {
 
 /// A 4-class ImageFolder of 8x8 patterned images and a short-run config.
 fn tiny_pretraining_setup(dir: &Path) {
-    for c in 0..4u32 {
-        let class = dir.join("imgs").join(format!("c{c}"));
-        std::fs::create_dir_all(&class).unwrap();
-        for k in 0..16u32 {
-            let img = image::RgbImage::from_fn(8, 8, |x, y| {
-                let on = ((x + 2 * c) % 8 < 4) ^ ((y + k) % 8 < 4);
-                image::Rgb([if on { 200 } else { 30 }, (40 * c + 20) as u8, ((x * 31 + y * 17 + k * 7) % 256) as u8])
-            });
-            img.save(class.join(format!("{k}.png"))).unwrap();
-        }
-    }
+    common::patterned_folder(dir, 4, 16, 40);
     std::fs::write(
         dir.join("run.toml"),
         "steps = 20\nbatch_size = 16\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\n\

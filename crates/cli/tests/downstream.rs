@@ -2,11 +2,10 @@
 //! on small files the tests write (ImageFolder, CSV regression, Omniglot-layout zips).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn ail(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ail")).args(args).current_dir(cwd).env("NO_COLOR", "1").output().expect("the ail binary runs")
-}
+mod common;
+use common::ail;
 
 fn ok(o: Output) -> String {
     assert!(o.status.success(), "ail failed:\n{}", String::from_utf8_lossy(&o.stderr));
@@ -23,17 +22,7 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
 
 /// 4 classes of 16 coloured 8x8 images, and a 4-step pretraining run on them (run/).
 fn pretrained(dir: &Path) {
-    for c in 0..4u32 {
-        let class = dir.join("imgs").join(format!("c{c}"));
-        std::fs::create_dir_all(&class).unwrap();
-        for k in 0..16u32 {
-            let img = image::RgbImage::from_fn(8, 8, |x, y| {
-                let on = ((x + 2 * c) % 8 < 4) ^ ((y + k) % 8 < 4);
-                image::Rgb([if on { 200 } else { 30 }, (60 * c + 20) as u8, ((x * 31 + y * 17 + k * 7) % 256) as u8])
-            });
-            img.save(class.join(format!("{k}.png"))).unwrap();
-        }
-    }
+    common::patterned_folder(dir, 4, 16, 60);
     ok(ail(
         &[
             "pretrain", "--device", "cpu", "--data", "imgs", "--image-size", "8", "--width", "0.0625", "--steps", "4", "--batch-size", "16",

@@ -2,28 +2,12 @@
 //! image folders (and the built-in data), on the CPU.
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::{ail, stderr, stdout};
 
 use ail_core::checkpoint::{self, CheckpointMeta};
 use ail_core::{EncoderConfig, Family, ModelKind};
 use burn::tensor::Device;
-
-fn ail(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ail"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the ail binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Writes a freshly initialised tiny encoder as `run/checkpoints/step-00000000` under `dir`, the
 /// layout `ail pretrain --out run` leaves (no recorded normalisation: the data's is used).
