@@ -21,7 +21,13 @@ pub struct Frozen {
     pub checkpoint: PathBuf,
     pub normalization: Normalization,
     device: Device,
+    /// Recent results of [`Frozen::features_u8`], keyed by the images' content and the
+    /// descriptor: a validation grid reads the same features many times.
+    cache: std::sync::Mutex<Vec<(u64, Vec<f32>)>>,
 }
+
+/// How many feature sets the cache keeps.
+const CACHED_SETS: usize = 8;
 
 /// Finds the checkpoint a path names: a checkpoint directory (holds `checkpoint.json`) or a run
 /// directory (its newest `checkpoints/step-*`).
@@ -67,7 +73,7 @@ impl Frozen {
         }
         let inference = ckpt.encoder.valid();
         let encoder = ckpt.encoder.freeze();
-        Ok(Self { encoder, inference, meta: ckpt.meta, checkpoint: dir, normalization, device: ad })
+        Ok(Self { encoder, inference, meta: ckpt.meta, checkpoint: dir, normalization, device: ad, cache: Default::default() })
     }
 
     /// The autodiff device the frozen encoder lives on.
@@ -155,6 +161,24 @@ impl Frozen {
 
     /// Features of `u8` images at a fixed descriptor, on the host (`[n, D]` row-major).
     pub fn features_u8(&self, pixels: &[u8], n: usize, shape: [usize; 3], i: &[f32]) -> Vec<f32> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (pixels, n, shape, i.iter().map(|v| v.to_bits()).collect::<Vec<_>>()).hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some((_, f)) = self.cache.lock().expect("feature cache").iter().find(|(k, _)| *k == key) {
+            return f.clone();
+        }
+        let out = self.compute_features_u8(pixels, n, shape, i);
+        let mut cache = self.cache.lock().expect("feature cache");
+        if cache.len() == CACHED_SETS {
+            cache.remove(0);
+        }
+        cache.push((key, out.clone()));
+        out
+    }
+
+    /// [`Frozen::features_u8`] without the cache.
+    pub fn compute_features_u8(&self, pixels: &[u8], n: usize, shape: [usize; 3], i: &[f32]) -> Vec<f32> {
         let inner = self.device.clone().without_autodiff();
         let mut out = Vec::with_capacity(n * self.feature_dim());
         let len = shape.iter().product::<usize>();

@@ -156,7 +156,7 @@ fn fitting_uses_eval_mode_and_leaves_the_encoder_untouched() {
     };
     let before = snapshot(&frozen);
     let probe = split(3, 9);
-    let features = |f: &Frozen| f.features_u8(&probe.pixels, 3, probe.shape, &[0.3, 0.7]);
+    let features = |f: &Frozen| f.compute_features_u8(&probe.pixels, 3, probe.shape, &[0.3, 0.7]);
     let f0 = features(&frozen);
     let config = FitConfig { epochs: 2, batch_size: 4, lr: 0.01, ..Default::default() };
     let run = fit(&frozen, &split(8, 5), &split(4, 6), &config, &mut |_, _, _| {}).unwrap();
@@ -165,6 +165,18 @@ fn fitting_uses_eval_mode_and_leaves_the_encoder_untouched() {
     assert!(before.keys().any(|k| k.contains("running_var")), "the snapshot must hold the running statistics");
     assert!(before == snapshot(&frozen), "fitting changed the encoder's tensors (batch-norm statistics updated?)");
     assert_eq!(f0, features(&frozen));
+}
+
+#[test]
+fn cached_features_equal_computed_ones_and_depend_on_the_images_and_i() {
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = frozen(dir.path());
+    let (a, b) = (split(4, 20), split(4, 21));
+    let computed = frozen.compute_features_u8(&a.pixels, 4, a.shape, &[0.2, 0.9]);
+    assert_eq!(frozen.features_u8(&a.pixels, 4, a.shape, &[0.2, 0.9]), computed);
+    assert_eq!(frozen.features_u8(&a.pixels, 4, a.shape, &[0.2, 0.9]), computed); // from the cache
+    assert_ne!(frozen.features_u8(&b.pixels, 4, b.shape, &[0.2, 0.9]), computed);
+    assert_ne!(frozen.features_u8(&a.pixels, 4, a.shape, &[0.9, 0.2]), computed);
 }
 
 #[test]
