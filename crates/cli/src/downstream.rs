@@ -10,6 +10,7 @@ use ail_core::fit::{FitConfig, Readout, Scores, Split, Targets, fit, permutation
 use ail_core::frozen::{Frozen, channel_statistics};
 use ail_core::metrics::{MeanCi, quantise, r2_score};
 use anyhow::Context;
+use burn::prelude::Tensor;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -176,11 +177,24 @@ pub struct FitReport {
 
 fn bound_terms(frozen: &Frozen, readout: &Readout, train: &Split, bits: &[u32]) -> Option<BoundTerms> {
     let Targets::Classes { labels, classes } = &train.targets else { return None };
-    let features = frozen.features_u8(&train.pixels, train.len(), train.shape, &readout.i);
     let d = frozen.feature_dim();
-    let feature_norm = features.chunks_exact(d).map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).fold(0.0, f64::max);
-    let w: Vec<f32> = readout.head.weight.val().into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
-    let weight_norm = w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    let mut descriptors = vec![readout.i.clone()];
+    if frozen.num_invariances() > 0 {
+        descriptors.extend(bits.iter().map(|&b| quantise(&readout.i, b)));
+    }
+    // X covers every descriptor scored; the bias is a weight on a constant feature 1, so the
+    // features are [f, 1] (norm sqrt(|f|^2 + 1)) and phi is [W, b].
+    let feature_norm = descriptors
+        .iter()
+        .flat_map(|i| {
+            let f = frozen.features_u8(&train.pixels, train.len(), train.shape, i);
+            f.chunks_exact(d).map(|r| (r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() + 1.0).sqrt()).collect::<Vec<_>>()
+        })
+        .fold(0.0, f64::max);
+    let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().ok();
+    let w = values(readout.head.weight.val())?;
+    let b = readout.head.bias.as_ref().and_then(|b| b.val().into_data().convert::<f32>().try_into_vec::<f32>().ok()).unwrap_or_default();
+    let weight_norm = w.iter().chain(&b).map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
     let mut risks = vec![(0, ramp_risk(&readout.predict(frozen, train, None), labels, *classes))];
     if frozen.num_invariances() > 0 {
         for &b in bits {
@@ -238,7 +252,7 @@ pub fn run_fit(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         eprintln!(
             "lr {lr}, weight decay {wd}: best epoch {} of {}, validation {} (i = {:?})",
             run.best_epoch,
-            args.epochs,
+            warm + args.epochs,
             describe(&run.val),
             run.best.i
         );
@@ -387,6 +401,10 @@ pub fn run_fewshot(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         split_seed: 0,
     };
     anyhow::ensure!(matches!(args.task, TaskKind::Omniglot | TaskKind::Classify), "--task must be omniglot or classify: episodes need classes");
+    anyhow::ensure!(
+        !(args.task == TaskKind::Omniglot && args.data == "builtin"),
+        "--task omniglot reads Omniglot's images_background*.zip: pass it with --data (or use --task classify for the built-in data)"
+    );
     let (frozen, task) = open(global, &args.checkpoint, &task_args)?;
     // Episodes draw from every image (validation carving leaves one aside; put it back).
     let all = Split {
@@ -520,6 +538,7 @@ pub fn run_lowshot(global: &Global, args: &LowShotArgs) -> anyhow::Result<()> {
     let Targets::Values { values: test_values, .. } = &task.test.targets else { unreachable!("regression task") };
     for &s in &fractions {
         let n = ((task.train.len() as f64 * s).round() as usize).max(3);
+        anyhow::ensure!(n <= task.train.len(), "--fractions {s}: {n} samples, but the training split has only {}", task.train.len());
         let mut runs = Vec::new();
         for r in 0..args.repeats {
             let order = permutation(task.train.len(), args.seed ^ 0x10_5407, (r as u64) << 8 | (s * 1000.0) as u64);
@@ -584,7 +603,9 @@ pub fn run_bound(args: &BoundArgs) -> anyhow::Result<()> {
     for path in &args.fit {
         let report: FitReport = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
             .with_context(|| format!("{} is not a fit.json of `ail fit`", path.display()))?;
-        let terms = report.bound.as_ref().with_context(|| format!("{}: the bound needs a classification fit", path.display()))?;
+        let terms = report.bound.as_ref().with_context(|| {
+            format!("{}: no bound terms: the bound is for `ail fit` readouts on classification tasks (not regression, not fine-tuning)", path.display())
+        })?;
         let k = report.i.len();
         println!("{} ({}, {}):", path.display(), report.task, if report.learned_i { "learned i" } else { "fixed i" });
         println!(
@@ -607,7 +628,10 @@ pub fn run_bound(args: &BoundArgs) -> anyhow::Result<()> {
             )
         };
         let plain = terms.ramp_risk.iter().find(|(b, _)| *b == 0).map(|r| r.1).unwrap_or(f64::NAN);
-        print("linear readout, ln(2/delta)", Bound::linear(&inputs(plain)));
+        if !report.learned_i {
+            // With i chosen on the training data, the single-extractor bound does not apply.
+            print("linear readout, ln(2/delta)", Bound::linear(&inputs(plain)));
+        }
         if report.learned_i && k > 0 {
             for &(bits, risk) in terms.ramp_risk.iter().filter(|(b, _)| *b > 0) {
                 print(&format!("amortised, {bits}-bit i, |I| = 2^{}", bits as usize * k), Bound::amortised(&inputs(risk), bits, k));

@@ -183,6 +183,12 @@ impl TaskArgs {
         let test_idx = cap(&order[..n_test], self.test_size);
         let val_idx = cap(&order[n_test..n_test + n_val], self.val_size);
         let train_idx = cap(&order[n_test + n_val..], self.train_size);
+        let official_test = official.is_some();
+        anyhow::ensure!(
+            official_test || !test_idx.is_empty() || self.test_fraction == 0.0,
+            "the carved test split is empty: raise --test-fraction (now {}) or --test-size",
+            self.test_fraction
+        );
         let test = match official {
             Some(t) => {
                 let order = epoch_order(t.len(), self.split_seed ^ 0x7e57, 0, true);
@@ -196,7 +202,7 @@ impl TaskArgs {
             name: format!("{}:{}", serde_json::to_value(self.task)?.as_str().unwrap_or("task"), self.data),
             train: split_of(&whole.set, &whole.targets, &train_idx),
             val: split_of(&whole.set, &whole.targets, &val_idx),
-            official_test: n_test == 0,
+            official_test,
             test,
         };
         eprintln!(

@@ -5,7 +5,8 @@
 //! - `Ridge`: ridge regression on one-hot targets over L2-normalised features; `i` descends the
 //!   closed-form leave-one-out error of that regression (differentiable through the features), the
 //!   penalty is chosen from a grid by the same LOO error at the start of the episode;
-//! - `Logistic`: a linear softmax head trained on the support set jointly with `i` (Adam).
+//! - `Logistic`: a linear softmax head trained on the support set jointly with `i` (Adam) for
+//!   `steps` steps, then alone (100 steps in all at least).
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
@@ -203,17 +204,22 @@ pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &Epi
             let mut head = LinearConfig::new(d, ways).init(&device);
             let mut optim = AdamWConfig::new().init();
             let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
-            let fixed = (!learn).then(|| Tensor::<1>::from_floats(features(support, &i).as_slice(), &device).reshape([n, d]));
-            // The head needs more steps than i; 100 at least.
-            for _ in 0..config.steps.max(100) {
+            // `i` moves during the first `steps` steps; the head trains on for 100 steps at least,
+            // on the features at the final `i` (computed once).
+            let mut settled = (!learn).then(|| Tensor::<1>::from_floats(features(support, &i).as_slice(), &device).reshape([n, d]));
+            for step in 0..config.steps.max(100) {
+                let joint = learn && step < config.steps;
+                if !joint && settled.is_none() {
+                    settled = Some(Tensor::<1>::from_floats(features(support, &i).as_slice(), &device).reshape([n, d]));
+                }
                 let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
-                let f = match &fixed {
-                    Some(f) => f.clone(),
-                    None => normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone())),
+                let f = match (&settled, joint) {
+                    (Some(f), false) => f.clone(),
+                    _ => normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone())),
                 };
                 let loss = cross_entropy_one_hot(head.forward(f) * 10.0, y_t.clone());
                 let mut grads = loss.backward();
-                if learn {
+                if joint {
                     if let Some(g) = i_t.grad_remove(&mut grads) {
                         adam.step(&mut i, &g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad"));
                     }

@@ -204,7 +204,7 @@ impl Readout {
         score_outputs(&out, &split.targets, &self.target_mean, &self.target_std)
     }
 
-    /// Parameters the fit updates: the head's weights and biases, plus `K` when `i` is learned.
+    /// The head's weights and biases (a fit that learns `i` updates `K` more).
     pub fn head_parameters(&self) -> usize {
         self.head.num_params()
     }
@@ -451,6 +451,13 @@ pub fn fit_from(
             run.best_epoch = epoch;
             run.val = scores;
         }
+    }
+    if run.best_epoch == 0 {
+        return Err(CoreError::Numeric(format!(
+            "no epoch gave a finite validation score (the last: {:?}): lower --lr (now {})",
+            run.val_scores.last(),
+            config.lr
+        )));
     }
     Ok(run)
 }
