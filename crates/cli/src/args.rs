@@ -260,6 +260,10 @@ pub struct PretrainArgs {
     /// data order and augmentation draws as an uninterrupted run).
     #[arg(long)]
     pub resume: bool,
+    /// Refuse to continue a run: by default, the same command on an --out that holds checkpoints
+    /// of the same run continues it.
+    #[arg(long, conflicts_with = "resume")]
+    pub no_resume: bool,
     /// Dataset: `builtin`, a CIFAR binary folder, an IDX folder or an ImageFolder.
     #[arg(long)]
     pub data: Option<String>,

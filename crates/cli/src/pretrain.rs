@@ -297,7 +297,7 @@ impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "interrupted: stopped after step {} with a checkpoint in {}; continue with the same command and --resume",
+            "interrupted: stopped after step {} with a checkpoint in {}; run the same command again (or add --resume) to continue",
             self.step,
             self.checkpoint.display()
         )
@@ -343,6 +343,17 @@ struct TrainingState {
 
 fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
     out.join("checkpoints").join(format!("step-{step:07}"))
+}
+
+/// The settings (other than the length, logging, checkpoint and monitor intervals) in which two
+/// configs differ, by name.
+fn config_differences(a: &PretrainConfig, b: &PretrainConfig) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return vec!["config".into()] };
+    a.iter()
+        .filter(|(k, v)| !["steps", "log_every", "checkpoint_every", "monitor_every"].contains(&k.as_str()) && b.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k} {v} there, {} here", b.get(k).unwrap_or(&serde_json::Value::Null)))
+        .collect()
 }
 
 /// Removes a checkpoint directory so that a kill at any moment leaves it whole or gone: it is first
@@ -486,18 +497,34 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             changed.join(", ")
         );
     }
-    let base = if args.resume {
+    let read_saved = || -> anyhow::Result<PretrainConfig> {
         let text = std::fs::read_to_string(&saved_config)
             .with_context(|| format!("--resume: reading {} (is --out a run directory?)", saved_config.display()))?;
-        Some(serde_json::from_str::<PretrainConfig>(&text).with_context(|| format!("{} is not a run config", saved_config.display()))?)
-    } else {
+        serde_json::from_str::<PretrainConfig>(&text).with_context(|| format!("{} is not a run config", saved_config.display()))
+    };
+    // Rerunning the command of a run that has checkpoints (after a crash, a kill or Ctrl-C)
+    // continues it, when the command describes the same run; --no-resume refuses.
+    let mut resume = args.resume;
+    if !resume && !checkpoints(&out).is_empty() {
         anyhow::ensure!(
-            checkpoints(&out).is_empty(),
-            "{} already holds a run with checkpoints: pass --resume to continue it, or choose another --out",
+            !args.no_resume,
+            "{} already holds a run with checkpoints (--no-resume): choose another --out, or drop --no-resume to continue it",
             out.display()
         );
-        None
-    };
+        let saved = read_saved()?;
+        let asked = PretrainConfig::resolve(args, None)?;
+        let differences = config_differences(&saved, &asked);
+        anyhow::ensure!(
+            differences.is_empty(),
+            "{} already holds a different run (these settings differ from its config.json: {}): pass --resume to continue it \
+             as configured, or choose another --out",
+            out.display(),
+            differences.join(", ")
+        );
+        eprintln!("{} holds this run's checkpoints: continuing it (--no-resume refuses)", out.display());
+        resume = true;
+    }
+    let base = if resume { Some(read_saved()?) } else { None };
     sweep_checkpoints(&out);
     let mut config = PretrainConfig::resolve(args, base)?;
     let invariances = Invariances::parse(&config.invariances)?;
@@ -552,7 +579,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     let mut optim = optimizer(&config);
     let mut start_step = 0;
     let mut resume_state: Option<(PathBuf, TrainingState)> = None;
-    if args.resume {
+    if resume {
         let dir = checkpoints(&out).pop().with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
         let ckpt = checkpoint::load(&dir, &device)?;
         anyhow::ensure!(ckpt.meta.encoder == encoder_config, "{}: the checkpoint's encoder differs from config.json", dir.display());
@@ -585,7 +612,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         ail_core::io::write_atomic(&saved_config, &json).with_context(|| format!("writing {}", saved_config.display()))?;
     }
     let metrics_path = out.join("metrics.csv");
-    if args.resume {
+    if resume {
         // Rows after the checkpoint were logged by the interrupted run: the resumed run rewrites them.
         if let Ok(text) = std::fs::read_to_string(&metrics_path) {
             let kept: Vec<&str> = text

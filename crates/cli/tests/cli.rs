@@ -247,9 +247,11 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
     assert_eq!(text.lines().filter(|l| l.split(',').next_back().is_some_and(|v| !v.is_empty() && v != "knn_accuracy")).count(), 9);
     assert!(text.lines().nth(1).unwrap().starts_with("0,"), "{text}");
 
-    // An existing run is not overwritten by accident.
+    // An existing run is not overwritten by accident: the same command finds it complete.
+    let summary = std::fs::read(run.join("summary.json")).unwrap();
     let again = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
-    assert!(!again.status.success() && stderr(&again).contains("pass --resume"), "{}", stderr(&again));
+    assert!(!again.status.success() && stderr(&again).contains("raise --steps to continue"), "{}", stderr(&again));
+    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
 
     assert_resume_is_exact(dir.path(), "a", "b");
 
@@ -346,4 +348,25 @@ fn ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130() {
 
 fn losses_if_any(path: &Path) -> Vec<(u64, f64)> {
     if std::fs::read_to_string(path).map(|t| t.lines().count() > 1).unwrap_or(false) { losses(path) } else { Vec::new() }
+}
+
+#[test]
+fn rerunning_the_same_command_continues_the_run_unless_refused_or_different() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_pretraining_setup(dir.path());
+    let run = |extra: &[&str]| {
+        let args = [&["pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--monitor-every", "0", "--out", "run"], extra].concat();
+        ail(&args, dir.path())
+    };
+    let first = run(&["--steps", "10"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // The same command with more steps continues from step 10.
+    let more = run(&["--steps", "12"]);
+    assert!(more.status.success(), "{}", stderr(&more));
+    assert!(stderr(&more).contains("continuing it") && stderr(&more).contains("resuming run at step 10"), "{}", stderr(&more));
+    // A different run is not silently mixed in, and --no-resume refuses.
+    let other = run(&["--steps", "14", "--lr", "0.01"]);
+    assert!(!other.status.success() && stderr(&other).contains("already holds a different run") && stderr(&other).contains("lr"), "{}", stderr(&other));
+    let refused = run(&["--steps", "14", "--no-resume"]);
+    assert!(!refused.status.success() && stderr(&refused).contains("--no-resume"), "{}", stderr(&refused));
 }
