@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use ail_core::bound::{Bound, BoundInputs, ramp_risk};
 use ail_core::fewshot::{EpisodeConfig, EpisodeResult, FewShotReadout, learn_ridge, normalised_features, run_episode, sample_episode};
-use ail_core::fit::{FitConfig, Readout, Scores, Split, Targets, fit, permutation};
+use ail_core::fit::{FitConfig, Readout, Scores, Split, Targets, fit, permutation, standardisation, target_rows};
 use ail_core::frozen::{Frozen, channel_statistics};
 use ail_core::metrics::{MeanCi, quantise, r2_score};
 use anyhow::Context;
@@ -543,17 +543,9 @@ pub fn run_lowshot(global: &Global, args: &LowShotArgs) -> anyhow::Result<()> {
         for r in 0..args.repeats {
             let order = permutation(task.train.len(), args.seed ^ 0x10_5407, (r as u64) << 8 | (s * 1000.0) as u64);
             let sub = task.train.subset(&order[..n]);
-            let Targets::Values { values, .. } = &sub.targets else { unreachable!("regression task") };
-            // Standardise the targets on the subset, as a user of this fraction would.
-            let (mean, std): (Vec<f32>, Vec<f32>) = (0..outputs)
-                .map(|o| {
-                    let col: Vec<f32> = values.iter().skip(o).step_by(outputs).copied().collect();
-                    let m = col.iter().sum::<f32>() / col.len() as f32;
-                    let v = col.iter().map(|x| (x - m).powi(2)).sum::<f32>() / col.len() as f32;
-                    (m, v.sqrt().max(1e-6))
-                })
-                .unzip();
-            let y: Vec<f32> = values.iter().enumerate().map(|(k, v)| (v - mean[k % outputs]) / std[k % outputs]).collect();
+            // Targets standardised on the subset, as a user of this fraction would.
+            let (mean, std) = standardisation(&sub.targets);
+            let y = target_rows(&sub.targets, &mean, &std);
             let (i, _, readout) = learn_ridge(&frozen, &sub, &y, outputs, &config)?;
             let pred: Vec<f32> = readout
                 .predict(&normalised_features(&frozen, &task.test, &i), task.test.len())
@@ -721,7 +713,7 @@ pub fn run_finetune(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> 
     let wall = start.elapsed().as_secs_f64();
     let score = |split: &Split| {
         let out = ail_core::finetune::outputs(&run.model, split, &normalization, &config.descriptor, &device);
-        ail_core::fit::score_outputs(&out, &split.targets, &[], &[])
+        ail_core::fit::score_outputs(&out, &split.targets, &[])
     };
     let report = FitReport {
         checkpoint: dir.clone(),

@@ -42,6 +42,17 @@ pub struct Normalization {
     pub std: Vec<f32>,
 }
 
+impl Normalization {
+    /// `(x - mean) / std` per channel of `[N, C, H, W]` images in [0, 1].
+    pub fn apply(&self, x01: Tensor<4>) -> Tensor<4> {
+        let device = x01.device();
+        let c = self.mean.len();
+        let mean = Tensor::<1>::from_floats(self.mean.as_slice(), &device).reshape([1, c, 1, 1]);
+        let std = Tensor::<1>::from_floats(self.std.as_slice(), &device).reshape([1, c, 1, 1]);
+        (x01 - mean) / std
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MetaFile {

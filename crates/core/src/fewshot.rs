@@ -141,11 +141,7 @@ pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: 
     let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
     let device = frozen.device().clone();
     let (n, d) = (split.len(), frozen.feature_dim());
-    let features = |i: &[f32]| {
-        let mut f = frozen.features_u8(&split.pixels, n, split.shape, i);
-        normalised(&mut f, d);
-        f
-    };
+    let features = |i: &[f32]| normalised_features(frozen, split, i);
     let (lambda, _) = ridge::select_lambda(&features(&i), y, n, d, m, &config.lambdas)?;
     if learn {
         let mut adam = DescriptorAdam::new(k, config.i_lr);
@@ -178,20 +174,8 @@ pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &Epi
     let (Targets::Classes { labels: support_labels, .. }, Targets::Classes { labels: query_labels, .. }) = (&support.targets, &query.targets) else {
         return Err(CoreError::Config("few-shot episodes need class targets".into()));
     };
-    let k = frozen.num_invariances();
-    let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-    let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
-    let device = frozen.device().clone();
-    let d = frozen.feature_dim();
-    let n = support.len();
     let y = one_hot(support_labels, ways);
-    let y_t = Tensor::<1>::from_floats(y.as_slice(), &device).reshape([n, ways]);
-    let mut adam = DescriptorAdam::new(k, config.i_lr);
-    let features = |split: &Split, i: &[f32]| {
-        let mut f = frozen.features_u8(&split.pixels, split.len(), split.shape, i);
-        normalised(&mut f, d);
-        f
-    };
+    let features = |split: &Split, i: &[f32]| normalised_features(frozen, split, i);
     match config.readout {
         FewShotReadout::Ridge => {
             let (i, lambda, readout) = learn_ridge(frozen, support, &y, ways, config)?;
@@ -200,6 +184,13 @@ pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &Epi
             Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i, lambda: Some(lambda) })
         }
         FewShotReadout::Logistic => {
+            let k = frozen.num_invariances();
+            let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
+            let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
+            let device = frozen.device().clone();
+            let (d, n) = (frozen.feature_dim(), support.len());
+            let y_t = Tensor::<1>::from_floats(y.as_slice(), &device).reshape([n, ways]);
+            let mut adam = DescriptorAdam::new(k, config.i_lr);
             device.seed(seed);
             let mut head = LinearConfig::new(d, ways).init(&device);
             let mut optim = AdamWConfig::new().init();

@@ -65,14 +65,6 @@ pub struct FineTuneRun {
     pub trainable: usize,
 }
 
-fn standardise(x: Tensor<4>, n: &Normalization) -> Tensor<4> {
-    let device = x.device();
-    let c = n.mean.len();
-    let mean = Tensor::<1>::from_floats(n.mean.as_slice(), &device).reshape([1, c, 1, 1]);
-    let std = Tensor::<1>::from_floats(n.std.as_slice(), &device).reshape([1, c, 1, 1]);
-    (x - mean) / std
-}
-
 /// Head outputs of `model` on `split` (eval mode), on the host.
 pub fn outputs(model: &FineTuned, split: &Split, normalization: &Normalization, i: &[f32], device: &Device) -> Vec<f32> {
     let model = model.valid();
@@ -82,7 +74,7 @@ pub fn outputs(model: &FineTuned, split: &Split, normalization: &Normalization, 
     let mut out = Vec::new();
     for s in (0..split.len()).step_by(256) {
         let e = (s + 256).min(split.len());
-        let x = standardise(Frozen::upload_u8(&split.pixels[s * len..e * len], e - s, split.shape, &inner), normalization);
+        let x = normalization.apply(Frozen::upload_u8(&split.pixels[s * len..e * len], e - s, split.shape, &inner));
         let y = model.head.forward(model.encoder.forward_features(x, it.clone()));
         out.extend(y.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 outputs"));
     }
@@ -127,40 +119,40 @@ pub fn finetune(
     let mut best: Option<(FineTuned, usize, Scores)> = None;
     let mut epochs_done = 0;
     let mut stopped = false;
-    'epochs: for epoch in 1..=config.epochs {
+    for epoch in 1..=config.epochs {
         let order = permutation(train.len(), config.seed, epoch as u64);
+        // The loss stays on the device until the epoch ends (one host read per epoch).
+        let mut epoch_loss = Tensor::<1>::zeros([1], &device);
         for (b, chunk) in order.chunks(config.batch_size).enumerate() {
             let pixels: Vec<u8> = chunk.iter().flat_map(|&r| train.pixels[r * len..(r + 1) * len].iter().copied()).collect();
-            let x = standardise(Frozen::upload_u8(&pixels, chunk.len(), train.shape, &device), normalization);
+            let x = normalization.apply(Frozen::upload_u8(&pixels, chunk.len(), train.shape, &device));
             let mut rows = vec![0f32; chunk.len() * classes];
             for (r, &idx) in chunk.iter().enumerate() {
                 rows[r * classes + labels[idx] as usize] = 1.0;
             }
             let rows = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([chunk.len(), *classes]);
             let loss = cross_entropy_one_hot(model.head.forward(model.encoder.forward_features(x, it.clone())), rows);
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(CoreError::Numeric(format!("the fine-tuning loss became {value} at epoch {epoch}: lower --lr (now {})", config.lr)));
-            }
+            epoch_loss = epoch_loss + loss.clone().detach();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(config.lr, model, grads);
             progress(epoch, b + 1, batches);
             if config.time_budget_s.is_some_and(|t| start.elapsed().as_secs_f64() > t) {
                 stopped = true;
-                epochs_done = epoch;
-                let out = outputs(&model, val, normalization, &i, &device);
-                let scores = score_outputs(&out, &val.targets, &[], &[]);
-                if best.as_ref().is_none_or(|b| scores.primary() > b.2.primary()) {
-                    best = Some((model.clone(), epoch, scores));
-                }
-                break 'epochs;
+                break;
             }
+        }
+        let value = epoch_loss.into_scalar::<f32>();
+        if !value.is_finite() {
+            return Err(CoreError::Numeric(format!("the fine-tuning loss became {value} in epoch {epoch}: lower --lr (now {})", config.lr)));
         }
         epochs_done = epoch;
         let out = outputs(&model, val, normalization, &i, &device);
-        let scores = score_outputs(&out, &val.targets, &[], &[]);
+        let scores = score_outputs(&out, &val.targets, &[]);
         if best.as_ref().is_none_or(|b| scores.primary() > b.2.primary()) {
             best = Some((model.clone(), epoch, scores));
+        }
+        if stopped {
+            break;
         }
     }
     let (model, best_epoch, val) = best.ok_or_else(|| CoreError::Config("no epoch ran".into()))?;

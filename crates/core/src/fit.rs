@@ -201,7 +201,7 @@ impl Readout {
     /// Loss and metrics on `split` (at `i`, or the readout's own descriptor).
     pub fn score(&self, frozen: &Frozen, split: &Split, i: Option<&[f32]>) -> Scores {
         let out = self.predict(frozen, split, i);
-        score_outputs(&out, &split.targets, &self.target_mean, &self.target_std)
+        score_outputs(&out, &split.targets, &self.target_std)
     }
 
     /// The head's weights and biases (a fit that learns `i` updates `K` more).
@@ -211,7 +211,7 @@ impl Readout {
 }
 
 /// Scores of head outputs (logits, or predictions in target units).
-pub fn score_outputs(out: &[f32], targets: &Targets, mean: &[f32], std: &[f32]) -> Scores {
+pub fn score_outputs(out: &[f32], targets: &Targets, std: &[f32]) -> Scores {
     match targets {
         Targets::Classes { labels, classes } => {
             let predicted = metrics::argmax_rows(out, *classes);
@@ -241,7 +241,6 @@ pub fn score_outputs(out: &[f32], targets: &Targets, mean: &[f32], std: &[f32]) 
                 .map(|(k, (p, t))| (((p - t) / std.get(k % outputs).copied().unwrap_or(1.0)) as f64).powi(2))
                 .sum::<f64>()
                 / values.len().max(1) as f64;
-            let _ = mean;
             Scores { loss, accuracy: None, mean_per_class_accuracy: None, r2: Some(metrics::r2_score(values, out, *outputs)) }
         }
     }
@@ -276,9 +275,9 @@ pub fn permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// The training targets of `split` as a `[n, outputs]` tensor (one-hot, or standardised values),
-/// with the standardisation.
-fn target_rows(targets: &Targets, mean: &[f32], std: &[f32]) -> Vec<f32> {
+/// The training targets as `[n, outputs]` rows (row-major): one-hot classes, or values
+/// standardised with `mean` and `std`.
+pub fn target_rows(targets: &Targets, mean: &[f32], std: &[f32]) -> Vec<f32> {
     match targets {
         Targets::Classes { labels, classes } => {
             let mut rows = vec![0f32; labels.len() * classes];
@@ -293,7 +292,9 @@ fn target_rows(targets: &Targets, mean: &[f32], std: &[f32]) -> Vec<f32> {
     }
 }
 
-fn standardisation(targets: &Targets) -> (Vec<f32>, Vec<f32>) {
+/// Per-output mean and standard deviation of regression targets (empty for classes): targets are
+/// trained as `(y - mean) / std`.
+pub fn standardisation(targets: &Targets) -> (Vec<f32>, Vec<f32>) {
     match targets {
         Targets::Classes { .. } => (Vec::new(), Vec::new()),
         Targets::Values { values, outputs } => {
@@ -400,7 +401,8 @@ pub fn fit_from(
     for epoch in 1..=warm + config.epochs {
         let joint = learn && epoch > warm;
         let order = permutation(train.len(), config.seed, epoch as u64);
-        let mut total = 0.0;
+        // The loss stays on the device until the epoch ends (one host read per epoch).
+        let mut total = Tensor::<1>::zeros([1], &device);
         for (b, chunk) in order.chunks(config.batch_size).enumerate() {
             let rows: Vec<f32> = chunk.iter().flat_map(|&r| rows_all[r * m..(r + 1) * m].iter().copied()).collect();
             let rows = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([chunk.len(), m]);
@@ -417,15 +419,7 @@ pub fn fit_from(
                 }
             };
             let loss = batch_loss(&train.targets, head.forward(features), rows);
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                return Err(CoreError::Numeric(format!(
-                    "the training loss became {value} at epoch {epoch}, batch {}: lower --lr (now {})",
-                    b + 1,
-                    config.lr
-                )));
-            }
-            total += value * chunk.len() as f64;
+            total = total + loss.clone().detach() * chunk.len() as f32;
             let mut grads = loss.backward();
             if joint {
                 if let Some(g) = i_t.grad_remove(&mut grads) {
@@ -437,11 +431,15 @@ pub fn fit_from(
             head = optim.step(config.lr, head, head_grads);
             progress(epoch, b + 1, batches);
         }
+        let total = total.into_scalar::<f32>() as f64;
+        if !total.is_finite() {
+            return Err(CoreError::Numeric(format!("the training loss became {total} in epoch {epoch}: lower --lr (now {})", config.lr)));
+        }
         run.train_loss.push(total / train.len() as f64);
         run.trajectory.push(i.clone());
         let readout = Readout { head: head.clone(), i: i.clone(), target_mean: mean.clone(), target_std: std.clone() };
         let scores = match val_cached.as_ref().filter(|_| !joint) {
-            Some(f) => score_outputs(&readout.predict_features(f, val.len(), &device), &val.targets, &mean, &std),
+            Some(f) => score_outputs(&readout.predict_features(f, val.len(), &device), &val.targets, &std),
             None => readout.score(frozen, val, None),
         };
         run.val_scores.push(scores.primary());

@@ -128,14 +128,6 @@ impl Frozen {
         }
     }
 
-    fn standardise(&self, x01: Tensor<4>) -> Tensor<4> {
-        let device = x01.device();
-        let c = self.normalization.mean.len();
-        let mean = Tensor::<1>::from_floats(self.normalization.mean.as_slice(), &device).reshape([1, c, 1, 1]);
-        let std = Tensor::<1>::from_floats(self.normalization.std.as_slice(), &device).reshape([1, c, 1, 1]);
-        (x01 - mean) / std
-    }
-
     /// `u8` images (`[n, C, H, W]`, row-major) as a `[0, 1]` tensor on `device`.
     pub fn upload_u8(pixels: &[u8], n: usize, [c, h, w]: [usize; 3], device: &Device) -> Tensor<4> {
         assert_eq!(pixels.len(), n * c * h * w, "pixels do not match [{n}, {c}, {h}, {w}]");
@@ -153,7 +145,7 @@ impl Frozen {
             .step_by(256)
             .map(|s| {
                 let e = (s + 256).min(n);
-                self.inference.forward_features(self.standardise(x01.clone().slice(s..e)), i.clone())
+                self.inference.forward_features(self.normalization.apply(x01.clone().slice(s..e)), i.clone())
             })
             .collect();
         Tensor::cat(chunks, 0)
@@ -193,7 +185,7 @@ impl Frozen {
 
     /// Features with a graph to `i`: `x01` and `i` on the autodiff device; `i` should require grad.
     pub fn features_with_grad(&self, x01: Tensor<4>, i: Tensor<1>) -> Tensor<2> {
-        self.encoder.forward_features(self.standardise(x01), i)
+        self.encoder.forward_features(self.normalization.apply(x01), i)
     }
 
     /// A descriptor as the encoder's input tensor (empty for a plain encoder).

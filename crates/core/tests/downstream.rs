@@ -126,6 +126,16 @@ fn warm_start_trains_the_head_alone_first() {
 }
 
 #[test]
+fn a_diverging_fit_stops_with_the_epoch_and_the_fix() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = frozen(dir.path());
+    let config = FitConfig { epochs: 3, batch_size: 4, lr: 3e38, fixed: Some(vec![1.0, 1.0]), ..Default::default() };
+    let e = fit(&frozen, &split(8, 30), &split(4, 31), &config, &mut |_, _, _| {}).unwrap_err().to_string();
+    assert!(e.contains("training loss became") && e.contains("epoch") && e.contains("lower --lr"), "{e}");
+}
+
+#[test]
 fn descriptor_stays_in_the_unit_box() {
     let _serial = serial();
     let mut adam = DescriptorAdam::new(2, 0.1);
