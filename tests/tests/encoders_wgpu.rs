@@ -22,7 +22,7 @@ fn hyper_resnet_on_wgpu_matches_the_cpu() {
     let mut config = EncoderConfig::new(ModelKind::HyperResnet18, 2).with_width(0.0625).with_image_size(8);
     config.hidden = 4;
     let dir = tempfile::tempdir().unwrap();
-    let meta = CheckpointMeta { encoder: config.clone(), family: Some(Family::Groups), step: 0, normalization: None };
+    let meta = CheckpointMeta { encoder: config.clone(), family: Some(Family::Groups), step: 0, normalization: None, audio: None };
     checkpoint::save(dir.path(), &config.init(&cpu).unwrap(), &meta, None).unwrap();
 
     cpu.seed(1);

@@ -14,6 +14,7 @@
 //! Semantics follow torchvision (see each module); METHOD.md gives the probabilities.
 
 pub mod affine;
+pub mod audio;
 pub mod blur_solarize;
 pub mod color_jitter;
 pub mod device;

@@ -283,8 +283,9 @@ pub struct PretrainArgs {
     /// Width multiplier of ResNets (1.0 = 64 channels in the first stage).
     #[arg(long)]
     pub width: Option<f32>,
-    /// groups (K=2), individual (K=5), or fixed:<descriptor> for a plain baseline (fixed:1,1 default
-    /// set, fixed:0,1 appearance only, fixed:1,0 spatial only).
+    /// groups (K=2), individual (K=5), audio (K=7, with --modality audio), or fixed:<descriptor> for
+    /// a plain baseline (fixed:1,1 default set, fixed:0,1 appearance only, fixed:1,0 spatial only,
+    /// fixed:1,1,1,1,1,1,1 every audio augmentation).
     #[arg(long)]
     pub invariances: Option<String>,
     /// Optimisation steps in all.
@@ -311,4 +312,19 @@ pub struct PretrainArgs {
     /// Steps between kNN evaluations of every trained descriptor (0: only at the end).
     #[arg(long)]
     pub monitor_every: Option<u64>,
+    /// `image` (default) or `audio`: --data is then an audio folder (`<class>/<file>.wav`) or FSDD
+    /// (`recordings/<digit>_<speaker>_<take>.wav`), views come from the seven CLAR augmentations
+    /// (--invariances audio, K = 7, 120 descriptors) and the encoder sees 128-bin log-mel
+    /// spectrograms of 1 s clips at 16 kHz.
+    #[arg(long)]
+    pub modality: Option<String>,
+    /// Audio: the kNN monitor's labels: class (folder; FSDD: digit), digit or speaker.
+    #[arg(long)]
+    pub audio_labels: Option<String>,
+    /// Audio on FSDD: train on these takes only, e.g. `10-49` (hold the others out).
+    #[arg(long)]
+    pub takes: Option<String>,
+    /// Skip (and count) undecodable image or audio files instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
 }

@@ -1,5 +1,6 @@
 //! Turning parsed arguments into devices, datasets and descriptors, with progress and clear errors.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use ail_augment::device::{DeviceChoice, SelectedDevice, select};
@@ -64,4 +65,16 @@ pub fn load(args: &DataArgs) -> anyhow::Result<Arc<ImageSet>> {
         set.num_classes()
     );
     Ok(Arc::new(set))
+}
+
+/// Creates `dir` and checks that files can be written in it, before any long computation whose
+/// results would otherwise be lost at the end.
+pub fn prepare_out(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ail_core::io::with_hint(e, dir))
+        .with_context(|| format!("creating the output directory {}", dir.display()))?;
+    let probe = dir.join(".write-test");
+    ail_core::io::write_atomic(&probe, b"ok").with_context(|| format!("--out {} cannot be written", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }

@@ -37,8 +37,7 @@ fn open(global: &Global, checkpoint: &Path, task: &TaskArgs) -> anyhow::Result<(
     let selected = common::device(global)?;
     let dir = ail_core::frozen::resolve_checkpoint(checkpoint)?;
     let meta = ail_core::checkpoint::read_meta(&dir)?;
-    let shape = [meta.encoder.in_channels, meta.encoder.image_size, meta.encoder.image_size];
-    let task = task.load(shape)?;
+    let task = task.load(&meta, &selected.device)?;
     let frozen = Frozen::open(&dir, &selected.device, || {
         eprintln!("the checkpoint records no input normalisation: using the task's training images' statistics");
         channel_statistics(&task.train.pixels, task.train.shape)
@@ -214,6 +213,7 @@ fn describe(s: &Scores) -> String {
 }
 
 pub fn run_fit(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
+    common::prepare_out(&args.out)?;
     let lrs: Vec<f64> = parse_list(&args.lrs, "--lrs")?;
     let wds: Vec<f64> = parse_list(&args.weight_decays, "--weight-decays")?;
     let bits: Vec<u32> = parse_list(&args.bits, "--bits")?;
@@ -335,11 +335,18 @@ pub struct FewShotArgs {
     /// A pretraining run directory or a checkpoint directory.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Classes to sample episodes from: `omniglot` (--data images zip) or `classify` (any dataset).
+    /// Classes to sample episodes from: `omniglot` (--data images zip), `classify` (any image
+    /// dataset) or `audio` (an audio folder or FSDD, with an audio encoder).
     #[arg(long, value_enum, default_value_t = TaskKind::Omniglot)]
     pub task: TaskKind,
     #[arg(long, default_value = "builtin")]
     pub data: String,
+    /// --task audio: classes are the `class` (folder; FSDD: digit), the `digit` or the `speaker`.
+    #[arg(long, default_value = "class")]
+    pub audio_labels: String,
+    /// --task audio on FSDD: only these takes, e.g. `5-9` (recordings held out of pretraining).
+    #[arg(long)]
+    pub takes: Option<String>,
     /// N: classes per episode.
     #[arg(long, default_value_t = 5)]
     pub ways: usize,
@@ -374,6 +381,8 @@ pub struct FewShotArgs {
 pub struct FewShotReport {
     pub checkpoint: PathBuf,
     pub data: String,
+    /// What the classes are: the task, and for audio the labels and takes.
+    pub classes: String,
     pub ways: usize,
     pub shots: usize,
     pub queries: usize,
@@ -386,6 +395,7 @@ pub struct FewShotReport {
 }
 
 pub fn run_fewshot(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
+    common::prepare_out(&args.out)?;
     anyhow::ensure!(args.ways >= 2 && args.shots >= 1 && args.queries >= 1 && args.episodes >= 1, "need --ways >= 2, --shots >= 1, --queries >= 1, --episodes >= 1");
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
     let task_args = TaskArgs {
@@ -399,8 +409,13 @@ pub fn run_fewshot(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         val_size: None,
         test_size: None,
         split_seed: 0,
+        audio_labels: args.audio_labels.clone(),
+        takes: args.takes.clone(),
     };
-    anyhow::ensure!(matches!(args.task, TaskKind::Omniglot | TaskKind::Classify), "--task must be omniglot or classify: episodes need classes");
+    anyhow::ensure!(
+        matches!(args.task, TaskKind::Omniglot | TaskKind::Classify | TaskKind::Audio),
+        "--task must be omniglot, classify or audio: episodes need classes"
+    );
     anyhow::ensure!(
         !(args.task == TaskKind::Omniglot && args.data == "builtin"),
         "--task omniglot reads Omniglot's images_background*.zip: pass it with --data (or use --task classify for the built-in data)"
@@ -459,6 +474,10 @@ pub fn run_fewshot(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
     let report = FewShotReport {
         checkpoint: frozen.checkpoint.clone(),
         data: args.data.clone(),
+        classes: match args.task {
+            TaskKind::Audio => format!("audio {} (takes {})", args.audio_labels, args.takes.as_deref().unwrap_or("all")),
+            other => serde_json::to_value(other)?.as_str().unwrap_or("?").to_string(),
+        },
         ways: args.ways,
         shots: args.shots,
         queries: args.queries,
@@ -523,6 +542,7 @@ pub struct LowShotRow {
 }
 
 pub fn run_lowshot(global: &Global, args: &LowShotArgs) -> anyhow::Result<()> {
+    common::prepare_out(&args.out)?;
     let fractions: Vec<f64> = parse_list(&args.fractions, "--fractions")?;
     anyhow::ensure!(fractions.iter().all(|f| *f > 0.0 && *f <= 1.0), "--fractions must be in (0, 1]");
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
@@ -671,6 +691,7 @@ pub struct FineTuneArgs {
 }
 
 pub fn run_finetune(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
+    common::prepare_out(&args.out)?;
     let budget = match (&args.budget_from, args.time_budget) {
         (Some(path), _) => {
             let fit: FitReport = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
@@ -684,7 +705,7 @@ pub fn run_finetune(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> 
     let selected = common::device(global)?;
     let dir = ail_core::frozen::resolve_checkpoint(&args.checkpoint)?;
     let meta = ail_core::checkpoint::read_meta(&dir)?;
-    let task = args.task.load([meta.encoder.in_channels, meta.encoder.image_size, meta.encoder.image_size])?;
+    let task = args.task.load(&meta, &selected.device)?;
     let normalization = meta.normalization.clone().unwrap_or_else(|| {
         eprintln!("the checkpoint records no input normalisation: using the task's training images' statistics");
         channel_statistics(&task.train.pixels, task.train.shape)

@@ -2,20 +2,10 @@
 //!
 //! With no arguments it runs the built-in demo on the built-in data.
 
-mod args;
-mod bench;
-mod common;
-mod downstream;
-mod grid;
-mod info;
-mod measure;
-mod pretrain;
-mod preview;
-mod report;
-mod svg;
-mod task;
 
 use std::process::ExitCode;
+
+use ail_cli::{args, bench, downstream, info, measure, pretrain, preview, report};
 
 use clap::Parser;
 

@@ -527,6 +527,12 @@ impl Setup {
         );
         let dir = resolve_checkpoint(&source.checkpoint)?;
         let meta = checkpoint::read_meta(&dir)?;
+        anyhow::ensure!(
+            meta.audio.is_none(),
+            "{} is an audio encoder; the measured transforms are image transforms (measure audio encoders through \
+             `ail fewshot --task audio` / `ail fit --task audio` instead)",
+            dir.display()
+        );
         let encoder = &meta.encoder;
         let image_size = source.image_size.unwrap_or(encoder.image_size);
         if image_size != encoder.image_size {

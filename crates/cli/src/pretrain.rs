@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ail_augment::audio::{AudioAugmentConfig, AudioViewParams};
 use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
 use ail_core::checkpoint::{self, CheckpointMeta, Normalization};
 use ail_core::head::ProjectionHeadConfig;
@@ -78,6 +79,36 @@ pub struct PretrainConfig {
     pub knn_k: usize,
     pub knn_temperature: f32,
     pub augment: AugmentConfig,
+    /// `image`, or `audio`: waveforms, the seven CLAR augmentations, log-mel spectrograms on the
+    /// device (see `audio`).
+    pub modality: String,
+    pub audio: AudioSettings,
+}
+
+/// The audio side of a run (`modality = "audio"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioSettings {
+    /// Every view is this long (clips are centred and cut or padded after stretch and pitch shift).
+    pub clip_seconds: f32,
+    /// Labels of the kNN monitor: `class` (folder; FSDD: digit), `digit` or `speaker`.
+    pub labels: String,
+    /// FSDD: train on these takes only (inclusive), holding the others out for evaluation.
+    pub takes: Option<[u32; 2]>,
+    pub mel: ail_core::mel::MelConfig,
+    pub augment: AudioAugmentConfig,
+}
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        Self { clip_seconds: 1.0, labels: "class".into(), takes: None, mel: Default::default(), augment: Default::default() }
+    }
+}
+
+impl AudioSettings {
+    pub fn front_end(&self) -> ail_core::mel::AudioFrontEnd {
+        ail_core::mel::AudioFrontEnd { mel: self.mel.clone(), clip_samples: (self.clip_seconds * self.mel.sample_rate as f32).round() as usize }
+    }
 }
 
 impl Default for PretrainConfig {
@@ -117,6 +148,8 @@ impl Default for PretrainConfig {
             knn_k: 200,
             knn_temperature: 0.1,
             augment: AugmentConfig::default(),
+            modality: "image".into(),
+            audio: AudioSettings::default(),
         }
     }
 }
@@ -128,7 +161,7 @@ impl PretrainConfig {
             (_, Some(base)) => base,
             (Some(path), None) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("{} is not a valid pretraining config", path.display()))?
+                Self::from_toml(&text).with_context(|| format!("{} is not a valid pretraining config", path.display()))?
             }
             (None, None) => Self::default(),
         };
@@ -139,8 +172,23 @@ impl PretrainConfig {
         if let Some(m) = &args.model {
             c.model = m.parse()?;
         }
+        if let Some(m) = &args.modality {
+            c.modality = m.clone();
+        }
+        if let Some(l) = &args.audio_labels {
+            c.audio.labels = l.clone();
+        }
+        if let Some(t) = &args.takes {
+            let (lo, hi) = crate::task::parse_takes(t)?;
+            c.audio.takes = Some([lo, hi]);
+        }
         c.validate()?;
         Ok(c)
+    }
+
+    /// Parses a TOML config file's text (unchecked: [`PretrainConfig::validate`] checks the values).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -163,6 +211,32 @@ impl PretrainConfig {
         anyhow::ensure!(self.head_layers >= 2 && self.keep_checkpoints >= 1, "head_layers >= 2 and keep_checkpoints >= 1");
         self.augment.validate()?;
         let invariances = Invariances::parse(&self.invariances)?;
+        let audio_family = invariances.family() == ail_core::Family::Audio;
+        match self.modality.as_str() {
+            "image" => anyhow::ensure!(
+                !audio_family,
+                "--invariances {} is the audio family (K = 7): add --modality audio and audio --data",
+                self.invariances
+            ),
+            "audio" => {
+                anyhow::ensure!(
+                    audio_family,
+                    "--modality audio trains the K = 7 audio augmentations: use --invariances audio (AI-SimCLR) or \
+                     fixed:1,1,1,1,1,1,1 (plain SimCLR with all seven), not {}",
+                    self.invariances
+                );
+                anyhow::ensure!(!self.model.is_vit(), "--modality audio needs a ResNet encoder (hyper-resnet18, resnet18, ...)");
+                self.audio.mel.validate().map_err(anyhow::Error::msg)?;
+                self.audio.augment.validate()?;
+                anyhow::ensure!(
+                    self.audio.clip_seconds > 0.0 && self.audio.clip_seconds <= 60.0,
+                    "audio.clip_seconds must be in (0, 60] (got {})",
+                    self.audio.clip_seconds
+                );
+                self.audio.labels.parse::<ail_data::audio::AudioLabels>().map_err(anyhow::Error::msg)?;
+            }
+            other => anyhow::bail!("--modality {other}: use image or audio"),
+        }
         self.encoder(&invariances).validate()?;
         Ok(())
     }
@@ -175,6 +249,11 @@ impl PretrainConfig {
         e.patch_size = self.patch_size;
         if self.num_projectors.is_some() {
             e.num_projectors = self.num_projectors;
+        }
+        if self.modality == "audio" {
+            // One input channel; the mel axis chooses the stem (128 bins: the ImageNet stem).
+            e.in_channels = 1;
+            e.image_size = self.audio.mel.n_mels;
         }
         e
     }
@@ -195,6 +274,8 @@ pub struct Stepper {
     stats: (Tensor<4>, Tensor<4>),
     radius: usize,
     shape: [usize; 4],
+    /// Audio runs: the training clips (indexed like the loader's images) and the log-mel front-end.
+    audio: Option<(Arc<Vec<Arc<Vec<f32>>>>, ail_core::mel::LogMel)>,
 }
 
 impl Stepper {
@@ -225,7 +306,49 @@ impl Stepper {
             radius: config.augment.blur_radius(config.image_size),
             shape: [config.batch_size, c, h, w],
             config: config.clone(),
+            audio: None,
         })
+    }
+
+    /// Makes the views of an audio run from `clips` (the training clips, in the order of the
+    /// loader's images) with the CLAR augmentations and the log-mel front-end.
+    pub fn with_audio(mut self, clips: Arc<Vec<Arc<Vec<f32>>>>, device: &Device) -> Self {
+        self.audio = Some((clips, ail_core::mel::LogMel::new(&self.config.audio.mel, device)));
+        self
+    }
+
+    /// The two views of a batch, normalised, `[2B, C, H, W]` (first views, then second views).
+    fn views(&self, ops_descriptor: &Descriptor, pixels: &[u8], indices: &[usize], rng: &mut ChaCha8Rng) -> anyhow::Result<Tensor<4>> {
+        let c = &self.config;
+        let x = match &self.audio {
+            Some((clips, front)) => {
+                let on: [bool; 7] = std::array::from_fn(|j| ops_descriptor.is_on(j));
+                let batch: Vec<Arc<Vec<f32>>> = indices.iter().map(|&i| clips[i].clone()).collect();
+                let views: Vec<AudioViewParams> = (0..2 * batch.len()).map(|_| AudioViewParams::sample(on, &c.audio.augment, rng)).collect();
+                let len = c.audio.front_end().clip_samples;
+                let wave = ail_augment::audio::augment_batch(&batch, &views, len);
+                let device = self.stats.0.device();
+                front.forward(Tensor::<1>::from_floats(wave.as_slice(), &device).reshape([views.len(), len]))
+            }
+            None => {
+                let ops = OpSet::from_descriptor(self.invariances.family(), ops_descriptor);
+                let [b, _, h, w] = self.shape;
+                let views = sample_views(ops, &c.augment, [b, h, w], 2, rng);
+                self.augmenter.apply(pixels, self.shape, &views, self.radius)? // [2B, C, H, W]
+            }
+        };
+        Ok((x - self.stats.0.clone()) / self.stats.1.clone())
+    }
+
+    /// [`Stepper::step`] on a loader's batch (audio runs read its indices).
+    pub fn step_batch(
+        &mut self,
+        model: ContrastiveModel,
+        optim: &mut burn::optim::ModuleOptimizer,
+        batch: &ail_data::Batch,
+        step: u64,
+    ) -> anyhow::Result<(ContrastiveModel, Tensor<1>, f64, usize)> {
+        self.step_indexed(model, optim, &batch.pixels, &batch.indices, step)
     }
 
     /// Step `step` on the `u8` batch `pixels`: the step's descriptor (from seed and step), its two
@@ -238,17 +361,24 @@ impl Stepper {
         pixels: &[u8],
         step: u64,
     ) -> anyhow::Result<(ContrastiveModel, Tensor<1>, f64, usize)> {
-        let c = &self.config;
-        // views: the step's descriptor, its augmentations, on the device
-        let index = self.invariances.draw(c.seed, step);
-        let descriptor = &self.invariances.trained()[index];
-        let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+        self.step_indexed(model, optim, pixels, &[], step)
+    }
+
+    fn step_indexed(
+        &mut self,
+        model: ContrastiveModel,
+        optim: &mut burn::optim::ModuleOptimizer,
+        pixels: &[u8],
+        indices: &[usize],
+        step: u64,
+    ) -> anyhow::Result<(ContrastiveModel, Tensor<1>, f64, usize)> {
+        // views: the step's descriptor, its augmentations
+        let index = self.invariances.draw(self.config.seed, step);
+        let descriptor = self.invariances.trained()[index].clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(step);
-        let ops = OpSet::from_descriptor(self.invariances.family(), descriptor);
-        let [b, _, h, w] = self.shape;
-        let views = sample_views(ops, &c.augment, [b, h, w], 2, &mut rng);
-        let x = self.augmenter.apply(pixels, self.shape, &views, self.radius)?; // [2B, C, H, W]
-        let x = (x - self.stats.0.clone()) / self.stats.1.clone();
+        let x = self.views(&descriptor, pixels, indices, &mut rng)?;
+        let c = &self.config;
         // forward, loss, step
         let i = self.descriptors[index].clone();
         // MoCo: update the key model first, then compute keys with it (MoCo's order).
@@ -486,6 +616,9 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             ("--batch-size", args.batch_size.is_some()),
             ("--lr", args.lr.is_some()),
             ("--seed", args.seed.is_some()),
+            ("--modality", args.modality.is_some()),
+            ("--audio-labels", args.audio_labels.is_some()),
+            ("--takes", args.takes.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, set)| set.then_some(flag))
@@ -542,7 +675,18 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         "folder" => Format::Folder,
         other => anyhow::bail!("--format {other}: use auto, cifar, idx or folder"),
     };
-    let data = common::load(&DataArgs { data: config.data.clone(), format, image_size: config.image_size, skip_bad: false })?;
+    // Audio: the un-augmented log-mel images stand in for images (kNN monitor, statistics, batch
+    // order); the clips beside them are what the views are made from.
+    let (data, clips) = if config.modality == "audio" {
+        anyhow::ensure!(config.data != "builtin", "--modality audio needs --data: an audio folder (`<class>/<file>.wav`) or FSDD's folder");
+        let front = config.audio.front_end();
+        let takes = config.audio.takes.map(|[lo, hi]| (lo, hi));
+        let (set, audio) = crate::task::audio_images(Path::new(&config.data), &config.audio.labels, takes, args.skip_bad, &front, &selected.device)?;
+        eprintln!("{} clips of {} classes, {} s views, log-mel inputs {:?}", set.len(), set.num_classes(), config.audio.clip_seconds, front.input_shape());
+        (Arc::new(set), Some(audio.clips.into_iter().map(Arc::new).collect::<Vec<_>>()))
+    } else {
+        (common::load(&DataArgs { data: config.data.clone(), format, image_size: config.image_size, skip_bad: args.skip_bad })?, None)
+    };
     // Held-out queries for the kNN monitor (never trained on); the bank comes from training images.
     let order = epoch_order(data.len(), config.seed ^ 0x6b6e_6e, 0, true);
     let num_queries = config.monitor_queries.min(data.len() / 5).max(1);
@@ -554,6 +698,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     );
     let queries = data.subset(&order[..num_queries]);
     let train = Arc::new(data.subset(&order[num_queries..]));
+    let train_clips = clips.map(|c| Arc::new(order[num_queries..].iter().map(|&i| c[i].clone()).collect::<Vec<_>>()));
     let bank_order = epoch_order(train.len(), config.seed ^ 0x62_616e_6b, 0, true);
     let bank = train.subset(&bank_order[..config.monitor_bank.clamp(1, train.len())]);
     if let Some(epochs) = args.epochs {
@@ -607,7 +752,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         ail_core::io::write_atomic(&saved_config, &serde_json::to_vec_pretty(&config)?)?;
         eprintln!("resuming {} at step {start_step} from {}", out.display(), dir.display());
     } else {
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::create_dir_all(&out).map_err(|e| ail_core::io::with_hint(e, &out)).with_context(|| format!("creating {}", out.display()))?;
         let json = serde_json::to_vec_pretty(&config)?;
         ail_core::io::write_atomic(&saved_config, &json).with_context(|| format!("writing {}", saved_config.display()))?;
     }
@@ -631,6 +776,9 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     }
     let mut metrics = Metrics::open(&metrics_path)?;
     let mut stepper = Stepper::new(&config, &device, stats.clone(), [train.channels, train.height, train.width], &model)?;
+    if let Some(clips) = train_clips {
+        stepper = stepper.with_audio(clips, &device);
+    }
     if let Some((dir, state)) = &resume_state {
         if let Some(key) = stepper.key.as_mut() {
             checkpoint::load_module(&dir.join("key.safetensors"), key, &Default::default())?;
@@ -676,7 +824,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         }
         let state = TrainingState { heads_param_ids, predictor_param_ids, queue_pointers };
         ail_core::io::write_atomic(&tmp.join("training.json"), &serde_json::to_vec_pretty(&state)?)?;
-        let meta = CheckpointMeta { encoder: encoder_config.clone(), family: encoder_config.kind.is_amortised().then_some(family), step, normalization: Some(normalization.clone()) };
+        let meta = CheckpointMeta { encoder: encoder_config.clone(), family: encoder_config.kind.is_amortised().then_some(family), step, normalization: Some(normalization.clone()), audio: (config.modality == "audio").then(|| config.audio.front_end()) };
         checkpoint::save(&tmp, &model.encoder, &meta, Some(optim.to_record()))?;
         remove_checkpoint(&dir);
         std::fs::rename(&tmp, &dir).with_context(|| format!("moving the checkpoint into {}", dir.display()))?;
@@ -705,7 +853,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     let mut last_loss = f32::NAN;
     let mut last_dir = None;
     for (step, batch) in (start_step..config.steps).zip(loader) {
-        let (next, loss, lr, index) = stepper.step(model, &mut optim, &batch.pixels, step)?;
+        let (next, loss, lr, index) = stepper.step_batch(model, &mut optim, &batch, step)?;
         model = next;
         let descriptor = &trained[index];
         window.1 += 1;

@@ -6,6 +6,7 @@
 //! | `omniglot`      | `--data images_background*.zip`                   | the character                  |
 //! | `omniglot-pen`  | `--data images_*.zip --strokes strokes_*.zip`     | first pen-down `(x, y)`, pixels |
 //! | `csv`           | `--data file.csv` of `path,target1,target2,...`   | the targets                    |
+//! | `audio`         | `--data` an audio folder or FSDD (`recordings/`)  | the class, digit or speaker     |
 //!
 //! Validation is always carved from the training data. The test split is the official one where the
 //! format has it (CIFAR binary, IDX); otherwise it is carved too (`--test-fraction`). Every carve is
@@ -31,6 +32,9 @@ pub enum TaskKind {
     OmniglotPen,
     /// Regression from a CSV of `path,target1,target2,...` (paths relative to the CSV).
     Csv,
+    /// Classification of audio clips (audio checkpoints): `<class>/<file>.wav`, or FSDD's
+    /// `recordings/` labelled by --audio-labels digit|speaker.
+    Audio,
 }
 
 /// Which task, and how to split it.
@@ -65,6 +69,48 @@ pub struct TaskArgs {
     /// Seed of the splits.
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
+    /// --task audio: label clips by `class` (folder name; FSDD: the digit), `digit` or `speaker`.
+    #[arg(long, default_value = "class")]
+    pub audio_labels: String,
+    /// --task audio on FSDD: only these takes, e.g. `5-9` (recordings held out of pretraining).
+    #[arg(long)]
+    pub takes: Option<String>,
+}
+
+/// Parses `lo-hi` (inclusive) or a single number.
+pub fn parse_takes(text: &str) -> anyhow::Result<(u32, u32)> {
+    let bad = || anyhow::anyhow!("--takes {text}: use a range such as 5-9 (inclusive) or one take number");
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+        None => {
+            let v = text.trim().parse().map_err(|_| bad())?;
+            (v, v)
+        }
+    };
+    anyhow::ensure!(lo <= hi, "--takes {text}: the first take must not exceed the last");
+    Ok((lo, hi))
+}
+
+/// Reads audio clips and makes them the encoder's input images (un-augmented log-mel spectrograms
+/// of the centred, fixed-length clip).
+pub fn audio_images(
+    root: &Path,
+    labels: &str,
+    takes: Option<(u32, u32)>,
+    skip_bad: bool,
+    front: &ail_core::mel::AudioFrontEnd,
+    device: &burn::prelude::Device,
+) -> anyhow::Result<(ImageSet, ail_data::audio::AudioSet)> {
+    let options = ail_data::audio::AudioOptions { labels: labels.parse().map_err(anyhow::Error::msg)?, takes, skip_bad };
+    eprintln!("reading the audio clips of {} ...", root.display());
+    let clips = ail_data::audio::read_dir(root, &options)?;
+    if clips.skipped > 0 {
+        eprintln!("skipped {} audio files that failed to decode", clips.skipped);
+    }
+    let fitted: Vec<Vec<f32>> = clips.clips.iter().map(|c| ail_data::audio::center_fit(c, front.clip_samples)).collect();
+    let pixels = front.images_u8(&fitted, device);
+    let set = ImageSet::new(pixels, clips.labels.clone(), clips.class_names.clone(), front.input_shape())?;
+    Ok((set, clips))
 }
 
 /// A loaded task.
@@ -132,8 +178,20 @@ fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> anyhow::Result<Whole> {
 }
 
 impl TaskArgs {
-    /// Loads the task at the encoder's input shape `[C, H, W]` and splits it.
-    pub fn load(&self, shape: [usize; 3]) -> anyhow::Result<Task> {
+    /// Loads the task at the input shape of the encoder `meta` describes and splits it (audio is
+    /// turned into log-mel images on `device`).
+    pub fn load(&self, meta: &ail_core::checkpoint::CheckpointMeta, device: &burn::prelude::Device) -> anyhow::Result<Task> {
+        let shape = match &meta.audio {
+            Some(front) => front.input_shape(),
+            None => [meta.encoder.in_channels, meta.encoder.image_size, meta.encoder.image_size],
+        };
+        anyhow::ensure!(
+            (self.task == TaskKind::Audio) == meta.audio.is_some(),
+            "--task {} does not fit this {} encoder: use --task audio with audio encoders and an image task otherwise",
+            serde_json::to_value(self.task)?.as_str().unwrap_or("?"),
+            if meta.audio.is_some() { "audio" } else { "image" }
+        );
+        anyhow::ensure!(self.takes.is_none() || self.task == TaskKind::Audio, "--takes selects FSDD recordings: use it with --task audio");
         let [c, side, _] = shape;
         anyhow::ensure!(
             (0.0..0.9).contains(&self.val_fraction) && (0.0..0.9).contains(&self.test_fraction),
@@ -173,6 +231,12 @@ impl TaskArgs {
                 Whole { set: o.images, targets }
             }
             TaskKind::Csv => read_csv(Path::new(&self.data), shape)?,
+            TaskKind::Audio => {
+                let front = meta.audio.as_ref().expect("checked above");
+                let takes = self.takes.as_deref().map(parse_takes).transpose()?;
+                let (set, _) = audio_images(Path::new(&self.data), &self.audio_labels, takes, false, front, device)?;
+                Whole { targets: classes_of(&set), set }
+            }
         };
         let n = whole.set.len();
         let order = epoch_order(n, self.split_seed ^ 0x7a5c, 0, true);
@@ -206,15 +270,15 @@ impl TaskArgs {
             test,
         };
         eprintln!(
-            "task {}: {} train, {} validation, {} test ({}) images of {}x{}x{}",
+            "task {}: {} train, {} validation, {} test ({}) inputs of {}x{}x{}",
             task.name,
             task.train.len(),
             task.val.len(),
             task.test.len(),
             if task.official_test { "official test split" } else { "carved from the training data" },
-            c,
-            side,
-            side
+            shape[0],
+            shape[1],
+            shape[2]
         );
         Ok(task)
     }

@@ -144,3 +144,59 @@ fn checkpoints_configs_and_values_out_of_range() {
     std::fs::write(d.join("occupied"), b"a file").unwrap();
     expect(&refs(&fit(&["--out", "occupied"])), d, &["occupied"]);
 }
+
+/// Every file under `dir` (recursively).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+#[test]
+fn outputs_that_cannot_be_written_fail_early_and_leave_nothing_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // a file where the output directory should be (what a read-only or missing mount looks like to
+    // a process running as root, which no permission stops)
+    std::fs::write(d.join("blocked"), b"a file").unwrap();
+    let pretrain = ["pretrain", "--device", "cpu", "--data", "imgs", "--image-size", "8", "--width", "0.0625", "--steps", "2", "--batch-size", "4", "--monitor-every", "0"];
+    expect(&[&pretrain[..], &["--out", "blocked"]].concat(), d, &["creating blocked", "choose another --out"]);
+    expect(&[&pretrain[..], &["--out", "blocked/run"]].concat(), d, &["blocked/run"]);
+    // downstream commands refuse before fitting, not after
+    for (command, extra) in [("fit", &["--epochs", "1"][..]), ("fewshot", &["--task", "classify", "--ways", "2", "--episodes", "1"][..])] {
+        let args = [&[command, "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--out", "blocked/out"][..], extra].concat();
+        expect(&args, d, &["output directory blocked/out"]);
+    }
+
+    // a full disk: a file size limit makes every write past 32 KiB fail (EFBIG, as ENOSPC would)
+    let limited = |out: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_ail"))
+            .args(pretrain)
+            .args(["--out", out])
+            .current_dir(d)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap()
+    };
+    let out = limited("full");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("free space or write elsewhere") && err.contains(".safetensors"), "{err}");
+    // no checkpoint directory was completed, and no temporary file is left behind
+    let complete: Vec<_> = std::fs::read_dir(d.join("full/checkpoints")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| !n.ends_with(".partial")).collect();
+    assert!(complete.is_empty(), "{complete:?}");
+    let temps: Vec<_> = files_under(&d.join("full")).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
+    assert!(temps.is_empty(), "{temps:?}");
+    // with space again, the same command runs to the end
+    let out = Command::new(env!("CARGO_BIN_EXE_ail")).args(pretrain).args(["--out", "full"]).current_dir(d).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.join("full/checkpoints/step-0000002/model.safetensors").exists());
+}

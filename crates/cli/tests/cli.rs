@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
+use common::{assert_resume_is_exact, losses};
 use common::{ail, stderr};
 
 /// Grid size for `rows` x `cols` cells of `cell` pixels with 2-pixel gaps.
@@ -198,21 +199,6 @@ fn tiny_pretraining_setup(dir: &Path) {
     .unwrap();
 }
 
-/// `(step, loss)` of the training rows of a metrics.csv.
-fn losses(path: &Path) -> Vec<(u64, f64)> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("step,descriptor,loss,lr,images_per_s,knn_accuracy"));
-    lines
-        .filter_map(|l| {
-            // the descriptor is quoted and holds commas: split around it
-            let (step, rest) = l.split_once(",\"")?;
-            let (_, values) = rest.split_once("\",")?;
-            let loss = values.split(',').next()?;
-            (!loss.is_empty()).then(|| (step.parse().unwrap(), loss.parse().unwrap()))
-        })
-        .collect()
-}
 
 #[test]
 fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
@@ -263,30 +249,6 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
     assert!(!out.status.success() && stderr(&out).contains("raise --steps"), "{}", stderr(&out));
 }
 
-/// Copies `run`'s config and its step-10 checkpoint into `copy`, resumes there, and checks that
-/// steps 11-20 give the uninterrupted run's losses.
-fn assert_resume_is_exact(dir: &Path, run: &str, copy: &str) {
-    let (run, b) = (dir.join(run), dir.join(copy));
-    let curve = losses(&run.join("metrics.csv"));
-    std::fs::create_dir_all(b.join("checkpoints")).unwrap();
-    std::fs::copy(run.join("config.json"), b.join("config.json")).unwrap();
-    let from = run.join("checkpoints").join("step-0000010");
-    let to = b.join("checkpoints").join("step-0000010");
-    std::fs::create_dir_all(&to).unwrap();
-    for entry in std::fs::read_dir(&from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-    let out = ail(&["pretrain", "--device", "cpu", "--out", copy, "--resume"], dir);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("resuming") && stderr(&out).contains("at step 10"), "{}", stderr(&out));
-    let resumed = losses(&b.join("metrics.csv"));
-    assert_eq!(resumed.len(), 10);
-    for ((s1, l1), (s2, l2)) in curve[10..].iter().zip(&resumed) {
-        assert_eq!(s1, s2);
-        assert!((l1 - l2).abs() < 1e-5, "{copy}, step {s1}: uninterrupted {l1}, resumed {l2}");
-    }
-}
 
 #[test]
 fn moco_runs_keep_queues_and_key_models_across_resume() {

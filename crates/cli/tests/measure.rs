@@ -17,7 +17,7 @@ fn tiny_checkpoint(dir: &Path, run: &str, kind: ModelKind, in_channels: usize) {
     config.hidden = 8;
     config.in_channels = in_channels;
     let encoder = config.init(&Device::flex()).unwrap();
-    let meta = CheckpointMeta { encoder: config, family: kind.is_amortised().then_some(family), step: 0, normalization: None };
+    let meta = CheckpointMeta { encoder: config, family: kind.is_amortised().then_some(family), step: 0, normalization: None, audio: None };
     checkpoint::save(&dir.join(run).join("checkpoints").join("step-00000000"), &encoder, &meta, None).unwrap();
 }
 

@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let family = Family::Groups;
     let config = EncoderConfig::new(kind, family.num_invariances()).with_width(width);
     let encoder = config.init(&Device::flex())?;
-    let meta = CheckpointMeta { encoder: config, family: kind.is_amortised().then_some(family), step: 0, normalization: None };
+    let meta = CheckpointMeta { encoder: config, family: kind.is_amortised().then_some(family), step: 0, normalization: None, audio: None };
     checkpoint::save(std::path::Path::new(&out), &encoder, &meta, None)?;
     println!("wrote {out}/{} and {out}/{}", checkpoint::TENSORS_FILE, checkpoint::META_FILE);
     Ok(())

@@ -33,6 +33,10 @@ pub struct CheckpointMeta {
     /// written before it was recorded: downstream commands then use their data's statistics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalization: Option<Normalization>,
+    /// Audio encoders: the log-mel front-end and clip length their inputs come from (None for
+    /// images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<crate::mel::AudioFrontEnd>,
 }
 
 /// Per-channel mean and standard deviation, in [0, 1] pixel units: inputs become `(x - mean) / std`.

@@ -96,6 +96,9 @@ impl Frozen {
 
     /// `[channels, height, width]` the encoder was trained on.
     pub fn input_shape(&self) -> [usize; 3] {
+        if let Some(audio) = &self.meta.audio {
+            return audio.input_shape();
+        }
         let e = &self.meta.encoder;
         [e.in_channels, e.image_size, e.image_size]
     }

@@ -27,7 +27,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.map_err(|e| with_hint(e, path))
+}
+
+/// Adds what to do to the errors a user can fix: a full disk, a file size limit, a read-only or
+/// forbidden directory.
+pub fn with_hint(e: std::io::Error, path: &Path) -> std::io::Error {
+    use std::io::ErrorKind::*;
+    let hint = match e.kind() {
+        StorageFull | FileTooLarge | QuotaExceeded => "the disk is full or a size limit was reached: free space or write elsewhere",
+        ReadOnlyFilesystem | PermissionDenied => "the directory cannot be written: choose a writable --out",
+        NotADirectory | AlreadyExists => "a file stands where a directory should be: remove it or choose another --out",
+        _ => return e,
+    };
+    std::io::Error::new(e.kind(), format!("{e}; {hint} (nothing was left half-written at {})", path.display()))
 }
 
 #[cfg(test)]

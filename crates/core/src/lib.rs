@@ -21,6 +21,7 @@ pub mod knn;
 pub mod linalg;
 pub mod loss;
 pub mod method;
+pub mod mel;
 pub mod metrics;
 pub mod queue;
 pub mod resnet;

@@ -36,6 +36,7 @@ fn frozen(dir: &std::path::Path) -> Frozen {
         family: Some(Family::Groups),
         step: 1,
         normalization: Some(Normalization { mean: vec![0.4, 0.5, 0.6], std: vec![0.2, 0.25, 0.3] }),
+        audio: None,
     };
     checkpoint::save(dir, &model, &meta, None).unwrap();
     Frozen::open(dir, &Device::flex(), || unreachable!("the checkpoint records its normalisation")).unwrap()

@@ -27,6 +27,10 @@ pub enum DataError {
         "corrupt image {path}: {reason} (pass --skip-bad to skip such files and count them instead)"
     )]
     CorruptImage { path: PathBuf, reason: String },
+    #[error(
+        "corrupt audio file {path}: {reason} (pass --skip-bad to skip such files and count them instead)"
+    )]
+    CorruptAudio { path: PathBuf, reason: String },
     #[error("no data in {path}: {reason}")]
     Empty { path: PathBuf, reason: String },
     #[error("invalid data option: {0}")]

@@ -37,7 +37,7 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 /// Largest decompressed size accepted (a guard against gzip bombs): 4 GiB.
 pub const MAX_DECOMPRESSED: u64 = 4 << 30;
 
-pub(crate) fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
+pub fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
@@ -126,7 +126,7 @@ pub fn read_pair(images: &Path, labels: &Path, class_names: Vec<String>) -> Resu
     from_arrays(images, labels, imgs, labs, class_names)
 }
 
-pub(crate) fn from_arrays(
+pub fn from_arrays(
     images: &Path,
     labels: &Path,
     imgs: IdxArray,

@@ -13,6 +13,7 @@
 //! Bad user data never panics: every reader returns a [`DataError`] that names the file, the format
 //! it expected and what it found.
 
+pub mod audio;
 pub mod builtin;
 pub mod cifar;
 mod dataset;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 600), one after another, growing the corpus in
+# corpus/<target>/ from the hand-made seeds in seeds/<target>/, then prints the executions of each.
+# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Crashes land in
+# artifacts/<target>/; reproduce one with `cargo +nightly fuzz run <target> <file>`.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-600}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(cifar idx image zip strokes wav checkpoint config)
+mkdir -p logs
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t"
+  echo "== $t: ${seconds} s"
+  cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 > "logs/$t.log" 2>&1 || {
+    echo "$t: FAILED (see logs/$t.log and artifacts/$t/)"; tail -30 "logs/$t.log"; exit 1; }
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "logs/$t.log" | sed "s/^/$t /"
+done
