@@ -859,13 +859,19 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         window.1 += 1;
         let done = step + 1;
         // log (the only host round trip)
-        if done % config.log_every == 0 || done == config.steps {
+        let log_now = done % config.log_every == 0 || done == config.steps;
+        // The loss is also checked before every checkpoint, so that a diverged model is never saved.
+        let save_now = done % config.checkpoint_every == 0 || done == config.steps;
+        if log_now || save_now {
             last_loss = loss.into_scalar::<f32>();
             anyhow::ensure!(
                 last_loss.is_finite(),
-                "the loss became {last_loss} at step {done} (descriptor {descriptor}, lr {lr:.3e}): lower --lr; the last good checkpoint is kept in {}",
+                "the loss became {last_loss} at step {done} (descriptor {descriptor}, lr {lr:.3e}): the run diverged; lower --lr \
+                 (or set grad_clip) and rerun; the last good checkpoint is kept in {}",
                 out.join("checkpoints").display()
             );
+        }
+        if log_now {
             let ips = (window.1 as usize * config.batch_size) as f64 / window.0.elapsed().as_secs_f64();
             window = (Instant::now(), 0);
             metrics.row(done, descriptor, Some(last_loss), Some(lr), Some(ips), None)?;
@@ -878,7 +884,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             }
             window = (Instant::now(), 0); // images/s measures training only
         }
-        if done % config.checkpoint_every == 0 || done == config.steps {
+        if save_now {
             last_dir = Some(save(&model, &optim, &stepper, done)?);
         }
         if stop.load(std::sync::atomic::Ordering::SeqCst) && done < config.steps {

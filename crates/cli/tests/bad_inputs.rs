@@ -200,3 +200,25 @@ fn outputs_that_cannot_be_written_fail_early_and_leave_nothing_torn() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(d.join("full/checkpoints/step-0000002/model.safetensors").exists());
 }
+
+#[test]
+fn a_diverging_run_stops_naming_step_descriptor_and_lr_and_saves_no_diverged_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // a learning rate that overflows the weights; the loss is logged rarely but checked before
+    // every checkpoint
+    let args = ["pretrain", "--device", "cpu", "--data", "imgs", "--image-size", "8", "--width", "0.0625", "--batch-size", "4", "--monitor-every", "0",
+        "--log-every", "100", "--steps", "6", "--checkpoint-every", "1", "--lr", "1e30", "--out", "div"];
+    let err = fails(&args, d);
+    for needle in ["the loss became", "the run diverged", "lower --lr", "(descriptor ", ", lr "] {
+        assert!(err.contains(needle), "expected `{needle}` in:\n{err}");
+    }
+    let step: u64 = err.split("at step ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("a step number");
+    // every checkpoint on disk predates the divergence
+    for entry in std::fs::read_dir(d.join("div/checkpoints")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let n: u64 = name.trim_start_matches("step-").trim_end_matches(".partial").parse().unwrap_or(0);
+        assert!(n < step, "checkpoint {name} was written at or after the divergence at step {step}");
+    }
+}
