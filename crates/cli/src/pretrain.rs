@@ -761,7 +761,9 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         // Rows after the checkpoint were logged by the interrupted run: the resumed run rewrites them.
         if let Ok(text) = std::fs::read_to_string(&metrics_path) {
             let kept: Vec<&str> = text
-                .lines()
+                .split_inclusive('\n')
+                // A last line without its newline was torn by a kill in the middle of writing it.
+                .filter_map(|l| l.strip_suffix('\n'))
                 .filter(|l| {
                     let step = l.split(',').next().and_then(|s| s.parse::<u64>().ok());
                     // The closing kNN rows (at the last step, after the loop) are written again.

@@ -332,3 +332,25 @@ fn rerunning_the_same_command_continues_the_run_unless_refused_or_different() {
     let refused = run(&["--steps", "14", "--no-resume"]);
     assert!(!refused.status.success() && stderr(&refused).contains("--no-resume"), "{}", stderr(&refused));
 }
+
+#[test]
+fn a_torn_last_metrics_row_is_dropped_when_the_run_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_pretraining_setup(dir.path());
+    let run = |steps: &str| {
+        ail(&["pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--monitor-every", "0", "--out", "run", "--steps", steps], dir.path())
+    };
+    let first = run("10");
+    assert!(first.status.success(), "{}", stderr(&first));
+    // a kill in the middle of writing a row leaves it without its newline
+    let path = dir.path().join("run/metrics.csv");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("1");
+    std::fs::write(&path, &text).unwrap();
+    let more = run("12");
+    assert!(more.status.success(), "{}", stderr(&more));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().all(|l| l.starts_with("step,") || l.contains(",\"")), "a torn row survived:\n{text}");
+    let steps: Vec<u64> = losses(&path).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>());
+}
