@@ -133,7 +133,6 @@ impl AudioViewParams {
     /// Draws a view's parameters; `on[j]` switches entry `j` of the K = 7 descriptor on.
     pub fn sample(on: [bool; 7], c: &AudioAugmentConfig, rng: &mut impl Rng) -> Self {
         let shape = |rng: &mut dyn rand::RngCore| [FadeShape::Linear, FadeShape::Logarithmic, FadeShape::Exponential][rng.random_range(0..3)];
-        let mut p = Self::none();
         // Every draw happens whether or not the op is on, so one op's switch never shifts another's
         // random stream.
         let pitch = rng.random_range(-1.0..=1.0f32) * c.pitch_semitones;
@@ -148,28 +147,15 @@ impl AudioViewParams {
         let mask = (rng.random_range(0.0..=1.0 - mask_len), mask_len);
         let shift = rng.random_range(-1.0..=1.0f32) * c.shift_max;
         let rate = rng.random_range(c.stretch[0]..=c.stretch[1]);
-        if on[0] {
-            p.pitch_semitones = Some(pitch);
+        Self {
+            pitch_semitones: on[0].then_some(pitch),
+            fade_in: on[1].then_some(fade_in),
+            fade_out: on[2].then_some(fade_out),
+            noise: on[3].then_some(noise),
+            time_mask: on[4].then_some(mask),
+            time_shift: on[5].then_some(shift),
+            stretch_rate: on[6].then_some(rate),
         }
-        if on[1] {
-            p.fade_in = Some(fade_in);
-        }
-        if on[2] {
-            p.fade_out = Some(fade_out);
-        }
-        if on[3] {
-            p.noise = Some(noise);
-        }
-        if on[4] {
-            p.time_mask = Some(mask);
-        }
-        if on[5] {
-            p.time_shift = Some(shift);
-        }
-        if on[6] {
-            p.stretch_rate = Some(rate);
-        }
-        p
     }
 }
 

@@ -116,4 +116,9 @@ fn bad_audio_files_are_named_or_skipped() {
     let err = stderr(&out);
     assert!(err.contains("9_bob_1.wav") && err.contains("corrupt audio file") && err.contains("--skip-bad"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // with --skip-bad the run goes on without it, and says how many it skipped
+    let out = ail(&["pretrain", "--device", "cpu", "--config", "audio.toml", "--data", ".", "--steps", "1", "--skip-bad", "--out", "skip"], d);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("skipped 1 audio files") && err.contains("48 clips"), "{err}");
 }

@@ -215,33 +215,21 @@ pub fn list(root: &Path, options: &AudioOptions) -> Result<(Vec<(PathBuf, u32)>,
     let flat = if recordings.is_dir() { wav_files(&recordings)? } else { wav_files(root)? };
     let is_fsdd = !flat.is_empty() && flat.iter().all(|p| p.file_stem().and_then(|s| fsdd_name(&s.to_string_lossy()).map(|_| ())).is_some());
     if is_fsdd {
-        let parsed: Vec<(PathBuf, u32, String, u32)> = flat
+        // (file, class name) for the chosen labels, within the chosen takes
+        let labelled: Vec<(PathBuf, String)> = flat
             .into_iter()
-            .map(|p| {
+            .filter_map(|p| {
                 let stem = p.file_stem().expect("a file").to_string_lossy().to_string();
                 let (digit, speaker, take) = fsdd_name(&stem).expect("checked above");
-                (p, digit, speaker.to_string(), take)
+                let class = if options.labels == AudioLabels::Speaker { speaker.to_string() } else { digit.to_string() };
+                options.takes.is_none_or(|(lo, hi)| (lo..=hi).contains(&take)).then_some((p, class))
             })
-            .filter(|(_, _, _, take)| options.takes.is_none_or(|(lo, hi)| (lo..=hi).contains(take)))
             .collect();
-        let (names, label_of): (Vec<String>, Box<dyn Fn(&(PathBuf, u32, String, u32)) -> String>) = match options.labels {
-            AudioLabels::Speaker => {
-                let mut s: Vec<String> = parsed.iter().map(|r| r.2.clone()).collect();
-                s.sort();
-                s.dedup();
-                (s, Box::new(|r| r.2.clone()))
-            }
-            _ => {
-                let mut d: Vec<String> = parsed.iter().map(|r| r.1.to_string()).collect();
-                d.sort();
-                d.dedup();
-                (d, Box::new(|r| r.1.to_string()))
-            }
-        };
-        let files = parsed
-            .iter()
-            .map(|r| (r.0.clone(), names.iter().position(|n| *n == label_of(r)).expect("a listed class") as u32))
-            .collect::<Vec<_>>();
+        let mut names: Vec<String> = labelled.iter().map(|(_, c)| c.clone()).collect();
+        names.sort();
+        names.dedup();
+        let files: Vec<(PathBuf, u32)> =
+            labelled.into_iter().map(|(p, c)| { let label = names.binary_search(&c).expect("a listed class") as u32; (p, label) }).collect();
         if files.is_empty() {
             return Err(DataError::Empty { path: root.to_path_buf(), reason: format!("no FSDD recording has a take in {:?}", options.takes) });
         }
