@@ -12,6 +12,10 @@ DataLoader with one worker per core, as a PyTorch training script would do it.
 
 Prints one JSON line: median seconds per step and peak resident memory.
 Usage: bench_pytorch_pretrain.py --width 0.25 --batch-size 64 --image-size 32 --steps 5 --warmup 2
+
+With --profile it instead times each kind of work of the step alone, forward and backward, at the
+step's shapes (the rows of `ail bench profile`, same names), and prints them as one JSON object of
+median seconds.
 """
 import argparse
 import json
@@ -131,6 +135,120 @@ class TwoViews(Dataset):
         return t(x), t(x)
 
 
+def median_of(runs, work):
+    work()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def convs_with_sides(model, side):
+    """(conv module or HyperConv, input side) for every conv, in order."""
+    out = [(model.stem, side)]
+    side //= model.stem.stride[0]
+    for b in model.blocks:
+        stride = b.c1.stride
+        out.append((b.c1, side))
+        out.append((b.c2, side // stride))
+        if b.proj is not None:
+            out.append((b.proj, side))
+        side //= stride
+    return out
+
+
+def profile(a):
+    torch.manual_seed(0)
+    runs, n, side = a.steps, a.batch_size, a.image_size
+    model = HyperResNet18(a.width, 2, side)
+    head = nn.Sequential(nn.Linear(model.feature_dim, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128))
+    rows = {}
+    conv_time, bn_time = 0.0, 0.0
+    for conv, s in convs_with_sides(model, side):
+        if isinstance(conv, HyperConv):
+            cout, cin, k, _ = conv.shape
+            stride, pad = conv.stride, conv.pad
+        else:
+            cout, cin, k, _ = conv.weight.shape
+            stride, pad = conv.stride[0], conv.padding[0]
+        x = torch.randn(2 * n, cin, s, s, requires_grad=True)
+        w = (torch.randn(cout, cin, k, k) * 0.1).requires_grad_()
+
+        def conv_work():
+            x.grad, w.grad = None, None
+            F.conv2d(x, w, stride=stride, padding=pad).sum().backward()
+            w.grad.sum().item()
+        conv_time += median_of(runs, conv_work)
+        bn = nn.BatchNorm2d(cout)
+        y = torch.randn(2 * n, cout, s // stride, s // stride, requires_grad=True)
+
+        def bn_work():
+            y.grad = None
+            bn(y).sum().backward()
+            y.grad.sum().item()
+        bn_time += median_of(runs, bn_work)
+    rows["convs (fwd + bwd)"] = conv_time
+    rows["batch norms (fwd + bwd)"] = bn_time
+    emb = nn.Linear(2, EMBED, bias=False)
+    hyper = [m for b in model.blocks for m in (b.c1, b.c2, b.proj) if m is not None]
+    i = torch.tensor([1.0, 1.0])
+
+    def generator_work():
+        emb.zero_grad(set_to_none=True)
+        z = emb(i.view(1, -1))
+        sum(h.out(F.relu(h.hidden(z))).sum() for h in hyper).backward()
+        emb.weight.grad.sum().item()
+    rows["kernel generators (fwd + bwd)"] = median_of(runs, generator_work)
+    feats = torch.randn(2 * n, model.feature_dim, requires_grad=True)
+
+    def head_work():
+        feats.grad = None
+        z = head(feats)
+        nt_xent(z[:n], z[n:], 0.2).backward()
+        feats.grad.sum().item()
+    rows["head + NT-Xent (fwd + bwd)"] = median_of(runs, head_work)
+    x = torch.randn(2 * n, 3, side, side)
+    d = torch.tensor([1.0, 1.0])
+
+    def forward_work():
+        z = head(model(x, d))
+        nt_xent(z[:n], z[n:], 0.2).item()
+    xt = x.clone().requires_grad_()
+
+    def step_work():
+        xt.grad = None
+        z = head(model(xt, d))
+        nt_xent(z[:n], z[n:], 0.2).backward()
+        xt.grad.sum().item()
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+    times = []
+    for run in range(runs + 1):
+        opt.zero_grad(set_to_none=True)
+        z = head(model(x[:8], d))
+        nt_xent(z[:4], z[4:], 0.2).backward()
+        t0 = time.perf_counter()
+        opt.step()
+        params[-1].sum().item()
+        if run > 0:
+            times.append(time.perf_counter() - t0)
+    rows["AdamW over all parameters"] = statistics.median(times)
+    images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8)
+    both = pipeline(side, True, True)
+
+    def augment_work():
+        # per image, as a DataLoader worker does it, on this process's threads
+        torch.stack([both(im) for im in images])
+        torch.stack([both(im) for im in images])
+    rows["augmentation (2 views)"] = median_of(runs, augment_work)
+    rows["forward (encoder + head + loss)"] = median_of(runs, forward_work)
+    rows["forward + backward"] = median_of(runs, step_work)
+    rows["threads"] = torch.get_num_threads()
+    print(json.dumps(rows))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--width", type=float, default=0.25)
@@ -140,7 +258,11 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="cpu or cuda (the device ail measured on)")
+    p.add_argument("--profile", action="store_true", help="time each kind of work alone (CPU)")
     a = p.parse_args()
+    if a.profile:
+        profile(a)
+        return
     torch.manual_seed(0)
     dev = torch.device(a.device)
     model = HyperResNet18(a.width, 2, a.image_size)

@@ -98,6 +98,26 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, AugmentError> {
     }
 }
 
+/// `n` devices for data parallelism, the first being the one [`select`] picks: GPUs 0..n of its
+/// kind, or `n` replicas sharing the CPU (flex has one device; its replicas run in parallel threads).
+pub fn select_many(choice: DeviceChoice, n: usize) -> Result<Vec<SelectedDevice>, AugmentError> {
+    let first = select(choice)?;
+    if n <= 1 {
+        return Ok(vec![first]);
+    }
+    if !first.is_gpu {
+        return Ok((0..n)
+            .map(|k| SelectedDevice { description: format!("{} [replica {k}]", first.description), ..first.clone() })
+            .collect());
+    }
+    #[cfg(feature = "wgpu")]
+    {
+        wgpu::same_kind(&first, n)
+    }
+    #[cfg(not(feature = "wgpu"))]
+    unreachable!("without wgpu every device is the CPU")
+}
+
 #[cfg(feature = "wgpu")]
 mod wgpu {
     use super::*;
@@ -135,6 +155,25 @@ mod wgpu {
         [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0), DeviceKind::VirtualGpu(0)]
             .into_iter()
             .find_map(|k| try_kind(k).ok())
+    }
+
+    /// GPUs 0..n of the kind of `first` (discrete, integrated, virtual or software).
+    pub fn same_kind(first: &SelectedDevice, n: usize) -> Result<Vec<SelectedDevice>, AugmentError> {
+        let kinds: [fn(usize) -> DeviceKind; 3] = [DeviceKind::DiscreteGpu, DeviceKind::IntegratedGpu, DeviceKind::VirtualGpu];
+        let kind = kinds
+            .into_iter()
+            .find(|k| try_kind(k(0)).is_ok_and(|d| d.device == first.device))
+            .ok_or_else(|| AugmentError::Device(format!("{}: several devices of this kind cannot be listed; use --devices 1", first.description)))?;
+        (0..n)
+            .map(|k| {
+                try_kind(kind(k)).map_err(|e| {
+                    AugmentError::Device(format!(
+                        "--devices {n}: GPU {k} of the kind of {} is not available ({e}); this machine has {k}: lower --devices",
+                        first.description
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// A hardware GPU, else a software adapter.

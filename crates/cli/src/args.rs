@@ -182,6 +182,31 @@ pub enum BenchCommand {
     /// AdamW) against the same step written in PyTorch (scripts/bench_pytorch_pretrain.py, with
     /// torchvision's augmentation), measured in the same run: medians, ratio, peak memory.
     Pretrain(BenchPretrainArgs),
+    /// Where a pretraining step's time goes, by kind of work (convs, batch norms, kernel
+    /// generators, head and loss, optimiser, augmentation; forward and backward), each timed alone
+    /// at the step's shapes, next to the same work in PyTorch. Rows are medians of --runs runs
+    /// after a warm-up, each waiting for its result.
+    Profile(BenchProfileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchProfileArgs {
+    #[arg(long, default_value_t = 0.25)]
+    pub width: f32,
+    /// Images per step (each gives two views).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    /// Timed runs per row (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Skip the PyTorch side.
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Python interpreter for the PyTorch side.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
 }
 
 #[derive(Debug, Args)]
@@ -200,8 +225,16 @@ pub struct BenchPretrainArgs {
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Skip the PyTorch baseline.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compare_torch")]
     pub no_torch: bool,
+    /// Require the PyTorch baseline (fail if `python3 -c "import torch, torchvision"` does not
+    /// work) instead of skipping it with a note.
+    #[arg(long)]
+    pub compare_torch: bool,
+    /// Also measure data parallelism on this many devices (see `ail pretrain --devices`): the same
+    /// global batch on 1 device, in N shards in turn, and in N shards on N devices.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
     /// Python interpreter for the PyTorch baseline.
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -297,6 +330,17 @@ pub struct PretrainArgs {
     /// Images per step (each gives two views).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Data parallelism: run each batch's shards on this many devices at once (GPUs of the kind
+    /// --device picks, numbered 0..N; with --device cpu, N replicas share the CPU). Gradients are
+    /// averaged on the first device, which holds the parameters and optimiser. Not part of the
+    /// run's config: a run may continue on another number of devices.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub devices: u16,
+    /// Split each batch into this many shards (each with its own BatchNorm statistics and SimCLR
+    /// negatives; gradients averaged). Default: --devices. Fixed for the run, so that the result does
+    /// not depend on the number of devices: 2 shards on 1 device train exactly as on 2 devices.
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Peak learning rate of AdamW (after linear warm-up, then cosine decay).
     #[arg(long)]
     pub lr: Option<f64>,

@@ -24,6 +24,7 @@ pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Augment(args) => augment(global, args),
         BenchCommand::Device(args) => device(global, args),
         BenchCommand::Pretrain(args) => pretrain(global, args),
+        BenchCommand::Profile(args) => crate::profile::run(global, args),
     }
 }
 
@@ -252,48 +253,71 @@ fn parse_list<T: std::str::FromStr>(text: &str, flag: &str) -> anyhow::Result<Ve
         .collect()
 }
 
-fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
-    use crate::pretrain::{PretrainConfig, Stepper};
+/// Median seconds of our pretraining step for `config` on `devices` (autodiff; several: replicas).
+fn time_pretrain_step(name: &str, config: &crate::pretrain::PretrainConfig, devices: &[Device], args: &BenchPretrainArgs) -> anyhow::Result<f64> {
+    use crate::pretrain::Stepper;
     use ail_core::head::ProjectionHeadConfig;
     use ail_core::method::ContrastiveModel;
     use ail_core::sampler::Invariances;
     use rand::Rng;
 
+    config.validate()?;
+    let device = &devices[0];
+    let invariances = Invariances::parse(&config.invariances)?;
+    let encoder = config.encoder(&invariances);
+    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
+    device.seed(0);
+    let mut model = Some(ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, device)?);
+    let mut optim = crate::pretrain::optimizer(config);
+    let side = config.image_size;
+    let stats = (burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.5, device), burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.25, device));
+    let mut stepper = Stepper::new(config, device, stats, [3, side, side], model.as_ref().expect("model"))?;
+    if devices.len() > 1 {
+        let names = (0..devices.len()).map(|k| format!("replica {k}")).collect();
+        stepper = stepper.with_replicas(crate::parallel::Replicas::new(devices.to_vec(), names));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let pixels: Vec<u8> = (0..config.batch_size * 3 * side * side).map(|_| rng.random()).collect();
+    let mut step = 0u64;
+    time_runs(name, args.warmup, args.steps, || {
+        let (next, loss, _, _) = stepper.step(model.take().expect("model"), &mut optim, &pixels, step)?;
+        model = Some(next);
+        step += 1;
+        let l = loss.into_scalar::<f32>(); // waits for the step to finish
+        anyhow::ensure!(l.is_finite(), "non-finite loss in the benchmark");
+        Ok(())
+    })
+}
+
+fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
+    use crate::pretrain::PretrainConfig;
+
     let widths: Vec<f32> = parse_list(&args.widths, "--widths")?;
     let batches: Vec<usize> = parse_list(&args.batch_sizes, "--batch-sizes")?;
     anyhow::ensure!(args.steps > 0, "--steps must be at least 1");
-    let selected = common::device(global)?;
-    let device = selected.device.clone().autodiff();
+    anyhow::ensure!(args.devices >= 1, "--devices must be at least 1");
+    let all = common::devices(global, args.devices)?;
+    let selected = all[0].clone();
+    let devices: Vec<Device> = all.iter().map(|d| d.device.clone().autodiff()).collect();
     let mut rows = Vec::new();
+    let mut scaling = Vec::new();
     for &width in &widths {
         for &batch in &batches {
             let config = PretrainConfig { width, batch_size: batch, image_size: args.image_size, steps: 1_000_000, ..Default::default() };
-            config.validate()?;
-            let invariances = Invariances::parse(&config.invariances)?;
-            let encoder = config.encoder(&invariances);
-            let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
-            device.seed(0);
-            let mut model = Some(ContrastiveModel::new(&encoder, &head, 3, false, &device)?);
-            let mut optim = crate::pretrain::optimizer(&config);
-            let side = args.image_size;
-            let stats = (burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.5, &device), burn::tensor::Tensor::<4>::full([1, 3, 1, 1], 0.25, &device));
-            let mut stepper = Stepper::new(&config, &device, stats, [3, side, side], model.as_ref().expect("model"))?;
-            let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let pixels: Vec<u8> = (0..batch * 3 * side * side).map(|_| rng.random()).collect();
-            let mut step = 0u64;
             let name = format!("width {width}, batch {batch}");
-            let ours = time_runs(&name, args.warmup, args.steps, || {
-                let (next, loss, _, _) = stepper.step(model.take().expect("model"), &mut optim, &pixels, step)?;
-                model = Some(next);
-                step += 1;
-                let l = loss.into_scalar::<f32>(); // waits for the step to finish
-                anyhow::ensure!(l.is_finite(), "non-finite loss in the benchmark");
-                Ok(())
-            })?;
+            let ours = time_pretrain_step(&name, &config, &devices[..1], args)?;
             let ours_mem = peak_rss_mib();
+            if args.devices > 1 {
+                let n = args.devices;
+                let sharded = PretrainConfig { shards: n, ..config.clone() };
+                let in_turn = time_pretrain_step(&format!("{name}, {n} shards, 1 device"), &sharded, &devices[..1], args)?;
+                let parallel = time_pretrain_step(&format!("{name}, {n} shards, {n} devices"), &sharded, &devices, args)?;
+                scaling.push((name.clone(), ours, in_turn, parallel));
+            }
             let torch = if args.no_torch { None } else {
                 match torch_pretrain(args, width, batch, selected.is_gpu) {
                     Ok(v) => Some(v),
+                    Err(e) if args.compare_torch => return Err(e.context("--compare-torch: the PyTorch baseline could not run (pip install torch torchvision)")),
                     Err(e) => {
                         eprintln!("skipping the PyTorch baseline: {e:#}");
                         None
@@ -317,6 +341,15 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
         );
     }
     println!("device: {}; speedup = PyTorch time / ail time (higher is better for ail); ail MiB is this process's peak so far", selected.description);
+    if !scaling.is_empty() {
+        let n = args.devices;
+        println!("\ndata parallelism, same global batch: 1 device unsplit, {n} shards in turn on 1 device, {n} shards on {n} devices at once");
+        println!("{:<22} {:>12} {:>14} {:>14} {:>9}", "config", "1 device ms", "in turn ms", "parallel ms", "scaling");
+        for (name, one, in_turn, parallel) in &scaling {
+            println!("{name:<22} {:>12.1} {:>14.1} {:>14.1} {:>8.2}x", one * 1e3, in_turn * 1e3, parallel * 1e3, one / parallel);
+        }
+        println!("scaling = 1-device time / {n}-device time (ideal: {n}x when the devices do not share hardware)");
+    }
     Ok(())
 }
 

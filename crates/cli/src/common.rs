@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ail_augment::device::{DeviceChoice, SelectedDevice, select};
+use ail_augment::device::{DeviceChoice, SelectedDevice, select, select_many};
 use ail_core::Family;
 use ail_data::{DataFormat, DataSource, ImageSet, LoadOptions};
 use anyhow::Context;
@@ -17,6 +17,19 @@ pub fn device(global: &Global) -> anyhow::Result<SelectedDevice> {
     let selected = select(choice)?;
     eprintln!("device: {}", selected.description);
     Ok(selected)
+}
+
+/// Selects `n` devices for data parallelism (the first is the main one) and prints them.
+pub fn devices(global: &Global, n: usize) -> anyhow::Result<Vec<SelectedDevice>> {
+    if n <= 1 {
+        return Ok(vec![device(global)?]);
+    }
+    let choice: DeviceChoice = global.device.parse()?;
+    let all = select_many(choice, n)?;
+    for (k, d) in all.iter().enumerate() {
+        eprintln!("device {k}{}: {}", if k == 0 { " (main)" } else { "" }, d.description);
+    }
+    Ok(all)
 }
 
 pub fn family(arg: FamilyArg) -> Family {

@@ -23,7 +23,7 @@ use ail_core::{Descriptor, EncoderConfig, ModelKind};
 use ail_data::{BatchLoader, ImageSet, LoaderConfig, epoch_order};
 use anyhow::Context;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::args::{DataArgs, Format, Global, PretrainArgs};
 use crate::common;
+use crate::parallel::{Job, Objective, Replicas, combine, split_views};
 
 /// Every setting of a run; written to `config.json` before training starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +53,10 @@ pub struct PretrainConfig {
     pub invariances: String,
     pub steps: u64,
     pub batch_size: usize,
+    /// Each batch is split into this many shards, each with its own BatchNorm statistics and
+    /// (SimCLR) negatives; their gradients are averaged. One shard per device in data-parallel runs
+    /// (`--devices`); the result does not depend on how many devices run the shards.
+    pub shards: usize,
     pub lr: f64,
     pub min_lr: f64,
     pub weight_decay: f32,
@@ -126,6 +131,7 @@ impl Default for PretrainConfig {
             invariances: "groups".into(),
             steps: 300,
             batch_size: 64,
+            shards: 1,
             lr: 1e-3,
             min_lr: 0.0,
             weight_decay: 1e-4,
@@ -157,6 +163,7 @@ impl Default for PretrainConfig {
 impl PretrainConfig {
     /// Defaults < `--config` file < flags.
     fn resolve(args: &PretrainArgs, base: Option<PretrainConfig>) -> anyhow::Result<Self> {
+        let resumed = base.is_some();
         let mut c = match (&args.config, base) {
             (_, Some(base)) => base,
             (Some(path), None) => {
@@ -168,7 +175,10 @@ impl PretrainConfig {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { c.$field = v.clone(); } )* };
         }
-        set!(data, format, image_size, method, width, invariances, steps, batch_size, lr, seed, log_every, checkpoint_every, monitor_every);
+        set!(data, format, image_size, method, width, invariances, steps, batch_size, shards, lr, seed, log_every, checkpoint_every, monitor_every);
+        if args.shards.is_none() && !resumed && c.shards == 1 {
+            c.shards = args.devices as usize;
+        }
         if let Some(m) = &args.model {
             c.model = m.parse()?;
         }
@@ -205,6 +215,12 @@ impl PretrainConfig {
         anyhow::ensure!(self.monitor_bank >= 1 && self.monitor_queries >= 1, "monitor_bank and monitor_queries must be at least 1");
         anyhow::ensure!((0.0..=self.lr).contains(&self.min_lr), "min_lr must be in [0, lr]");
         anyhow::ensure!(self.steps > 0 && self.batch_size >= 2, "--steps must be >= 1 and --batch-size >= 2");
+        anyhow::ensure!(
+            self.shards >= 1 && self.batch_size % self.shards == 0 && self.batch_size / self.shards >= 2,
+            "--batch-size {} cannot be split into {} shards of at least 2 images: use a batch size that is a multiple of 2 x shards",
+            self.batch_size,
+            self.shards
+        );
         anyhow::ensure!(self.lr > 0.0 && self.lr.is_finite(), "--lr must be positive (got {})", self.lr);
         anyhow::ensure!(self.temperature > 0.0, "temperature must be positive");
         anyhow::ensure!(self.log_every > 0 && self.checkpoint_every > 0, "log_every and checkpoint_every must be >= 1");
@@ -276,6 +292,8 @@ pub struct Stepper {
     shape: [usize; 4],
     /// Audio runs: the training clips (indexed like the loader's images) and the log-mel front-end.
     audio: Option<(Arc<Vec<Arc<Vec<f32>>>>, ail_core::mel::LogMel)>,
+    /// Several devices: their worker threads (see [`crate::parallel`]).
+    replicas: Option<Replicas>,
 }
 
 impl Stepper {
@@ -307,7 +325,15 @@ impl Stepper {
             shape: [config.batch_size, c, h, w],
             config: config.clone(),
             audio: None,
+            replicas: None,
         })
+    }
+
+    /// Runs the shards of every batch on these replicas (all devices at once) instead of in turn
+    /// on the main device.
+    pub fn with_replicas(mut self, replicas: Replicas) -> Self {
+        self.replicas = (replicas.len() > 1).then_some(replicas);
+        self
     }
 
     /// Makes the views of an audio run from `clips` (the training clips, in the order of the
@@ -391,20 +417,29 @@ impl Stepper {
             let source = ContrastiveModel { predictor: None, ..model.clone() };
             self.key = Some(ema_update(key, &source, momentum as f32));
         }
-        let (loss, keys) = match (c.method.as_str(), &self.key, &self.queues) {
-            ("mocov2", Some(key), Some(queues)) => {
-                let (loss, keys) = model.mocov2_loss(key, x, i, index, queues.queue(index), c.temperature);
-                (loss, Some(keys))
+        let job = Job {
+            model: model.clone(),
+            key: self.key.clone(),
+            shards: split_views(x, c.batch_size, c.shards).into_iter().enumerate().collect(),
+            i,
+            index,
+            queue: self.queues.as_ref().map(|q| q.queue(index)),
+            objective: Objective { method: c.method.clone(), temperature: c.temperature, scale: 1.0 / c.shards as f32 },
+        };
+        // One device: the shards in turn on this thread; several: all devices at once.
+        let out = match &self.replicas {
+            Some(replicas) => replicas.run(job)?,
+            None => {
+                let main = self.stats.0.device();
+                combine(&model, job.run(&main, &main))
             }
-            ("mocov3", Some(key), _) => (model.mocov3_loss(key, x, i, index, c.temperature), None),
-            _ => (model.simclr_loss(x, i, index, c.temperature), None),
         };
         let lr = warmup_cosine(step, c.steps, c.warmup_steps, c.lr, c.min_lr);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let model = optim.step(lr, model, grads);
-        if let (Some(queues), Some(keys)) = (self.queues.as_mut(), keys) {
+        let model = optim.step(lr, model, out.grads);
+        if let (Some(queues), Some(keys)) = (self.queues.as_mut(), out.keys) {
             queues.enqueue(index, keys);
         }
+        let loss = out.loss;
         Ok((model, loss, lr, index))
     }
 }
@@ -614,6 +649,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
             ("--width", args.width.is_some()),
             ("--invariances", args.invariances.is_some()),
             ("--batch-size", args.batch_size.is_some()),
+            ("--shards", args.shards.is_some()),
             ("--lr", args.lr.is_some()),
             ("--seed", args.seed.is_some()),
             ("--modality", args.modality.is_some()),
@@ -665,7 +701,15 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     let family = invariances.family();
 
     // --- device and data ---------------------------------------------------------------------------
-    let selected = common::device(global)?;
+    let devices = args.devices as usize;
+    anyhow::ensure!(
+        devices <= config.shards,
+        "--devices {devices} is more than the run's {} shard(s) of each batch: with --devices N a new run splits its batches \
+         into N shards (set --shards for more); a continued run keeps its shards",
+        config.shards
+    );
+    let all = common::devices(global, devices)?;
+    let selected = all[0].clone();
     let device = selected.device.clone().autodiff();
     device.seed(config.seed);
     let format = match config.format.as_str() {
@@ -781,6 +825,10 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     if let Some(clips) = train_clips {
         stepper = stepper.with_audio(clips, &device);
     }
+    if devices > 1 {
+        let replicas = Replicas::new(all.iter().map(|d| d.device.clone().autodiff()).collect(), all.iter().map(|d| d.description.clone()).collect());
+        stepper = stepper.with_replicas(replicas);
+    }
     if let Some((dir, state)) = &resume_state {
         if let Some(key) = stepper.key.as_mut() {
             checkpoint::load_module(&dir.join("key.safetensors"), key, &Default::default())?;
@@ -802,6 +850,14 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         train.len(),
         queries.len()
     );
+    if config.shards > 1 {
+        eprintln!(
+            "each batch: {} shards of {} images (own BatchNorm statistics and negatives, gradients averaged), on {devices} device{}",
+            config.shards,
+            config.batch_size / config.shards,
+            if devices == 1 { " in turn" } else { "s at once" }
+        );
+    }
 
     let save = |model: &ContrastiveModel, optim: &burn::optim::ModuleOptimizer, stepper: &Stepper, step: u64| -> anyhow::Result<PathBuf> {
         let dir = checkpoint_dir(&out, step);
@@ -913,7 +969,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         knn_accuracy: trained.iter().map(|d| d.to_string()).zip(accuracies).collect(),
         seconds,
         images_per_second: (steps_run as usize * config.batch_size) as f64 / seconds.max(1e-9),
-        device: selected.description,
+        device: if devices > 1 { format!("{} (and {} more replicas)", selected.description, devices - 1) } else { selected.description },
         checkpoint: last_dir.unwrap_or_else(|| checkpoints(&out).pop().unwrap_or_default()),
     };
     ail_core::io::write_atomic(&out.join("summary.json"), &serde_json::to_vec_pretty(&summary)?)?;

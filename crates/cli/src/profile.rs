@@ -1,0 +1,251 @@
+//! `ail bench profile`: where one pretraining step spends its time, by kind of work, next to the
+//! same kinds of work in PyTorch at the same shapes (`scripts/bench_pytorch_pretrain.py --profile`).
+//!
+//! Each row times its work alone, forward and backward, waiting for the result (a host read), at the
+//! shapes of a Hyper-ResNet-18 step: every conv of the network on `2B` views, every BatchNorm, every
+//! kernel generator, the projection head with NT-Xent, the optimiser over all parameters, and the
+//! augmentation of the two views. The whole step is timed too: the rows do not add up to it
+//! exactly (the step also reshapes, adds residuals and applies ReLUs; the rows each pay one wait).
+
+use std::process::Command;
+
+use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
+use ail_core::head::ProjectionHeadConfig;
+use ail_core::hypernet::{HyperConvConfig, descriptor_embedding, embed};
+use ail_core::loss::nt_xent;
+use ail_core::method::ContrastiveModel;
+use ail_core::resnet::ConvSpec;
+use ail_core::sampler::Invariances;
+use ail_core::{Descriptor, Family};
+use anyhow::Context;
+use burn::module::Module;
+use burn::nn::BatchNormConfig;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::args::{BenchProfileArgs, Global};
+use crate::common;
+use crate::pretrain::PretrainConfig;
+
+const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_pytorch_pretrain.py");
+
+/// Every conv of the encoder with the side of its input.
+fn convs_with_sides(config: &PretrainConfig) -> Vec<(ConvSpec, usize)> {
+    let invariances = Invariances::parse(&config.invariances).expect("the default invariances parse");
+    let arch = match config.encoder(&invariances).arch() {
+        ail_core::encoder::ArchConfig::ResNet(r) => r,
+        _ => unreachable!("bench profile builds a Hyper-ResNet"),
+    };
+    let stem = arch.stem();
+    let mut side = config.image_size / stem.stride;
+    let mut out = vec![(stem, config.image_size)];
+    for block in arch.blocks() {
+        let input = side;
+        let stride = block.body.iter().map(|c| c.stride).max().unwrap_or(1);
+        for (n, conv) in block.body.into_iter().enumerate() {
+            out.push((conv, if n == 0 { input } else { input / stride }));
+        }
+        if let Some(s) = block.shortcut {
+            out.push((s, input));
+        }
+        side = input / stride;
+    }
+    out
+}
+
+/// Waits for `t` (reads one value to the host).
+fn wait<const D: usize>(t: Tensor<D>) {
+    let _ = t.sum().into_scalar::<f32>();
+}
+
+/// Waits for every pending update of `model`'s parameters (reads the last one).
+fn wait_model(model: &ContrastiveModel) {
+    struct Last(Option<Tensor<1>>);
+    impl burn::module::ModuleVisitor for Last {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0 = Some(p.val().flatten(0, D - 1));
+        }
+    }
+    let mut last = Last(None);
+    model.visit(&mut last);
+    if let Some(t) = last.0 {
+        wait(t);
+    }
+}
+
+/// The median seconds of `runs` runs of `work`, after one warm-up run.
+fn median_of(runs: usize, mut work: impl FnMut()) -> f64 {
+    work();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            work();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    let selected = common::device(global)?;
+    let device = selected.device.clone().autodiff();
+    device.seed(0);
+    let config = PretrainConfig { width: args.width, batch_size: args.batch_size, image_size: args.image_size, ..Default::default() };
+    config.validate()?;
+    let (b2, side, runs) = (2 * args.batch_size, args.image_size, args.runs);
+    let mut rows: Vec<(&str, f64)> = Vec::new();
+    eprintln!("profiling width {}, batch {} ({} views of {side} px), median of {runs} runs per row", args.width, args.batch_size, b2);
+
+    // convs, forward + backward (input and kernel gradients)
+    let convs = convs_with_sides(&config);
+    let mut conv_time = 0.0;
+    for (c, s) in &convs {
+        let x = Tensor::<4>::random([b2, c.in_channels, *s, *s], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let w = Tensor::<4>::random([c.out_channels, c.in_channels, c.kernel, c.kernel], Distribution::Normal(0.0, 0.1), &device).require_grad();
+        let p = c.kernel / 2;
+        conv_time += median_of(runs, || {
+            let y = conv2d(x.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1));
+            let grads = y.sum().backward();
+            wait(w.grad(&grads).expect("kernel gradient"));
+            wait(x.grad(&grads).expect("input gradient"));
+        });
+    }
+    rows.push(("convs (fwd + bwd)", conv_time));
+
+    // BatchNorm after every conv, forward + backward
+    let mut bn_time = 0.0;
+    for (c, s) in &convs {
+        let out = s / c.stride;
+        let bn = BatchNormConfig::new(c.out_channels).init(&device);
+        let x = Tensor::<4>::random([b2, c.out_channels, out, out], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        bn_time += median_of(runs, || {
+            let grads = bn.forward(x.clone()).sum().backward();
+            wait(x.grad(&grads).expect("input gradient"));
+        });
+    }
+    rows.push(("batch norms (fwd + bwd)", bn_time));
+
+    // kernel generators of the conditioned convs, forward + backward
+    let hyper: Vec<_> = convs
+        .iter()
+        .filter(|(c, _)| c.conditioned)
+        .map(|(c, _)| HyperConvConfig::new(c.in_channels, c.out_channels, c.kernel).with_stride(c.stride).with_hidden(config.hidden).init(&device))
+        .collect();
+    let emb = descriptor_embedding(2, &device);
+    let i = Tensor::<1>::from_floats([1.0, 1.0], &device);
+    let generator_time = median_of(runs, || {
+        let z = embed(&emb, i.clone());
+        let total = hyper.iter().map(|h| h.kernel(z.clone()).sum()).reduce(|a, b| a + b).expect("conditioned convs");
+        let grads = total.backward();
+        wait(emb.weight.val().grad(&grads).expect("embedding gradient"));
+    });
+    rows.push(("kernel generators (fwd + bwd)", generator_time));
+
+    // projection head + NT-Xent on the features, forward + backward
+    let invariances = Invariances::parse(&config.invariances)?;
+    let encoder = config.encoder(&invariances);
+    let head_config = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
+    let model = ContrastiveModel::new(&encoder, &head_config, invariances.trained().len(), false, &device)?;
+    let features = Tensor::<2>::random([b2, encoder.feature_dim()], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let head_time = median_of(runs, || {
+        let z = model.heads.forward(features.clone(), 0);
+        let n = args.batch_size;
+        let loss = nt_xent(z.clone().narrow(0, 0, n), z.narrow(0, n, n), config.temperature);
+        wait(features.grad(&loss.backward()).expect("feature gradient"));
+    });
+    rows.push(("head + NT-Xent (fwd + bwd)", head_time));
+
+    // the whole step's forward, backward and optimiser
+    let x = Tensor::<4>::random([b2, 3, side, side], Distribution::Normal(0.0, 1.0), &device);
+    let d = Tensor::<1>::from_floats([1.0, 1.0], &device);
+    let forward_time = median_of(runs, || wait(model.simclr_loss(x.clone(), d.clone(), 0, config.temperature)));
+    let x_tracked = x.clone().require_grad();
+    let step_time = median_of(runs, || {
+        let grads = model.simclr_loss(x_tracked.clone(), d.clone(), 0, config.temperature).backward();
+        // The input's gradient is the last one backward computes.
+        wait(x_tracked.grad(&grads).expect("input gradient"));
+    });
+    // The optimiser alone: gradients are computed untimed before each timed update.
+    let mut optim = crate::pretrain::optimizer(&config);
+    let mut current = Some(model.clone());
+    let mut times = Vec::new();
+    for run in 0..=runs {
+        let m = current.take().expect("model");
+        let grads = GradientsParams::from_grads(m.simclr_loss(x.clone().narrow(0, 0, 8), d.clone(), 0, config.temperature).backward(), &m);
+        wait_model(&m);
+        let t0 = std::time::Instant::now();
+        let m = optim.step(1e-3, m, grads);
+        wait_model(&m);
+        if run > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        current = Some(m);
+    }
+    times.sort_by(f64::total_cmp);
+    let optimizer_time = times[times.len() / 2];
+    rows.push(("AdamW over all parameters", optimizer_time));
+
+    // augmentation of the two views (host draws, CPU or device kernels, upload)
+    let augmenter = Augmenter::new(&device);
+    let augment = AugmentConfig::default();
+    let ops = OpSet::from_descriptor(Family::Groups, &Descriptor(vec![1.0, 1.0]));
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let pixels: Vec<u8> = (0..args.batch_size * 3 * side * side).map(|_| rng.random()).collect();
+    let shape = [args.batch_size, 3, side, side];
+    let radius = augment.blur_radius(side);
+    let augment_time = median_of(runs, || {
+        let views = sample_views(ops, &augment, [args.batch_size, side, side], 2, &mut rng);
+        wait(augmenter.apply(&pixels, shape, &views, radius).expect("augmentation"));
+    });
+    rows.push(("augmentation (2 views)", augment_time));
+    rows.push(("forward (encoder + head + loss)", forward_time));
+    rows.push(("forward + backward", step_time));
+
+    let torch = if args.no_torch { None } else {
+        match torch_profile(args) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("skipping the PyTorch profile: {e:#}");
+                None
+            }
+        }
+    };
+    println!("\nwhere a pretraining step's time goes: Hyper-ResNet-18 (CIFAR stem, K = 2), width {}, batch {} ({b2} views of {side} px)", args.width, args.batch_size);
+    println!("{:<34} {:>10} {:>12} {:>9}", "work", "ail ms", "PyTorch ms", "ail/PyTorch");
+    for (name, seconds) in &rows {
+        let theirs = torch.as_ref().and_then(|t| t.get(*name).and_then(|v| v.as_f64()));
+        println!(
+            "{name:<34} {:>10.1} {:>12} {:>9}",
+            seconds * 1e3,
+            theirs.map(|t| format!("{:.1}", t * 1e3)).unwrap_or("-".into()),
+            theirs.map(|t| format!("{:.2}x", seconds / t)).unwrap_or("-".into())
+        );
+    }
+    println!("device: {}; ail/PyTorch > 1 means ail takes longer. Rows are timed alone (see `ail bench profile --help`).", selected.description);
+    Ok(())
+}
+
+/// Runs the PyTorch profile; returns its rows (seconds by row name).
+fn torch_profile(args: &BenchProfileArgs) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let dir = std::env::temp_dir().join(format!("ail-profile-pt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("bench_pytorch_pretrain.py");
+    std::fs::write(&script, TORCH_SCRIPT)?;
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .args(["--profile", "--width", &args.width.to_string(), "--batch-size", &args.batch_size.to_string()])
+        .args(["--image-size", &args.image_size.to_string(), "--steps", &args.runs.to_string()])
+        .output()
+        .with_context(|| format!("running {}", args.python))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(out.status.success(), "the PyTorch profile failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).context("parsing the PyTorch profile")?;
+    json.as_object().cloned().context("the PyTorch profile is not a JSON object")
+}

@@ -1,0 +1,168 @@
+//! Data-parallel pretraining (`--devices`): replicas train exactly like one device that runs the
+//! same shards in turn, draw the same descriptors, and checkpoints continue on any device count.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ail_cli::parallel::Replicas;
+use ail_cli::pretrain::{PretrainConfig, Stepper, optimizer};
+use ail_core::head::ProjectionHeadConfig;
+use ail_core::method::ContrastiveModel;
+use ail_core::sampler::Invariances;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::{ail, assert_resume_is_exact, losses, stderr};
+
+/// Model initialisation draws from the device's shared generator: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Every trainable value of the model (BatchNorm running statistics excluded), in visiting order.
+fn trainable(model: &ContrastiveModel) -> Vec<f32> {
+    struct All(Vec<f32>);
+    impl ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let t = p.val();
+            if t.is_require_grad() {
+                self.0.extend(t.into_data().try_to_vec::<f32>().unwrap());
+            }
+        }
+    }
+    let mut all = All(Vec::new());
+    model.visit(&mut all);
+    all.0
+}
+
+/// `steps` steps of `method` on a fixed batch of `batch` random 8x8 images split into `shards`,
+/// on `devices` CPU replicas (1: the shards in turn on this thread). Returns the trainable values
+/// and the descriptor index of every step.
+fn train(method: &str, batch: usize, shards: usize, devices: usize, steps: u64) -> (Vec<f32>, Vec<usize>) {
+    let config = PretrainConfig {
+        method: method.into(),
+        batch_size: batch,
+        shards,
+        image_size: 8,
+        width: 0.0625,
+        hidden: 8,
+        head_hidden: 32,
+        head_output: 16,
+        queue_size: 32,
+        steps: 100,
+        warmup_steps: 0,
+        lr: 3e-3,
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let invariances = Invariances::parse(&config.invariances).unwrap();
+    let encoder = config.encoder(&invariances);
+    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
+    let mut model = ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, &device).unwrap();
+    if method == "mocov3" {
+        model = model.with_predictor(&head, &device);
+    }
+    let mut optim = optimizer(&config);
+    let stats = (Tensor::<4>::full([1, 3, 1, 1], 0.5, &device), Tensor::<4>::full([1, 3, 1, 1], 0.25, &device));
+    let mut stepper = Stepper::new(&config, &device, stats, [3, 8, 8], &model).unwrap();
+    if devices > 1 {
+        let replicas = Replicas::new(vec![device.clone(); devices], (0..devices).map(|k| format!("cpu replica {k}")).collect());
+        stepper = stepper.with_replicas(replicas);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut drawn = Vec::new();
+    for step in 0..steps {
+        let pixels: Vec<u8> = (0..batch * 3 * 8 * 8).map(|_| rng.random()).collect();
+        let (next, loss, _, index) = stepper.step(model, &mut optim, &pixels, step).unwrap();
+        assert!(loss.into_scalar::<f32>().is_finite());
+        model = next;
+        drawn.push(index);
+    }
+    (trainable(&model), drawn)
+}
+
+fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn two_replicas_with_global_batch_2b_train_like_one_replica_with_two_shards_of_b() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for method in ["simclr", "mocov2", "mocov3"] {
+        let (parallel, drawn_parallel) = train(method, 8, 2, 2, 4);
+        let (sequential, drawn_sequential) = train(method, 8, 2, 1, 4);
+        // The same descriptors, drawn from (seed, step) and not per replica.
+        assert_eq!(drawn_parallel, drawn_sequential, "{method}");
+        assert!(drawn_parallel.iter().any(|&d| d != drawn_parallel[0]), "{method}: the test should cover several descriptors");
+        let difference = max_abs_difference(&parallel, &sequential);
+        eprintln!("{method}: two replicas against two shards in turn: max difference {difference:e}");
+        assert!(difference < 1e-5, "{method}: replicas and shards in turn differ by {difference}");
+        // The comparison can fail: the same batch unsplit (one BatchNorm batch, all negatives)
+        // trains differently.
+        let (whole, _) = train(method, 8, 1, 1, 4);
+        let apart = max_abs_difference(&whole, &sequential);
+        eprintln!("{method}: the batch unsplit against split: max difference {apart:e}");
+        assert!(apart > 1e-3, "{method}: unsplit and split batches should train differently (differ by {apart})");
+    }
+}
+
+#[test]
+fn a_single_shard_steps_exactly_as_before() {
+    // One shard on one device goes through the same code path as several: its result must not
+    // depend on the device count either.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (a, _) = train("simclr", 8, 1, 1, 3);
+    let (b, _) = train("simclr", 8, 1, 1, 3);
+    assert_eq!(a, b, "training is deterministic");
+}
+
+fn setup(dir: &Path) {
+    common::patterned_folder(dir, 4, 16, 40);
+    std::fs::write(
+        dir.join("run.toml"),
+        "steps = 20\nbatch_size = 16\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\n\
+         log_every = 1\ncheckpoint_every = 10\nmonitor_every = 0\nhead_hidden = 32\nhead_output = 16\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_two_device_run_checkpoints_and_continues_on_one_device_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let out = ail(&["pretrain", "--device", "cpu", "--devices", "2", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("device 1: cpu") && err.contains("2 shards of 8 images"), "{err}");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("a/config.json")).unwrap()).unwrap();
+    assert_eq!(config["shards"], 2);
+    let curve = losses(&dir.path().join("a/metrics.csv"));
+    assert_eq!(curve.len(), 20);
+    let (first, last) = (curve[..5].iter().map(|c| c.1).sum::<f64>() / 5.0, curve[15..].iter().map(|c| c.1).sum::<f64>() / 5.0);
+    assert!(last < first, "the loss should fall: first steps {first}, last steps {last}");
+    // Resumed from step 10 with one device (`--devices` defaults to 1): the shards run in turn and
+    // steps 11-20 give the same losses.
+    assert_resume_is_exact(dir.path(), "a", "b");
+}
+
+#[test]
+fn impossible_splits_are_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "x"];
+        args.extend_from_slice(extra);
+        ail(&args, dir.path())
+    };
+    let out = run(&["--devices", "3"]);
+    assert!(!out.status.success() && stderr(&out).contains("--batch-size 16 cannot be split into 3 shards"), "{}", stderr(&out));
+    let out = run(&["--devices", "2", "--shards", "1"]);
+    assert!(!out.status.success() && stderr(&out).contains("--devices 2 is more than the run's 1 shard(s)"), "{}", stderr(&out));
+    let out = run(&["--devices", "0"]);
+    assert!(!out.status.success() && stderr(&out).contains("--devices"), "{}", stderr(&out));
+    assert!(!dir.path().join("x/checkpoints").exists());
+}
