@@ -165,7 +165,7 @@ def profile(a):
     model = HyperResNet18(a.width, 2, side)
     head = nn.Sequential(nn.Linear(model.feature_dim, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128))
     rows = {}
-    conv_time, bn_time = 0.0, 0.0
+    conv_time, bn_time, conv_forward, weight_backward = 0.0, 0.0, 0.0, 0.0
     for conv, s in convs_with_sides(model, side):
         if isinstance(conv, HyperConv):
             cout, cin, k, _ = conv.shape
@@ -181,6 +181,14 @@ def profile(a):
             F.conv2d(x, w, stride=stride, padding=pad).sum().backward()
             w.grad.sum().item()
         conv_time += median_of(runs, conv_work)
+        conv_forward += median_of(runs, lambda: F.conv2d(x.detach(), w.detach(), stride=stride, padding=pad).sum().item())
+        xc = x.detach()
+
+        def weight_work():
+            w.grad = None
+            F.conv2d(xc, w, stride=stride, padding=pad).sum().backward()
+            w.grad.sum().item()
+        weight_backward += median_of(runs, weight_work)
         bn = nn.BatchNorm2d(cout)
         y = torch.randn(2 * n, cout, s // stride, s // stride, requires_grad=True)
 
@@ -190,6 +198,8 @@ def profile(a):
             y.grad.sum().item()
         bn_time += median_of(runs, bn_work)
     rows["convs (fwd + bwd)"] = conv_time
+    rows["  of which forward"] = conv_forward
+    rows["  forward + kernel gradient"] = weight_backward
     rows["batch norms (fwd + bwd)"] = bn_time
     emb = nn.Linear(2, EMBED, bias=False)
     hyper = [m for b in model.blocks for m in (b.c1, b.c2, b.proj) if m is not None]

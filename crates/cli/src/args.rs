@@ -43,6 +43,10 @@ pub enum Command {
     /// views made with its augmentations. Writes config.json, metrics.csv (loss, lr, images/s, kNN
     /// accuracy per descriptor), checkpoints and summary.json into --out.
     Pretrain(PretrainArgs),
+    /// Serve this machine's device to `ail pretrain --hosts` on another machine (multi-node data
+    /// parallelism through burn's remote backend, WebSocket transport: use it on a trusted network).
+    /// Needs a build with `--features remote`. Runs until Ctrl-C.
+    Serve(ServeArgs),
     /// Describe an encoder: parameters per part (static convs, generators, embeddings, BN, head)
     /// and the FLOPs of one forward, computed from the config and checked against the built model.
     Info(InfoArgs),
@@ -190,6 +194,13 @@ pub enum BenchCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP port to listen on (all interfaces).
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchProfileArgs {
     #[arg(long, default_value_t = 0.25)]
     pub width: f32,
@@ -280,6 +291,16 @@ pub struct BenchAugmentArgs {
     pub python: String,
 }
 
+impl PretrainArgs {
+    /// How many devices run the shards: the `--hosts` count, or `--devices`.
+    pub fn replicas(&self) -> usize {
+        match &self.hosts {
+            Some(h) => h.split(',').filter(|s| !s.trim().is_empty()).count().max(1),
+            None => (self.devices as usize).max(1),
+        }
+    }
+}
+
 /// Flags override the `--config` file, which overrides the defaults; unset flags keep the config's.
 #[derive(Debug, Args, Default)]
 pub struct PretrainArgs {
@@ -341,6 +362,12 @@ pub struct PretrainArgs {
     /// not depend on the number of devices: 2 shards on 1 device train exactly as on 2 devices.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Multi-node: run the replicas on these machines instead of local devices, one per address,
+    /// each running `ail serve --port P`: e.g. `ws://10.0.0.1:3000,ws://10.0.0.2:3000`. The first
+    /// holds the parameters and optimiser; this process drives them and writes the run. Needs a
+    /// build with `--features remote`.
+    #[arg(long, conflicts_with = "devices")]
+    pub hosts: Option<String>,
     /// Peak learning rate of AdamW (after linear warm-up, then cosine decay).
     #[arg(long)]
     pub lr: Option<f64>,

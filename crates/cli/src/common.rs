@@ -32,6 +32,50 @@ pub fn devices(global: &Global, n: usize) -> anyhow::Result<Vec<SelectedDevice>>
     Ok(all)
 }
 
+/// The devices of `ail pretrain --hosts`: one remote device per address, each served by `ail serve`.
+pub fn remote_devices(hosts: &str) -> anyhow::Result<Vec<SelectedDevice>> {
+    let hosts: Vec<&str> = hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+    anyhow::ensure!(!hosts.is_empty(), "--hosts lists no address: give e.g. ws://10.0.0.2:3000,ws://10.0.0.3:3000");
+    #[cfg(feature = "remote")]
+    {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(k, host)| {
+                anyhow::ensure!(host.starts_with("ws://"), "--hosts: `{host}` is not a WebSocket address (ws://HOST:PORT)");
+                let device = burn::tensor::Device::remote_options(&burn::remote::RemoteHost::websocket(host))
+                    .init()
+                    .map_err(|e| anyhow::anyhow!("connecting to {host}: {e}; is `ail serve` running there, and is its port open?"))?;
+                let selected = SelectedDevice { device, description: format!("remote: {host}"), is_gpu: false };
+                eprintln!("device {k}{}: {}", if k == 0 { " (main)" } else { "" }, selected.description);
+                Ok(selected)
+            })
+            .collect()
+    }
+    #[cfg(not(feature = "remote"))]
+    anyhow::bail!(
+        "--hosts {}: this build has no remote devices; build with `cargo build --release --features remote` (here and on every host)",
+        hosts.join(",")
+    )
+}
+
+/// `ail serve`: serves the device `--device` picks to remote clients until Ctrl-C.
+pub fn serve(global: &Global, args: &crate::args::ServeArgs) -> anyhow::Result<()> {
+    #[cfg(feature = "remote")]
+    {
+        let selected = device(global)?;
+        eprintln!("serving {} on ws://0.0.0.0:{} (Ctrl-C stops)", selected.description, args.port);
+        burn::server::RemoteServer::new([selected.device])
+            .serve(burn::server::WebSocketTransport::new(args.port))
+            .map_err(|e| anyhow::anyhow!("serving on port {}: {e}", args.port))
+    }
+    #[cfg(not(feature = "remote"))]
+    {
+        let _ = (global, args);
+        anyhow::bail!("ail serve: this build has no remote devices; build with `cargo build --release --features remote`")
+    }
+}
+
 pub fn family(arg: FamilyArg) -> Family {
     match arg {
         FamilyArg::Groups => Family::Groups,

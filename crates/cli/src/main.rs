@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use ail_cli::{args, bench, downstream, info, measure, pretrain, preview, report};
+use ail_cli::{args, bench, common, downstream, info, measure, pretrain, preview, report};
 
 use clap::Parser;
 
@@ -46,6 +46,7 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         Some(args::Command::Measure(a)) => measure::run_measure(&cli.global, &a),
         Some(args::Command::Interpolate(a)) => measure::run_interpolate(&cli.global, &a),
         Some(args::Command::Pretrain(a)) => pretrain::run(&cli.global, &a).map(|_| ()),
+        Some(args::Command::Serve(a)) => common::serve(&cli.global, &a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

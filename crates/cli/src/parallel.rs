@@ -25,7 +25,7 @@
 //! server of `DistributedDataParallel`) exist only for its CUDA and remote backends: flex says
 //! "Flex does not support collective operations" (burn-flex 0.22.1 `src/ops/transaction.rs`,
 //! lines 10-11) and the dispatch layer compiles its collective arms for Cuda and Remote only
-//! (burn-dispatch 0.22.1 `src/ops/distributed.rs`, lines 216-218). The gradient transfer and
+//! (burn-dispatch 0.22.1 `src/ops/distributed.rs`, lines 218-220). The gradient transfer and
 //! accumulation used here work on every backend.
 
 use std::sync::mpsc::{Receiver, Sender, channel};

@@ -177,7 +177,7 @@ impl PretrainConfig {
         }
         set!(data, format, image_size, method, width, invariances, steps, batch_size, shards, lr, seed, log_every, checkpoint_every, monitor_every);
         if args.shards.is_none() && !resumed && c.shards == 1 {
-            c.shards = args.devices as usize;
+            c.shards = args.replicas();
         }
         if let Some(m) = &args.model {
             c.model = m.parse()?;
@@ -701,14 +701,17 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     let family = invariances.family();
 
     // --- device and data ---------------------------------------------------------------------------
-    let devices = args.devices as usize;
+    let devices = args.replicas();
     anyhow::ensure!(
         devices <= config.shards,
         "--devices {devices} is more than the run's {} shard(s) of each batch: with --devices N a new run splits its batches \
          into N shards (set --shards for more); a continued run keeps its shards",
         config.shards
     );
-    let all = common::devices(global, devices)?;
+    let all = match &args.hosts {
+        Some(hosts) => common::remote_devices(hosts)?,
+        None => common::devices(global, devices)?,
+    };
     let selected = all[0].clone();
     let device = selected.device.clone().autodiff();
     device.seed(config.seed);

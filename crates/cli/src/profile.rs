@@ -106,6 +106,8 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
     // convs, forward + backward (input and kernel gradients)
     let convs = convs_with_sides(&config);
     let mut conv_time = 0.0;
+    let mut conv_forward = 0.0;
+    let mut weight_backward = 0.0;
     for (c, s) in &convs {
         let x = Tensor::<4>::random([b2, c.in_channels, *s, *s], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let w = Tensor::<4>::random([c.out_channels, c.in_channels, c.kernel, c.kernel], Distribution::Normal(0.0, 0.1), &device).require_grad();
@@ -116,21 +118,37 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
             wait(w.grad(&grads).expect("kernel gradient"));
             wait(x.grad(&grads).expect("input gradient"));
         });
+        conv_forward += median_of(runs, || wait(conv2d(x.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1))));
+        // The kernel gradient alone (the input needs none: burn skips its backward).
+        let x_const = x.clone().detach();
+        weight_backward += median_of(runs, || {
+            let grads = conv2d(x_const.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1)).sum().backward();
+            wait(w.grad(&grads).expect("kernel gradient"));
+        });
     }
     rows.push(("convs (fwd + bwd)", conv_time));
+    rows.push(("  of which forward", conv_forward));
+    rows.push(("  forward + kernel gradient", weight_backward));
 
-    // BatchNorm after every conv, forward + backward
+    // BatchNorm after every conv, forward + backward: the encoder's, and burn's for reference
     let mut bn_time = 0.0;
+    let mut burn_bn_time = 0.0;
     for (c, s) in &convs {
         let out = s / c.stride;
-        let bn = BatchNormConfig::new(c.out_channels).init(&device);
+        let ours = ail_core::norm::BatchNorm2dConfig::new(c.out_channels).init(&device);
+        let theirs = BatchNormConfig::new(c.out_channels).init(&device);
         let x = Tensor::<4>::random([b2, c.out_channels, out, out], Distribution::Normal(0.0, 1.0), &device).require_grad();
         bn_time += median_of(runs, || {
-            let grads = bn.forward(x.clone()).sum().backward();
+            let grads = ours.forward(x.clone()).sum().backward();
+            wait(x.grad(&grads).expect("input gradient"));
+        });
+        burn_bn_time += median_of(runs, || {
+            let grads = theirs.forward(x.clone()).sum().backward();
             wait(x.grad(&grads).expect("input gradient"));
         });
     }
     rows.push(("batch norms (fwd + bwd)", bn_time));
+    rows.push(("  the same with burn's BatchNorm", burn_bn_time));
 
     // kernel generators of the conditioned convs, forward + backward
     let hyper: Vec<_> = convs

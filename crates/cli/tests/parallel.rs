@@ -164,5 +164,12 @@ fn impossible_splits_are_refused_with_the_fix() {
     assert!(!out.status.success() && stderr(&out).contains("--devices 2 is more than the run's 1 shard(s)"), "{}", stderr(&out));
     let out = run(&["--devices", "0"]);
     assert!(!out.status.success() && stderr(&out).contains("--devices"), "{}", stderr(&out));
+    #[cfg(not(feature = "remote"))]
+    {
+        let out = run(&["--hosts", "ws://127.0.0.1:1"]);
+        assert!(!out.status.success() && stderr(&out).contains("build with `cargo build --release --features remote`"), "{}", stderr(&out));
+        let out = ail(&["serve"], dir.path());
+        assert!(!out.status.success() && stderr(&out).contains("--features remote"), "{}", stderr(&out));
+    }
     assert!(!dir.path().join("x/checkpoints").exists());
 }

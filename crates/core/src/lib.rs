@@ -23,6 +23,7 @@ pub mod loss;
 pub mod method;
 pub mod mel;
 pub mod metrics;
+pub mod norm;
 pub mod queue;
 pub mod resnet;
 pub mod ridge;

@@ -15,7 +15,9 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::module::Param;
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, PaddingConfig2d};
+use burn::nn::{Initializer, Linear, PaddingConfig2d};
+
+use crate::norm::{BatchNorm2d as BatchNorm, BatchNorm2dConfig as BatchNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 

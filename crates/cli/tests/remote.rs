@@ -1,0 +1,90 @@
+//! Multi-node data parallelism (`--features remote`): two `ail serve` processes on 127.0.0.1 play
+//! two machines; `ail pretrain --hosts` drives them and must train exactly as local shards do.
+//!
+//! Run with `cargo test --release -p ail-cli --features remote --test remote`.
+#![cfg(feature = "remote")]
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{ail, losses, stderr};
+
+/// An `ail serve` process, killed when dropped (a failing test leaves no server behind).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn serve(port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_ail"))
+        .args(["--device", "cpu", "serve", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ail serve starts");
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "ail serve did not listen on port {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Server(child)
+}
+
+fn setup(dir: &Path) {
+    common::patterned_folder(dir, 4, 16, 40);
+    std::fs::write(
+        dir.join("run.toml"),
+        "steps = 6\nbatch_size = 16\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\n\
+         log_every = 1\ncheckpoint_every = 3\nmonitor_every = 0\nmonitor_bank = 32\nmonitor_queries = 8\nhead_hidden = 32\nhead_output = 16\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_nodes_on_loopback_train_like_two_local_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let (p1, p2) = (free_port(), free_port());
+    let _servers = (serve(p1), serve(p2));
+    let hosts = format!("ws://127.0.0.1:{p1},ws://127.0.0.1:{p2}");
+    let remote = ail(&["pretrain", "--config", "run.toml", "--data", "imgs", "--hosts", &hosts, "--out", "remote"], dir.path());
+    assert!(remote.status.success(), "{}", stderr(&remote));
+    let err = stderr(&remote);
+    assert!(err.contains(&format!("device 1: remote: ws://127.0.0.1:{p2}")) && err.contains("2 shards of 8 images"), "{err}");
+    // The same run with both shards on the first node, in turn.
+    let one = ail(&["pretrain", "--config", "run.toml", "--data", "imgs", "--hosts", &format!("ws://127.0.0.1:{p1}"), "--shards", "2", "--out", "one"], dir.path());
+    assert!(one.status.success(), "{}", stderr(&one));
+    let (a, b) = (losses(&dir.path().join("remote/metrics.csv")), losses(&dir.path().join("one/metrics.csv")));
+    assert_eq!(a.len(), 6);
+    for ((s1, l1), (s2, l2)) in a.iter().zip(&b) {
+        assert_eq!(s1, s2);
+        assert!((l1 - l2).abs() < 1e-5, "step {s1}: two nodes {l1}, one node with two shards {l2}");
+    }
+    // The checkpoint written through the remote devices continues locally.
+    assert!(dir.path().join("remote/checkpoints/step-0000006/model.safetensors").exists());
+    let more = ail(&["pretrain", "--device", "cpu", "--out", "remote", "--resume", "--steps", "8"], dir.path());
+    assert!(more.status.success() && stderr(&more).contains("at step 6"), "{}", stderr(&more));
+    assert_eq!(losses(&dir.path().join("remote/metrics.csv")).len(), 8);
+}
+
+#[test]
+fn an_unreachable_host_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let port = free_port(); // nothing listens there
+    let out = ail(&["pretrain", "--config", "run.toml", "--data", "imgs", "--hosts", &format!("ws://127.0.0.1:{port}"), "--out", "x"], dir.path());
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("connecting to ws://127.0.0.1:{port}")) && err.contains("ail serve"), "{err}");
+}

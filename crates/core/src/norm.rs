@@ -1,0 +1,142 @@
+//! BatchNorm over `[N, C, H, W]` activations, with the batch statistics computed without
+//! transposing the activations.
+//!
+//! burn 0.22.1's `batch_norm_train` (its default, which the CPU backend `flex` uses) gathers each
+//! channel's values with `swap_dims(0, 1)` + `reshape`, which copies the whole activation, twice in
+//! the forward pass and twice more in the backward pass. Here the per-channel sums reduce the
+//! contiguous spatial axis first (`[N, C, H*W] -> [N, C, 1]`) and then the batch axis, so no
+//! activation-sized copy is made, and the normalisation is one multiply-add with per-channel scale
+//! and shift. autodiff differentiates these operations; the result equals burn's `BatchNorm`
+//! (same parameters, same running statistics and momentum, same names in checkpoints), which the
+//! tests check, forward and backward.
+
+use burn::module::{Flag, Module, Param, RunningState};
+use burn::prelude::*;
+
+/// Configuration of a [`BatchNorm2d`] (burn's defaults: momentum 0.1, epsilon 1e-5).
+#[derive(Config, Debug)]
+pub struct BatchNorm2dConfig {
+    pub num_features: usize,
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+    #[config(default = 0.1)]
+    pub momentum: f64,
+}
+
+impl BatchNorm2dConfig {
+    pub fn init(&self, device: &Device) -> BatchNorm2d {
+        let c = self.num_features;
+        BatchNorm2d {
+            gamma: Param::from_tensor(Tensor::ones([c], device)),
+            beta: Param::from_tensor(Tensor::zeros([c], device)),
+            training: Param::from_bool(true),
+            running_mean: RunningState::new(Tensor::zeros([c], device)),
+            running_var: RunningState::new(Tensor::ones([c], device)),
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+/// BatchNorm for `[N, C, H, W]`: batch statistics on an autodiff device unless the layer is frozen
+/// (`Module::freeze` clears `training`, as for burn's `BatchNorm`), running statistics otherwise.
+#[derive(Module, Debug)]
+pub struct BatchNorm2d {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    /// Whether the layer trains (cleared by `Module::freeze`).
+    pub training: Param<Flag>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+/// Per-channel sums of `x` (`[N, C, H, W]`) as `[C]`.
+fn channel_sums(x: Tensor<4>) -> Tensor<1> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).sum_dim(2).sum_dim(0).reshape([c])
+}
+
+impl BatchNorm2d {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let training = device.is_autodiff() && self.training.is_enabled();
+        let [n, c, h, w] = x.dims();
+        let (mean, var) = if training {
+            let count = (n * h * w) as f64;
+            let mean = channel_sums(x.clone()).div_scalar(count);
+            let centred = x.clone() - mean.clone().reshape([1, c, 1, 1]);
+            let var = channel_sums(centred.clone() * centred).div_scalar(count);
+            let m = self.momentum;
+            let running_mean = self.running_mean.value_sync().to_device(&device);
+            let running_var = self.running_var.value_sync().to_device(&device);
+            // burn's BatchNorm keeps the biased variance in its running estimate too.
+            self.running_mean.update(running_mean.mul_scalar(1.0 - m).add(mean.clone().detach().mul_scalar(m)).detach());
+            self.running_var.update(running_var.mul_scalar(1.0 - m).add(var.clone().detach().mul_scalar(m)).detach());
+            (mean, var)
+        } else {
+            (self.running_mean.value().to_device(&device), self.running_var.value().to_device(&device))
+        };
+        let scale = self.gamma.val() * var.add_scalar(self.epsilon).sqrt().recip();
+        let shift = self.beta.val() - mean * scale.clone();
+        x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    #[test]
+    fn equals_burns_batch_norm_forward_backward_and_running_statistics() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let ours = BatchNorm2dConfig::new(3).init(&device);
+        let mut theirs = BatchNormConfig::new(3).init(&device);
+        // Non-trivial parameters, the same on both.
+        let gamma = Tensor::<1>::from_floats([0.5, 2.0, -1.0], &device);
+        let beta = Tensor::<1>::from_floats([0.1, -0.3, 0.7], &device);
+        let ours = BatchNorm2d { gamma: Param::from_tensor(gamma.clone()), beta: Param::from_tensor(beta.clone()), ..ours };
+        theirs.gamma = Param::from_tensor(gamma);
+        theirs.beta = Param::from_tensor(beta);
+        let x = Tensor::<4>::random([4, 3, 5, 6], Distribution::Normal(1.5, 2.0), &device).require_grad();
+        let weights = Tensor::<4>::random([4, 3, 5, 6], Distribution::Normal(0.0, 1.0), &device);
+        let (y1, y2) = (ours.forward(x.clone()), theirs.forward(x.clone()));
+        y1.to_data().assert_approx_eq::<f32>(&y2.to_data(), Tolerance::absolute(1e-5));
+        let g1 = (y1 * weights.clone()).sum().backward();
+        let g2 = (y2 * weights).sum().backward();
+        let close = |a: Tensor<1>, b: Tensor<1>| a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-4));
+        x.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), Tolerance::absolute(1e-5));
+        close(ours.gamma.val().grad(&g1).unwrap(), theirs.gamma.val().grad(&g2).unwrap());
+        close(ours.beta.val().grad(&g1).unwrap(), theirs.beta.val().grad(&g2).unwrap());
+        close(ours.running_mean.value_sync().inner(), theirs.running_mean.value_sync().inner());
+        close(ours.running_var.value_sync().inner(), theirs.running_var.value_sync().inner());
+        // Eval mode (no autodiff): running statistics, as burn's.
+        let (a, b) = (ours.valid(), theirs.valid());
+        let x = x.inner();
+        a.forward(x.clone()).into_data().assert_approx_eq::<f32>(&b.forward(x).into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn a_layer_without_gradients_still_normalises_with_batch_statistics() {
+        // MoCo's key model: no gradients, but batch statistics (as burn's BatchNorm).
+        let device = Device::flex().autodiff();
+        let bn = BatchNorm2dConfig::new(2).init(&device).no_grad();
+        let x = Tensor::<4>::random([3, 2, 4, 4], Distribution::Normal(3.0, 1.0), &device);
+        let mean = bn.forward(x).mean().into_scalar::<f32>();
+        assert!(mean.abs() < 1e-4, "batch statistics centre the output (mean {mean})");
+    }
+
+    #[test]
+    fn frozen_layers_use_running_statistics() {
+        let device = Device::flex().autodiff();
+        let bn = BatchNorm2dConfig::new(2).init(&device).freeze();
+        let x = Tensor::<4>::random([3, 2, 4, 4], Distribution::Normal(3.0, 1.0), &device);
+        // Running mean 0 and variance 1: the output is the input (up to epsilon).
+        bn.forward(x.clone()).into_data().assert_approx_eq::<f32>(&x.into_data(), Tolerance::absolute(1e-4));
+        bn.running_mean.value().into_data().assert_approx_eq::<f32>(&TensorData::from([0.0f32, 0.0]), Tolerance::absolute(0.0));
+    }
+}
