@@ -13,7 +13,9 @@ DataLoader with one worker per core, as a PyTorch training script would do it.
 Prints one JSON line: median seconds per step and peak resident memory.
 Usage: bench_pytorch_pretrain.py --width 0.25 --batch-size 64 --image-size 32 --steps 5 --warmup 2
 
-With --profile it instead times each kind of work of the step alone, forward and backward, at the
+With --fit it times the downstream step of `ail bench fit` instead: the network frozen in eval
+mode, the descriptor i requiring a gradient, a linear head, cross-entropy, AdamW on the head and
+Adam on i. With --profile it instead times each kind of work of the step alone, forward and backward, at the
 step's shapes (the rows of `ail bench profile`, same names), and prints them as one JSON object of
 median seconds.
 """
@@ -259,6 +261,37 @@ def profile(a):
     print(json.dumps(rows))
 
 
+def fit_step(a):
+    torch.manual_seed(0)
+    dev = torch.device(a.device)
+    model = HyperResNet18(a.width, 2, a.image_size).to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = nn.Linear(model.feature_dim, 10).to(dev)
+    i = torch.tensor([0.5, 0.5], device=dev, requires_grad=True)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    opt_i = torch.optim.Adam([i], lr=0.01)
+    x = torch.randn(a.batch_size, 3, a.image_size, a.image_size, device=dev)
+    y = torch.arange(a.batch_size, device=dev) % 10
+    times = []
+    for step in range(a.warmup + a.steps):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(head(model(x, i)), y)
+        opt.zero_grad(set_to_none=True)
+        opt_i.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        opt_i.step()
+        with torch.no_grad():
+            i.clamp_(0.0, 1.0)
+        i.sum().item()  # waits for the step
+        if step >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"median_s": statistics.median(times), "peak_rss_mib": peak_kib / 1024,
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--width", type=float, default=0.25)
@@ -269,7 +302,11 @@ def main():
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--device", default="cpu", help="cpu or cuda (the device ail measured on)")
     p.add_argument("--profile", action="store_true", help="time each kind of work alone (CPU)")
+    p.add_argument("--fit", action="store_true", help="time the downstream fit step instead")
     a = p.parse_args()
+    if a.fit:
+        fit_step(a)
+        return
     if a.profile:
         profile(a)
         return

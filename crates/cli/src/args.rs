@@ -191,6 +191,34 @@ pub enum BenchCommand {
     /// at the step's shapes, next to the same work in PyTorch. Rows are medians of --runs runs
     /// after a warm-up, each waiting for its result.
     Profile(BenchProfileArgs),
+    /// One step of the downstream fit (`ail fit`): the frozen encoder (eval-mode BatchNorm) at a
+    /// descriptor i that requires a gradient, a linear head, cross-entropy, backward to the head
+    /// and to i, AdamW on the head; against the same step in PyTorch.
+    Fit(BenchFitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFitArgs {
+    /// Width multipliers to measure, comma-separated.
+    #[arg(long, default_value = "0.25")]
+    pub widths: String,
+    /// Images per step, comma-separated.
+    #[arg(long, default_value = "256")]
+    pub batch_sizes: String,
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Skip the PyTorch baseline.
+    #[arg(long, conflicts_with = "compare_torch")]
+    pub no_torch: bool,
+    /// Require the PyTorch baseline instead of skipping it with a note when it cannot run.
+    #[arg(long)]
+    pub compare_torch: bool,
+    #[arg(long, default_value = "python3")]
+    pub python: String,
 }
 
 #[derive(Debug, Args)]

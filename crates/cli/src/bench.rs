@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::args::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchPretrainArgs, Global};
+use crate::args::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchFitArgs, BenchPretrainArgs, Global};
 use crate::common;
 
 const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_torchvision_augment.py");
@@ -25,6 +25,7 @@ pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Device(args) => device(global, args),
         BenchCommand::Pretrain(args) => pretrain(global, args),
         BenchCommand::Profile(args) => crate::profile::run(global, args),
+        BenchCommand::Fit(args) => fit(global, args),
     }
 }
 
@@ -351,6 +352,97 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
         println!("scaling = 1-device time / {n}-device time (ideal: {n}x when the devices do not share hardware)");
     }
     Ok(())
+}
+
+/// `ail bench fit`: the downstream step (frozen encoder, head + i) against PyTorch's.
+fn fit(global: &Global, args: &BenchFitArgs) -> anyhow::Result<()> {
+    use ail_core::EncoderConfig;
+    use ail_core::loss::cross_entropy_one_hot;
+    use burn::module::Module;
+    use burn::nn::LinearConfig;
+    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::tensor::{Distribution, Tensor};
+
+    let widths: Vec<f32> = parse_list(&args.widths, "--widths")?;
+    let batches: Vec<usize> = parse_list(&args.batch_sizes, "--batch-sizes")?;
+    anyhow::ensure!(args.steps > 0, "--steps must be at least 1");
+    let selected = common::device(global)?;
+    let device = selected.device.clone().autodiff();
+    let classes = 10;
+    let mut rows = Vec::new();
+    for &width in &widths {
+        for &batch in &batches {
+            device.seed(0);
+            let config = EncoderConfig::new(ail_core::ModelKind::HyperResnet18, 2).with_width(width).with_image_size(args.image_size);
+            config.validate()?;
+            let encoder = config.init(&device)?.freeze(); // eval-mode BatchNorm, no parameter gradients
+            let mut head = Some(LinearConfig::new(config.feature_dim(), classes).init(&device));
+            let mut optim = AdamWConfig::new().init();
+            let mut adam = ail_core::fit::DescriptorAdam::new(2, 0.01);
+            let mut i = vec![0.5f32, 0.5];
+            let side = args.image_size;
+            let x = Tensor::<4>::random([batch, 3, side, side], Distribution::Normal(0.0, 1.0), &device);
+            let one_hot = Tensor::<2>::from_floats(
+                burn::tensor::TensorData::new((0..batch * classes).map(|k| if k % classes == (k / classes) % classes { 1.0f32 } else { 0.0 }).collect(), [batch, classes]),
+                &device,
+            );
+            let name = format!("width {width}, batch {batch}");
+            let ours = time_runs(&name, args.warmup, args.steps, || {
+                let h = head.take().expect("the head is put back after every step");
+                let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
+                let loss = cross_entropy_one_hot(h.forward(encoder.forward_features(x.clone(), i_t.clone())), one_hot.clone());
+                let mut grads = loss.backward();
+                let g: Vec<f32> = i_t.grad_remove(&mut grads).context("no gradient reached i")?.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                adam.step(&mut i, &g); // reads the gradient: waits for the step
+                head = Some(optim.step(1e-3, h.clone(), GradientsParams::from_grads(grads, &h)));
+                Ok(())
+            })?;
+            let torch = if args.no_torch { None } else {
+                match torch_fit(args, width, batch, selected.is_gpu) {
+                    Ok(v) => Some(v),
+                    Err(e) if args.compare_torch => return Err(e.context("--compare-torch: the PyTorch baseline could not run (pip install torch torchvision)")),
+                    Err(e) => {
+                        eprintln!("skipping the PyTorch baseline: {e:#}");
+                        None
+                    }
+                }
+            };
+            rows.push((name, ours, peak_rss_mib(), torch));
+        }
+    }
+    println!("\nfit step: frozen Hyper-ResNet-18 (eval BatchNorm, K = 2) at i (with gradient), linear head, cross-entropy, AdamW + Adam on i");
+    println!("{:<22} {:>12} {:>12} {:>9} {:>12} {:>12}", "config", "ail ms", "PyTorch ms", "speedup", "ail MiB", "PyTorch MiB");
+    for (name, ours, mem, torch) in &rows {
+        let (t, tm) = torch.map(|(t, m)| (t, m)).unzip();
+        println!(
+            "{name:<22} {:>12.1} {:>12} {:>8}x {:>12} {:>12}",
+            ours * 1e3,
+            t.map(|t| format!("{:.1}", t * 1e3)).unwrap_or("-".into()),
+            t.map(|t| format!("{:.2}", t / ours)).unwrap_or("-".into()),
+            mem.map(|m| format!("{m:.0}")).unwrap_or("-".into()),
+            tm.map(|m| format!("{m:.0}")).unwrap_or("-".into())
+        );
+    }
+    println!("device: {}; speedup = PyTorch time / ail time (higher is better for ail)", selected.description);
+    Ok(())
+}
+
+fn torch_fit(args: &BenchFitArgs, width: f32, batch: usize, gpu: bool) -> anyhow::Result<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("ail-bench-fit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("bench_pytorch_pretrain.py");
+    std::fs::write(&script, TORCH_PRETRAIN_SCRIPT)?;
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .args(["--fit", "--width", &width.to_string(), "--batch-size", &batch.to_string(), "--image-size", &args.image_size.to_string()])
+        .args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()])
+        .args(["--device", if gpu { "cuda" } else { "cpu" }])
+        .output()
+        .with_context(|| format!("running {}", args.python))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(out.status.success(), "the PyTorch fit step failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).context("parsing the PyTorch output")?;
+    Ok((json["median_s"].as_f64().context("no median_s")?, json["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)))
 }
 
 /// Runs the PyTorch step; returns (median seconds, peak RSS MiB).

@@ -141,6 +141,40 @@ fn bench_augment_prints_throughput_and_ratio() {
     assert_eq!(cols[5], "1.00x", "{row}");
 }
 
+/// The number in column `col` of the row starting with `name`.
+fn table_value(stdout: &str, name: &str, col: usize) -> f64 {
+    let row = stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row `{name}` in:\n{stdout}"));
+    let value = row[name.len()..].split_whitespace().nth(col).unwrap_or_else(|| panic!("{row}"));
+    value.trim_end_matches('x').parse().unwrap_or_else(|_| panic!("`{value}` in: {row}"))
+}
+
+#[test]
+fn bench_profile_fit_and_devices_print_their_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = ["--image-size", "8", "--no-torch"];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--device", "cpu", "bench"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&tiny);
+        let out = ail(&all, dir.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let profile = run(&["profile", "--width", "0.0625", "--batch-size", "4", "--runs", "1"]);
+    for row in ["convs (fwd + bwd)", "batch norms (fwd + bwd)", "kernel generators (fwd + bwd)", "AdamW over all parameters", "forward + backward"] {
+        assert!(table_value(&profile, row, 0) > 0.0, "{row}: {profile}");
+    }
+    let fit = run(&["fit", "--widths", "0.0625", "--batch-sizes", "4", "--steps", "1", "--warmup", "0"]);
+    assert!(table_value(&fit, "width 0.0625, batch 4", 0) > 0.0, "{fit}");
+    let devices = run(&["pretrain", "--widths", "0.0625", "--batch-sizes", "4", "--steps", "1", "--warmup", "0", "--devices", "2"]);
+    assert!(devices.contains("2 shards on 2 devices at once"), "{devices}");
+    let scaling = table_value(devices.split("data parallelism").nth(1).unwrap(), "width 0.0625, batch 4", 3);
+    assert!(scaling > 0.0, "{devices}");
+    // --compare-torch fails when PyTorch cannot run, and says so.
+    let out = ail(&["--device", "cpu", "bench", "fit", "--widths", "0.0625", "--batch-sizes", "4", "--image-size", "8", "--steps", "1", "--warmup", "0", "--compare-torch", "--python", "/nonexistent/python"], dir.path());
+    assert!(!out.status.success() && stderr(&out).contains("--compare-torch: the PyTorch baseline could not run"), "{}", stderr(&out));
+}
+
 #[test]
 fn preview_runs_the_wgsl_kernels_on_wgpu() {
     if std::env::var("AIL_SKIP_GPU_TESTS").as_deref() == Ok("1") {
