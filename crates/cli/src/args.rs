@@ -211,14 +211,8 @@ pub struct BenchFitArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Skip the PyTorch baseline.
-    #[arg(long, conflicts_with = "compare_torch")]
-    pub no_torch: bool,
-    /// Require the PyTorch baseline instead of skipping it with a note when it cannot run.
-    #[arg(long)]
-    pub compare_torch: bool,
-    #[arg(long, default_value = "python3")]
-    pub python: String,
+    #[command(flatten)]
+    pub torch: TorchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +257,17 @@ pub struct BenchPretrainArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    #[command(flatten)]
+    pub torch: TorchArgs,
+    /// Also measure data parallelism on this many devices (see `ail pretrain --devices`): the same
+    /// global batch on 1 device, in N shards in turn, and in N shards on N devices.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+}
+
+/// The PyTorch baseline of `ail bench pretrain` and `ail bench fit`.
+#[derive(Debug, Args)]
+pub struct TorchArgs {
     /// Skip the PyTorch baseline.
     #[arg(long, conflicts_with = "compare_torch")]
     pub no_torch: bool,
@@ -270,10 +275,6 @@ pub struct BenchPretrainArgs {
     /// work) instead of skipping it with a note.
     #[arg(long)]
     pub compare_torch: bool,
-    /// Also measure data parallelism on this many devices (see `ail pretrain --devices`): the same
-    /// global batch on 1 device, in N shards in turn, and in N shards on N devices.
-    #[arg(long, default_value_t = 1)]
-    pub devices: usize,
     /// Python interpreter for the PyTorch baseline.
     #[arg(long, default_value = "python3")]
     pub python: String,

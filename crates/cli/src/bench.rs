@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::args::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchFitArgs, BenchPretrainArgs, Global};
+use crate::args::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchFitArgs, BenchPretrainArgs, Global, TorchArgs};
 use crate::common;
 
 const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_torchvision_augment.py");
@@ -300,7 +300,7 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
     let all = common::devices(global, args.devices)?;
     let selected = all[0].clone();
     let devices: Vec<Device> = all.iter().map(|d| d.device.clone().autodiff()).collect();
-    let mut rows = Vec::new();
+    let mut rows: Vec<Comparison> = Vec::new();
     let mut scaling = Vec::new();
     for &width in &widths {
         for &batch in &batches {
@@ -315,33 +315,12 @@ fn pretrain(global: &Global, args: &BenchPretrainArgs) -> anyhow::Result<()> {
                 let parallel = time_pretrain_step(&format!("{name}, {n} shards, {n} devices"), &sharded, &devices, args)?;
                 scaling.push((name.clone(), ours, in_turn, parallel));
             }
-            let torch = if args.no_torch { None } else {
-                match torch_pretrain(args, width, batch, selected.is_gpu) {
-                    Ok(v) => Some(v),
-                    Err(e) if args.compare_torch => return Err(e.context("--compare-torch: the PyTorch baseline could not run (pip install torch torchvision)")),
-                    Err(e) => {
-                        eprintln!("skipping the PyTorch baseline: {e:#}");
-                        None
-                    }
-                }
-            };
+            let torch = torch_step(&args.torch, &[], width, batch, args.image_size, args.steps, args.warmup, selected.is_gpu)?;
             rows.push((name, ours, ours_mem, torch));
         }
     }
-    println!("\nAI-SimCLR step: Hyper-ResNet-18 (CIFAR stem, K = 2), {} px, two views, NT-Xent, AdamW", args.image_size);
-    println!("{:<22} {:>12} {:>12} {:>9} {:>12} {:>12}", "config", "ail ms", "PyTorch ms", "speedup", "ail MiB", "PyTorch MiB");
-    for (name, ours, mem, torch) in &rows {
-        let (t, tm) = torch.map(|(t, m)| (t, m)).unzip();
-        println!(
-            "{name:<22} {:>12.1} {:>12} {:>8}x {:>12} {:>12}",
-            ours * 1e3,
-            t.map(|t| format!("{:.1}", t * 1e3)).unwrap_or("-".into()),
-            t.map(|t| format!("{:.2}", t / ours)).unwrap_or("-".into()),
-            mem.map(|m| format!("{m:.0}")).unwrap_or("-".into()),
-            tm.map(|m| format!("{m:.0}")).unwrap_or("-".into())
-        );
-    }
-    println!("device: {}; speedup = PyTorch time / ail time (higher is better for ail); ail MiB is this process's peak so far", selected.description);
+    let title = format!("AI-SimCLR step: Hyper-ResNet-18 (CIFAR stem, K = 2), {} px, two views, NT-Xent, AdamW", args.image_size);
+    print_comparison(&title, &rows, &selected.description);
     if !scaling.is_empty() {
         let n = args.devices;
         println!("\ndata parallelism, same global batch: 1 device unsplit, {n} shards in turn on 1 device, {n} shards on {n} devices at once");
@@ -397,23 +376,67 @@ fn fit(global: &Global, args: &BenchFitArgs) -> anyhow::Result<()> {
                 head = Some(optim.step(1e-3, h.clone(), GradientsParams::from_grads(grads, &h)));
                 Ok(())
             })?;
-            let torch = if args.no_torch { None } else {
-                match torch_fit(args, width, batch, selected.is_gpu) {
-                    Ok(v) => Some(v),
-                    Err(e) if args.compare_torch => return Err(e.context("--compare-torch: the PyTorch baseline could not run (pip install torch torchvision)")),
-                    Err(e) => {
-                        eprintln!("skipping the PyTorch baseline: {e:#}");
-                        None
-                    }
-                }
-            };
+            let torch = torch_step(&args.torch, &["--fit"], width, batch, args.image_size, args.steps, args.warmup, selected.is_gpu)?;
             rows.push((name, ours, peak_rss_mib(), torch));
         }
     }
-    println!("\nfit step: frozen Hyper-ResNet-18 (eval BatchNorm, K = 2) at i (with gradient), linear head, cross-entropy, AdamW + Adam on i");
+    let title = "fit step: frozen Hyper-ResNet-18 (eval BatchNorm, K = 2) at i (with gradient), linear head, cross-entropy, AdamW + Adam on i";
+    print_comparison(title, &rows, &selected.description);
+    Ok(())
+}
+
+/// Runs `scripts/bench_pytorch_pretrain.py` with `script_args` (its `--profile`, `--fit` or plain
+/// pretraining mode) and returns the JSON object it prints.
+pub(crate) fn run_torch_script(python: &str, what: &str, script_args: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let dir = std::env::temp_dir().join(format!("ail-bench-pt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("bench_pytorch_pretrain.py");
+    std::fs::write(&script, TORCH_PRETRAIN_SCRIPT)?;
+    let bar = ProgressBar::new_spinner().with_message(format!("PyTorch, {what}"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let out = Command::new(python).arg(&script).args(script_args).output().with_context(|| format!("running {python}"));
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    anyhow::ensure!(out.status.success(), "the PyTorch side ({what}) failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).context("parsing the PyTorch output")?;
+    json.as_object().cloned().context("the PyTorch output is not a JSON object")
+}
+
+/// A timed PyTorch step (`median_s`, `peak_rss_mib`) for a width and batch; `mode` is `[]` or
+/// `["--fit"]`. `Ok(None)` when it cannot run and `--compare-torch` was not given (said on stderr).
+fn torch_step(torch: &TorchArgs, mode: &[&str], width: f32, batch: usize, image_size: usize, steps: usize, warmup: usize, gpu: bool) -> anyhow::Result<Option<(f64, f64)>> {
+    if torch.no_torch {
+        return Ok(None);
+    }
+    let mut script_args: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in [("--width", width.to_string()), ("--batch-size", batch.to_string()), ("--image-size", image_size.to_string()),
+        ("--steps", steps.to_string()), ("--warmup", warmup.to_string()), ("--device", (if gpu { "cuda" } else { "cpu" }).to_string())] {
+        script_args.extend([flag.to_string(), value]);
+    }
+    let result = run_torch_script(&torch.python, &format!("width {width}, batch {batch}"), &script_args).and_then(|json| {
+        let median = json.get("median_s").and_then(|v| v.as_f64()).context("no median_s in the PyTorch output")?;
+        Ok((median, json.get("peak_rss_mib").and_then(|v| v.as_f64()).unwrap_or(f64::NAN)))
+    });
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if torch.compare_torch => Err(e.context("--compare-torch: the PyTorch baseline could not run (pip install torch torchvision)")),
+        Err(e) => {
+            eprintln!("skipping the PyTorch baseline: {e:#}");
+            Ok(None)
+        }
+    }
+}
+
+/// One row of a comparison: name, our seconds, our peak MiB, PyTorch's (seconds, peak MiB).
+type Comparison = (String, f64, Option<f64>, Option<(f64, f64)>);
+
+/// Prints our time, PyTorch's, the ratio and both peak memories, one row per configuration.
+fn print_comparison(title: &str, rows: &[Comparison], device: &str) {
+    println!("\n{title}");
     println!("{:<22} {:>12} {:>12} {:>9} {:>12} {:>12}", "config", "ail ms", "PyTorch ms", "speedup", "ail MiB", "PyTorch MiB");
-    for (name, ours, mem, torch) in &rows {
-        let (t, tm) = torch.map(|(t, m)| (t, m)).unzip();
+    for (name, ours, mem, torch) in rows {
+        let (t, tm) = torch.unzip();
         println!(
             "{name:<22} {:>12.1} {:>12} {:>8}x {:>12} {:>12}",
             ours * 1e3,
@@ -423,46 +446,5 @@ fn fit(global: &Global, args: &BenchFitArgs) -> anyhow::Result<()> {
             tm.map(|m| format!("{m:.0}")).unwrap_or("-".into())
         );
     }
-    println!("device: {}; speedup = PyTorch time / ail time (higher is better for ail)", selected.description);
-    Ok(())
-}
-
-fn torch_fit(args: &BenchFitArgs, width: f32, batch: usize, gpu: bool) -> anyhow::Result<(f64, f64)> {
-    let dir = std::env::temp_dir().join(format!("ail-bench-fit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let script = dir.join("bench_pytorch_pretrain.py");
-    std::fs::write(&script, TORCH_PRETRAIN_SCRIPT)?;
-    let out = Command::new(&args.python)
-        .arg(&script)
-        .args(["--fit", "--width", &width.to_string(), "--batch-size", &batch.to_string(), "--image-size", &args.image_size.to_string()])
-        .args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()])
-        .args(["--device", if gpu { "cuda" } else { "cpu" }])
-        .output()
-        .with_context(|| format!("running {}", args.python))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    anyhow::ensure!(out.status.success(), "the PyTorch fit step failed: {}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).context("parsing the PyTorch output")?;
-    Ok((json["median_s"].as_f64().context("no median_s")?, json["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)))
-}
-
-/// Runs the PyTorch step; returns (median seconds, peak RSS MiB).
-fn torch_pretrain(args: &BenchPretrainArgs, width: f32, batch: usize, gpu: bool) -> anyhow::Result<(f64, f64)> {
-    let dir = std::env::temp_dir().join(format!("ail-bench-pt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let script = dir.join("bench_pytorch_pretrain.py");
-    std::fs::write(&script, TORCH_PRETRAIN_SCRIPT)?;
-    let bar = ProgressBar::new_spinner().with_message(format!("PyTorch, width {width}, batch {batch}"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let out = Command::new(&args.python)
-        .arg(&script)
-        .args(["--width", &width.to_string(), "--batch-size", &batch.to_string(), "--image-size", &args.image_size.to_string()])
-        .args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()])
-        .args(["--device", if gpu { "cuda" } else { "cpu" }])
-        .output()
-        .with_context(|| format!("running {}", args.python))?;
-    bar.finish_and_clear();
-    let _ = std::fs::remove_dir_all(&dir);
-    anyhow::ensure!(out.status.success(), "the PyTorch step failed: {}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).context("parsing the PyTorch output")?;
-    Ok((json["median_s"].as_f64().context("no median_s")?, json["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)))
+    println!("device: {device}; speedup = PyTorch time / ail time (higher is better for ail); ail MiB is this process's peak so far");
 }

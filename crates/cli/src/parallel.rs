@@ -166,7 +166,6 @@ struct Worker {
 
 /// Worker threads, one per device; the first device is the main one (parameters, optimiser).
 pub struct Replicas {
-    main: Device,
     workers: Vec<Worker>,
     descriptions: Vec<String>,
 }
@@ -197,7 +196,7 @@ impl Replicas {
                 Worker { device, jobs: Some(job_tx), replies: reply_rx, handle: Some(handle) }
             })
             .collect();
-        Self { main, workers, descriptions }
+        Self { workers, descriptions }
     }
 
     pub fn len(&self) -> usize {
@@ -206,10 +205,6 @@ impl Replicas {
 
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
-    }
-
-    pub fn main(&self) -> &Device {
-        &self.main
     }
 
     /// Runs one step's shards: shard `k` on device `k % devices`, all devices at once.

@@ -7,8 +7,6 @@
 //! augmentation of the two views. The whole step is timed too: the rows do not add up to it
 //! exactly (the step also reshapes, adds residuals and applies ReLUs; the rows each pay one wait).
 
-use std::process::Command;
-
 use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
 use ail_core::head::ProjectionHeadConfig;
 use ail_core::hypernet::{HyperConvConfig, descriptor_embedding, embed};
@@ -17,7 +15,6 @@ use ail_core::method::ContrastiveModel;
 use ail_core::resnet::ConvSpec;
 use ail_core::sampler::Invariances;
 use ail_core::{Descriptor, Family};
-use anyhow::Context;
 use burn::module::Module;
 use burn::nn::BatchNormConfig;
 use burn::optim::GradientsParams;
@@ -31,8 +28,6 @@ use rand_chacha::ChaCha8Rng;
 use crate::args::{BenchProfileArgs, Global};
 use crate::common;
 use crate::pretrain::PretrainConfig;
-
-const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_pytorch_pretrain.py");
 
 /// Every conv of the encoder with the side of its input.
 fn convs_with_sides(config: &PretrainConfig) -> Vec<(ConvSpec, usize)> {
@@ -227,7 +222,13 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
     rows.push(("forward + backward", step_time));
 
     let torch = if args.no_torch { None } else {
-        match torch_profile(args) {
+        let script_args: Vec<String> = [("--width", args.width.to_string()), ("--batch-size", args.batch_size.to_string()),
+            ("--image-size", args.image_size.to_string()), ("--steps", args.runs.to_string())]
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_string(), value])
+            .chain(["--profile".to_string()])
+            .collect();
+        match crate::bench::run_torch_script(&args.python, "profile", &script_args) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("skipping the PyTorch profile: {e:#}");
@@ -248,22 +249,4 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
     }
     println!("device: {}; ail/PyTorch > 1 means ail takes longer. Rows are timed alone (see `ail bench profile --help`).", selected.description);
     Ok(())
-}
-
-/// Runs the PyTorch profile; returns its rows (seconds by row name).
-fn torch_profile(args: &BenchProfileArgs) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
-    let dir = std::env::temp_dir().join(format!("ail-profile-pt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let script = dir.join("bench_pytorch_pretrain.py");
-    std::fs::write(&script, TORCH_SCRIPT)?;
-    let out = Command::new(&args.python)
-        .arg(&script)
-        .args(["--profile", "--width", &args.width.to_string(), "--batch-size", &args.batch_size.to_string()])
-        .args(["--image-size", &args.image_size.to_string(), "--steps", &args.runs.to_string()])
-        .output()
-        .with_context(|| format!("running {}", args.python))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    anyhow::ensure!(out.status.success(), "the PyTorch profile failed: {}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).context("parsing the PyTorch profile")?;
-    json.as_object().cloned().context("the PyTorch profile is not a JSON object")
 }

@@ -222,22 +222,12 @@ fn info_prints_parameters_per_part_and_checks_them() {
     assert!(!out.status.success() && stderr(&out).contains("unknown model `hyper-resnet99`"), "{}", stderr(&out));
 }
 
-/// A 4-class ImageFolder of 8x8 patterned images and a short-run config.
-fn tiny_pretraining_setup(dir: &Path) {
-    common::patterned_folder(dir, 4, 16, 40);
-    std::fs::write(
-        dir.join("run.toml"),
-        "steps = 20\nbatch_size = 16\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\n\
-         log_every = 1\ncheckpoint_every = 10\nmonitor_every = 10\nhead_hidden = 32\nhead_output = 16\n",
-    )
-    .unwrap();
-}
 
 
 #[test]
 fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_pretraining_setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[]);
     let out = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -287,7 +277,7 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
 #[test]
 fn moco_runs_keep_queues_and_key_models_across_resume() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_pretraining_setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[]);
     for method in ["mocov2", "mocov3"] {
         let out = ail(&["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--method", method, "--out", method], dir.path());
         assert!(out.status.success(), "{method}: {}", stderr(&out));
@@ -305,7 +295,7 @@ fn moco_runs_keep_queues_and_key_models_across_resume() {
 #[test]
 fn ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_pretraining_setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[]);
     let child = Command::new(env!("CARGO_BIN_EXE_ail"))
         .args([
             "pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--steps", "100000", "--checkpoint-every", "100000",
@@ -349,7 +339,7 @@ fn losses_if_any(path: &Path) -> Vec<(u64, f64)> {
 #[test]
 fn rerunning_the_same_command_continues_the_run_unless_refused_or_different() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_pretraining_setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[]);
     let run = |extra: &[&str]| {
         let args = [&["pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--monitor-every", "0", "--out", "run"], extra].concat();
         ail(&args, dir.path())
@@ -370,7 +360,7 @@ fn rerunning_the_same_command_continues_the_run_unless_refused_or_different() {
 #[test]
 fn a_torn_last_metrics_row_is_dropped_when_the_run_continues() {
     let dir = tempfile::tempdir().unwrap();
-    tiny_pretraining_setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[]);
     let run = |steps: &str| {
         ail(&["pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--monitor-every", "0", "--out", "run", "--steps", steps], dir.path())
     };

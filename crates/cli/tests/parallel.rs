@@ -1,7 +1,6 @@
 //! Data-parallel pretraining (`--devices`): replicas train exactly like one device that runs the
 //! same shards in turn, draw the same descriptors, and checkpoints continue on any device count.
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use ail_cli::parallel::Replicas;
@@ -111,29 +110,57 @@ fn two_replicas_with_global_batch_2b_train_like_one_replica_with_two_shards_of_b
 }
 
 #[test]
-fn a_single_shard_steps_exactly_as_before() {
-    // One shard on one device goes through the same code path as several: its result must not
-    // depend on the device count either.
+fn shards_compute_the_direct_loss_gradients_and_step() {
+    // The shard machinery (fork, scale, gradient transfer, accumulation) against the step written
+    // out directly: one shard is the plain step; two shards average the two halves' losses.
+    use ail_cli::parallel::{Job, Objective, combine, split_views};
+    use burn::optim::GradientsParams;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (a, _) = train("simclr", 8, 1, 1, 3);
-    let (b, _) = train("simclr", 8, 1, 1, 3);
-    assert_eq!(a, b, "training is deterministic");
+    let config = PretrainConfig { image_size: 8, width: 0.0625, hidden: 8, head_hidden: 32, head_output: 16, ..Default::default() };
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    let invariances = Invariances::parse(&config.invariances).unwrap();
+    let encoder = config.encoder(&invariances);
+    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(32).with_output_dim(16);
+    let model = ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, &device).unwrap();
+    let x = Tensor::<4>::random([16, 3, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let i = Tensor::<1>::from_floats([1.0, 0.0], &device);
+    let loss_of = |views: Tensor<4>| model.simclr_loss(views, i.clone(), 0, config.temperature).into_scalar::<f32>();
+    for shards in [1, 2] {
+        let job = Job {
+            model: model.clone(),
+            key: None,
+            shards: split_views(x.clone(), 8, shards).into_iter().enumerate().collect(),
+            i: i.clone(),
+            index: 0,
+            queue: None,
+            objective: Objective { method: "simclr".into(), temperature: config.temperature, scale: 1.0 / shards as f32 },
+        };
+        let out = combine(&model, job.run(&device, &device));
+        let expected = if shards == 1 {
+            loss_of(x.clone())
+        } else {
+            // shard 0: images 0-3 (views 0-3 and 8-11); shard 1: images 4-7
+            let half = |k: usize| Tensor::cat(vec![x.clone().narrow(0, 4 * k, 4), x.clone().narrow(0, 8 + 4 * k, 4)], 0);
+            (loss_of(half(0)) + loss_of(half(1))) / 2.0
+        };
+        let got = out.loss.into_scalar::<f32>();
+        assert!((got - expected).abs() < 1e-5, "{shards} shard(s): loss {got}, written out {expected}");
+        if shards == 1 {
+            let direct = GradientsParams::from_grads(model.simclr_loss(x.clone(), i.clone(), 0, config.temperature).backward(), &model);
+            let (a, b) = (optimizer(&config).step(1e-2, model.clone(), direct), optimizer(&config).step(1e-2, model.clone(), out.grads));
+            let difference = max_abs_difference(&trainable(&a), &trainable(&b));
+            assert!(difference < 1e-6, "one shard's step differs from the direct step by {difference}");
+            assert!(max_abs_difference(&trainable(&a), &trainable(&model)) > 1e-4, "the step should move the parameters");
+        }
+    }
 }
 
-fn setup(dir: &Path) {
-    common::patterned_folder(dir, 4, 16, 40);
-    std::fs::write(
-        dir.join("run.toml"),
-        "steps = 20\nbatch_size = 16\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\n\
-         log_every = 1\ncheckpoint_every = 10\nmonitor_every = 0\nhead_hidden = 32\nhead_output = 16\n",
-    )
-    .unwrap();
-}
 
 #[test]
 fn a_two_device_run_checkpoints_and_continues_on_one_device_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[("monitor_every", "0")]);
     let out = ail(&["pretrain", "--device", "cpu", "--devices", "2", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
@@ -152,7 +179,7 @@ fn a_two_device_run_checkpoints_and_continues_on_one_device_exactly() {
 #[test]
 fn impossible_splits_are_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[("monitor_every", "0")]);
     let run = |extra: &[&str]| {
         let mut args = vec!["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "x"];
         args.extend_from_slice(extra);

@@ -5,7 +5,6 @@
 #![cfg(feature = "remote")]
 
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,20 +40,11 @@ fn serve(port: u16) -> Server {
     Server(child)
 }
 
-fn setup(dir: &Path) {
-    common::patterned_folder(dir, 4, 16, 40);
-    std::fs::write(
-        dir.join("run.toml"),
-        "steps = 6\nbatch_size = 16\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\n\
-         log_every = 1\ncheckpoint_every = 3\nmonitor_every = 0\nmonitor_bank = 32\nmonitor_queries = 8\nhead_hidden = 32\nhead_output = 16\n",
-    )
-    .unwrap();
-}
 
 #[test]
 fn two_nodes_on_loopback_train_like_two_local_shards() {
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[("steps", "6"), ("checkpoint_every", "3"), ("monitor_every", "0"), ("monitor_bank", "32"), ("monitor_queries", "8")]);
     let (p1, p2) = (free_port(), free_port());
     let _servers = (serve(p1), serve(p2));
     let hosts = format!("ws://127.0.0.1:{p1},ws://127.0.0.1:{p2}");
@@ -81,7 +71,7 @@ fn two_nodes_on_loopback_train_like_two_local_shards() {
 #[test]
 fn an_unreachable_host_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path());
+    common::tiny_pretraining_setup(dir.path(), &[("steps", "6"), ("checkpoint_every", "3"), ("monitor_every", "0"), ("monitor_bank", "32"), ("monitor_queries", "8")]);
     let port = free_port(); // nothing listens there
     let out = ail(&["pretrain", "--config", "run.toml", "--data", "imgs", "--hosts", &format!("ws://127.0.0.1:{port}"), "--out", "x"], dir.path());
     assert!(!out.status.success(), "{}", stderr(&out));

@@ -39,6 +39,23 @@ pub fn patterned_folder(dir: &Path, classes: u32, per_class: u32, green_step: u3
     }
 }
 
+/// A 4-class ImageFolder of 8x8 patterned images in `imgs/` and a short pretraining config in
+/// `run.toml`: 20 steps of batch 16, checkpoints every 10; `overrides` replace settings (`("steps", "6")`).
+pub fn tiny_pretraining_setup(dir: &Path, overrides: &[(&str, &str)]) {
+    patterned_folder(dir, 4, 16, 40);
+    let defaults = [
+        ("steps", "20"), ("batch_size", "16"), ("image_size", "8"), ("width", "0.0625"), ("hidden", "8"), ("lr", "0.003"),
+        ("warmup_steps", "2"), ("log_every", "1"), ("checkpoint_every", "10"), ("monitor_every", "10"), ("head_hidden", "32"),
+        ("head_output", "16"),
+    ];
+    let mut toml = String::new();
+    for (key, value) in defaults.iter().chain(overrides.iter().filter(|(k, _)| !defaults.iter().any(|(d, _)| d == k))) {
+        let value = overrides.iter().find(|(k, _)| k == key).map_or(*value, |(_, v)| *v);
+        toml.push_str(&format!("{key} = {value}\n"));
+    }
+    std::fs::write(dir.join("run.toml"), toml).unwrap();
+}
+
 /// `(step, loss)` of the training rows of a metrics.csv.
 pub fn losses(path: &Path) -> Vec<(u64, f64)> {
     let text = std::fs::read_to_string(path).unwrap();
