@@ -18,6 +18,7 @@ pub mod audio;
 pub mod blur_solarize;
 pub mod color_jitter;
 pub mod device;
+pub mod invariance;
 #[cfg(feature = "wgpu")]
 pub mod gpu;
 mod params;

@@ -2,13 +2,13 @@
 //! On a wgpu device the three kernels of `shaders/` run on burn's tensors; on the CPU backend the
 //! plain-Rust references run in parallel on the host (they are the same formulas).
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::affine::affine_reference;
 use crate::blur_solarize::blur_solarize_reference;
 use crate::color_jitter::color_jitter_reference;
-use crate::{AugmentError, PARAM_STRIDE, ViewParams};
+use crate::{AugmentError, ViewParams};
 
 /// CPU reference of a full view pipeline. `pixels` is a `u8` batch `[batch, C, H, W]`; view `s`
 /// transforms image `s % batch`. Returns `[views.len(), C, H, W]` f32 in `[0, 1]`.
@@ -118,8 +118,10 @@ impl Augmenter {
 
     #[cfg(feature = "wgpu")]
     fn apply_kernels(&self, pixels: &[u8], shape: [usize; 4], views: &[ViewParams], blur_radius: usize) -> Tensor<4> {
+        use crate::PARAM_STRIDE;
         use crate::gpu::AugmentOps;
         use burn::backend::Dispatch;
+        use burn::tensor::Int;
         let [batch, channels, height, width] = shape;
         let device = self.device.clone().without_autodiff();
         let words = pack_u8(pixels);

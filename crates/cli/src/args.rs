@@ -50,6 +50,9 @@ pub enum Command {
     /// Describe an encoder: parameters per part (static convs, generators, embeddings, BN, head)
     /// and the FLOPs of one forward, computed from the config and checked against the built model.
     Info(InfoArgs),
+    /// Export a run's encoder for the browser page (`--web`): one file with the description and
+    /// the tensors (weights in f16), which the page opens from its file picker.
+    Export(crate::export::ExportArgs),
     /// Measure how invariant a checkpoint's features are to each transform (flips, crops,
     /// rotation, colour, ...) at one or more descriptors: Mahalanobis-whitened cosine similarity
     /// of f(x) and f(t(x)) (Ericsson et al. 2022). Writes a CSV, a markdown table and a radar chart.

@@ -5,6 +5,7 @@ pub mod args;
 pub mod bench;
 pub mod common;
 pub mod downstream;
+pub mod export;
 pub mod grid;
 pub mod info;
 pub mod measure;

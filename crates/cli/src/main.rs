@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use ail_cli::{args, bench, common, downstream, info, measure, pretrain, preview, report};
+use ail_cli::{args, bench, common, downstream, export, info, measure, pretrain, preview, report};
 
 use clap::Parser;
 
@@ -36,6 +36,7 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         Some(args::Command::AugmentPreview(a)) => preview::run(&cli.global, &a),
         Some(args::Command::Bench(b)) => bench::run(&cli.global, &b),
         Some(args::Command::Info(a)) => info::run(&cli.global, &a),
+        Some(args::Command::Export(a)) => export::run(&a),
         Some(args::Command::Fit(a)) => downstream::run_fit(&cli.global, &a),
         Some(args::Command::Fewshot(a)) => downstream::run_fewshot(&cli.global, &a),
         Some(args::Command::Lowshot(a)) => downstream::run_lowshot(&cli.global, &a),

@@ -202,6 +202,114 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
     Ok(Checkpoint { encoder, meta, optimizer })
 }
 
+/// The first bytes of a browser export (`ail export --web`).
+pub const WEB_MAGIC: &[u8; 6] = b"AILWEB";
+/// The browser export's layout version: bump it when the layout changes.
+pub const WEB_VERSION: u16 = 1;
+/// What the export's JSON says its tensors are stored as.
+const WEB_STORAGE: &str = "f16-weights";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebHeader {
+    format: String,
+    #[serde(flatten)]
+    meta: CheckpointMeta,
+    /// `f16-weights`: convolution and linear weights in f16, everything else (batch-norm
+    /// statistics, biases of other layers) in f32; loading widens all to f32.
+    storage: String,
+}
+
+fn web_err(source: &str, reason: impl Into<String>) -> CoreError {
+    CoreError::Checkpoint { path: PathBuf::from(source), reason: reason.into() }
+}
+
+/// One file for the browser page: `AILWEB`, the layout version (u16 LE), the JSON length (u32 LE),
+/// the JSON (the checkpoint description) and a safetensors body whose convolution and linear
+/// weights are f16 (half the size; the page computes in f32). `meta.normalization` must be set.
+pub fn export_web(encoder: &Encoder, meta: &CheckpointMeta) -> Result<Vec<u8>, CoreError> {
+    let here = "web export";
+    if meta.normalization.is_none() {
+        return Err(web_err(here, "the checkpoint records no input normalisation: re-save it with a current `ail pretrain`"));
+    }
+    let header = WebHeader { format: FORMAT.into(), meta: meta.clone(), storage: WEB_STORAGE.into() };
+    let json = serde_json::to_vec(&header).expect("the export header serialises");
+    let mut store = SafetensorsStore::from_bytes(None)
+        .with_to_adapter(burn::store::HalfPrecisionAdapter::new().with_module("HyperConv"));
+    encoder.valid().save_into(&mut store).map_err(|e| web_err(here, format!("cannot serialise the tensors: {e}")))?;
+    let body = store.get_bytes().map_err(|e| web_err(here, format!("cannot serialise the tensors: {e}")))?;
+    let mut out = Vec::with_capacity(12 + json.len() + body.len());
+    out.extend_from_slice(WEB_MAGIC);
+    out.extend_from_slice(&WEB_VERSION.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads what [`export_web`] wrote (named `source` in errors) onto `device`: the encoder with f32
+/// parameters, and its description. Wrong files, other versions, truncation and tensors that do not
+/// match the description each get an error saying so.
+pub fn load_web(bytes: &[u8], source: &str, device: &Device) -> Result<(Encoder, CheckpointMeta), CoreError> {
+    let how = "export one with `ail export --web RUN --out FILE`";
+    if bytes.len() < 12 || &bytes[..6] != WEB_MAGIC {
+        return Err(web_err(source, format!("not an encoder export for the page (it does not start with AILWEB): {how}")));
+    }
+    let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if version != WEB_VERSION {
+        return Err(web_err(source, format!("export layout version {version}; this page reads version {WEB_VERSION}: {how} with this version")));
+    }
+    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let json = bytes.get(12..12 + len).ok_or_else(|| web_err(source, format!("truncated: the description needs {len} bytes, the file has {}", bytes.len() - 12)))?;
+    let header: WebHeader = serde_json::from_slice(json).map_err(|e| web_err(source, format!("the description is not valid ({e}): {how}")))?;
+    if header.format != FORMAT || header.storage != WEB_STORAGE {
+        return Err(web_err(source, format!("format `{}` with storage `{}` is not {FORMAT} with {WEB_STORAGE}: {how}", header.format, header.storage)));
+    }
+    let meta = header.meta;
+    meta.encoder.validate().map_err(|e| web_err(source, e.to_string()))?;
+    if meta.normalization.as_ref().is_none_or(|n| n.mean.len() != meta.encoder.in_channels || n.std.len() != meta.encoder.in_channels) {
+        return Err(web_err(source, format!("the input normalisation does not match the encoder's {} channels", meta.encoder.in_channels)));
+    }
+    let body = bytes[12 + len..].to_vec();
+    let summary = crate::summary::params(&meta.encoder, 0);
+    // Half of the weights may be f16: at least 2 bytes per value.
+    let needed = (summary.total() + summary.running_stats) as u64 * 2;
+    if (body.len() as u64) < needed {
+        return Err(web_err(source, format!(
+            "truncated: {} bytes of tensors cannot hold the {} values of the {} it describes",
+            body.len(),
+            needed / 2,
+            meta.encoder.kind
+        )));
+    }
+    let mut encoder = meta.encoder.init(device)?;
+    let mut store = SafetensorsStore::from_bytes(Some(body))
+        .with_from_adapter(burn::store::HalfPrecisionAdapter::new().with_module("HyperConv"));
+    let result = encoder.load_from(&mut store).map_err(|e| web_err(source, format!("truncated or corrupt tensors ({e})")))?;
+    if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
+        let first: Vec<String> = result
+            .missing
+            .iter()
+            .map(|(p, _)| format!("`{p}` is missing"))
+            .chain(result.errors.iter().map(|e| e.to_string()))
+            .chain(result.unused.iter().map(|p| format!("`{p}` is not part of this model")))
+            .take(3)
+            .collect();
+        return Err(web_err(source, format!("the tensors do not match the {} it describes: {}", meta.encoder.kind, first.join("; "))));
+    }
+    Ok((encoder, meta))
+}
+
+/// Every float of `module` (parameters and buffers), in the order the module lists its tensors:
+/// for comparing two copies of a model.
+pub fn param_values<M: ModuleSnapshot>(module: &M) -> Vec<f32> {
+    module
+        .collect(None, None, false)
+        .into_iter()
+        .flat_map(|t| burn::store::bridge::into_data(t).map(|d| d.convert::<f32>().try_into_vec::<f32>().unwrap_or_default()).unwrap_or_default())
+        .collect()
+}
+
 /// Parameter identities of `module` by tensor name (what optimiser state is keyed by).
 pub fn param_ids<M: ModuleSnapshot>(module: &M) -> std::collections::BTreeMap<String, u64> {
     module.collect(None, None, false).into_iter().filter_map(|t| t.param_id.map(|id| (t.name, id))).collect()

@@ -184,47 +184,179 @@ pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &Epi
             Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i, lambda: Some(lambda) })
         }
         FewShotReadout::Logistic => {
-            let k = frozen.num_invariances();
-            let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-            let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
-            let device = frozen.device().clone();
-            let (d, n) = (frozen.feature_dim(), support.len());
-            let y_t = Tensor::<1>::from_floats(y.as_slice(), &device).reshape([n, ways]);
-            let mut adam = DescriptorAdam::new(k, config.i_lr);
-            device.seed(seed);
-            let mut head = LinearConfig::new(d, ways).init(&device);
-            let mut optim = AdamWConfig::new().init();
-            let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
-            // `i` moves during the first `steps` steps; the head trains on for 100 steps at least,
-            // on the features at the final `i` (computed once).
-            let mut settled = (!learn).then(|| Tensor::<1>::from_floats(features(support, &i).as_slice(), &device).reshape([n, d]));
-            for step in 0..config.steps.max(100) {
-                let joint = learn && step < config.steps;
-                if !joint && settled.is_none() {
-                    settled = Some(Tensor::<1>::from_floats(features(support, &i).as_slice(), &device).reshape([n, d]));
-                }
-                let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
-                let f = match (&settled, joint) {
-                    (Some(f), false) => f.clone(),
-                    _ => normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone())),
-                };
-                let loss = cross_entropy_one_hot(head.forward(f) * 10.0, y_t.clone());
-                let mut grads = loss.backward();
-                if joint {
-                    if let Some(g) = i_t.grad_remove(&mut grads) {
-                        adam.step(&mut i, &g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad"));
-                    }
-                }
-                let hg = GradientsParams::from_grads(grads, &head);
-                head = optim.step(config.lr, head, hg);
-            }
-            let head = head.valid();
-            let inner = device.clone().without_autodiff();
-            let q = Tensor::<1>::from_floats(features(query, &i).as_slice(), &inner).reshape([query.len(), d]);
-            let scores: Vec<f32> = head.forward(q).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 scores");
+            let mut fit = StepFit::new(frozen, support, config, seed)?;
+            while fit.step(frozen) {}
+            let scores: Vec<f32> = fit.predict(frozen, query).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 scores");
             let predicted = metrics::argmax_rows(&scores, ways);
-            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i, lambda: None })
+            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i: fit.i().to_vec(), lambda: None })
         }
+    }
+}
+
+/// The tensors one [`StepFit`] step leaves to read: the batch loss, and the gradient in `i` while
+/// `i` is learned. A caller that cannot block (a browser page) reads them asynchronously and hands
+/// the gradient to [`StepFit::finish_step`].
+pub struct PendingStep {
+    pub loss: Tensor<1>,
+    pub i_grad: Option<Tensor<1>>,
+}
+
+/// The logistic readout of an episode, one step at a time: a linear head on the L2-normalised
+/// features (outputs scaled by 10) trained by AdamW on the support set, jointly with `i` (Adam,
+/// projected onto [0, 1]) for `config.steps` steps, then alone on the features at the final `i`
+/// until 100 steps in all. Class targets train by cross-entropy; value targets (a regression
+/// episode) by mean squared error on targets standardised with the support's mean and deviation.
+/// [`run_episode`] runs it to the end; the browser page runs it step by step, drawing as it goes.
+pub struct StepFit {
+    learn: bool,
+    joint_steps: usize,
+    total: usize,
+    done: usize,
+    lr: f64,
+    i: Vec<f32>,
+    adam: DescriptorAdam,
+    head: burn::nn::Linear,
+    optim: burn::optim::ModuleOptimizer,
+    x: Tensor<4>,
+    y: Tensor<2>,
+    classes: bool,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    settled: Option<Tensor<2>>,
+    pending: bool,
+}
+
+/// The fixed scale of the head's outputs on unit-norm features.
+const LOGIT_SCALE: f32 = 10.0;
+
+impl StepFit {
+    /// A fit on `support` (class or value targets) under `config` (`steps`, `i_lr`, `i_init`,
+    /// `fixed`, `lr`), the head initialised from `seed`.
+    pub fn new(frozen: &Frozen, support: &Split, config: &EpisodeConfig, seed: u64) -> Result<Self, CoreError> {
+        if support.is_empty() {
+            return Err(CoreError::Config("the support set is empty".into()));
+        }
+        let k = frozen.num_invariances();
+        let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
+        let i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
+        let device = frozen.device().clone();
+        let (d, n, m) = (frozen.feature_dim(), support.len(), support.targets.outputs());
+        let (mean, std) = crate::fit::standardisation(&support.targets);
+        let rows = crate::fit::target_rows(&support.targets, &mean, &std);
+        let y = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([n, m]);
+        device.seed(seed);
+        let head = LinearConfig::new(d, m).init(&device);
+        let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
+        let mut fit = Self {
+            learn,
+            joint_steps: if learn { config.steps } else { 0 },
+            total: config.steps.max(100),
+            done: 0,
+            lr: config.lr,
+            i,
+            adam: DescriptorAdam::new(k, config.i_lr),
+            head,
+            optim: AdamWConfig::new().init(),
+            x,
+            y,
+            classes: matches!(support.targets, Targets::Classes { .. }),
+            mean,
+            std,
+            settled: None,
+            pending: false,
+        };
+        if !learn {
+            fit.settle(frozen);
+        }
+        Ok(fit)
+    }
+
+    /// Features at the current `i`, computed once for the steps that train the head alone.
+    fn settle(&mut self, frozen: &Frozen) {
+        let i = frozen.descriptor(&self.i, frozen.device());
+        self.settled = Some(normalize_rows(frozen.features_with_grad(self.x.clone(), i)).detach());
+    }
+
+    /// The descriptor now.
+    pub fn i(&self) -> &[f32] {
+        &self.i
+    }
+
+    /// Steps taken, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.total)
+    }
+
+    /// Whether the next step moves `i`.
+    pub fn is_joint(&self) -> bool {
+        self.done < self.joint_steps
+    }
+
+    /// One step of the head (and `i`, during the joint steps); `None` once all steps are done.
+    /// The head is updated; `i` is updated by [`StepFit::finish_step`] with the gradient read.
+    pub fn start_step(&mut self, frozen: &Frozen) -> Option<PendingStep> {
+        if self.done >= self.total {
+            return None;
+        }
+        assert!(!self.pending, "finish_step must follow start_step");
+        let joint = self.is_joint();
+        if !joint && self.settled.is_none() {
+            self.settle(frozen);
+        }
+        let device = frozen.device();
+        let i_t = Tensor::<1>::from_floats(self.i.as_slice(), device).require_grad();
+        let f = match (&self.settled, joint) {
+            (Some(f), false) => f.clone(),
+            _ => normalize_rows(frozen.features_with_grad(self.x.clone(), i_t.clone())),
+        };
+        let out = self.head.forward(f) * LOGIT_SCALE;
+        let loss = if self.classes { cross_entropy_one_hot(out, self.y.clone()) } else { (out - self.y.clone()).powf_scalar(2.0).mean() };
+        let mut grads = loss.backward();
+        let i_grad = if joint { i_t.grad_remove(&mut grads).map(|g| g.detach()) } else { None };
+        let hg = GradientsParams::from_grads(grads, &self.head);
+        self.head = self.optim.step(self.lr, self.head.clone(), hg);
+        self.pending = true;
+        Some(PendingStep { loss: loss.detach(), i_grad })
+    }
+
+    /// Completes the step [`StepFit::start_step`] began: `i_grad` (read from its `i_grad`) moves `i`.
+    pub fn finish_step(&mut self, i_grad: Option<&[f32]>) {
+        assert!(std::mem::take(&mut self.pending), "finish_step without start_step");
+        if let Some(g) = i_grad.filter(|_| self.learn && self.done < self.joint_steps) {
+            self.adam.step(&mut self.i, g);
+        }
+        self.done += 1;
+    }
+
+    /// One whole step, reading the gradient synchronously (native backends); false once done.
+    pub fn step(&mut self, frozen: &Frozen) -> bool {
+        let Some(pending) = self.start_step(frozen) else { return false };
+        let g = pending.i_grad.map(|g| g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad"));
+        self.finish_step(g.as_deref());
+        true
+    }
+
+    /// The head's raw outputs on `query` at the current `i` (`[n, outputs]` on the inner device):
+    /// logits, or standardised values ([`StepFit::scores`] turns them into scores).
+    pub fn predict(&self, frozen: &Frozen, query: &Split) -> Tensor<2> {
+        let inner = frozen.device().clone().without_autodiff();
+        let x = Frozen::upload_u8(&query.pixels, query.len(), query.shape, &inner);
+        let f = normalize_rows(frozen.features(x, &self.i));
+        self.head.valid().forward(f) * LOGIT_SCALE
+    }
+
+    /// Predictions in target units from [`StepFit::predict`]'s outputs (read to the host).
+    pub fn predictions(&self, raw: &[f32]) -> Vec<f32> {
+        if self.classes {
+            return raw.to_vec();
+        }
+        let m = self.mean.len();
+        raw.iter().enumerate().map(|(k, v)| v * self.std[k % m] + self.mean[k % m]).collect()
+    }
+
+    /// Accuracy, or R^2, of [`StepFit::predict`]'s outputs against `targets`.
+    pub fn scores(&self, raw: &[f32], targets: &Targets) -> crate::fit::Scores {
+        crate::fit::score_outputs(&self.predictions(raw), targets, &self.std)
     }
 }
 

@@ -62,18 +62,27 @@ impl Frozen {
     pub fn open(path: &Path, device: &Device, fallback: impl FnOnce() -> Normalization) -> Result<Self, CoreError> {
         let dir = resolve_checkpoint(path)?;
         let ad = device.clone().without_autodiff().autodiff();
-        let ckpt = checkpoint::load(&dir, &ad)?;
-        let normalization = ckpt.meta.normalization.clone().unwrap_or_else(fallback);
-        let channels = ckpt.meta.encoder.in_channels;
-        if normalization.mean.len() != channels || normalization.std.len() != channels {
-            return Err(CoreError::Checkpoint {
-                path: dir,
-                reason: format!("the normalisation has {} channels, the encoder takes {channels}", normalization.mean.len()),
-            });
+        let mut ckpt = checkpoint::load(&dir, &ad)?;
+        if ckpt.meta.normalization.is_none() {
+            ckpt.meta.normalization = Some(fallback());
         }
-        let inference = ckpt.encoder.valid();
-        let encoder = ckpt.encoder.freeze();
-        Ok(Self { encoder, inference, meta: ckpt.meta, checkpoint: dir, normalization, device: ad, cache: Default::default() })
+        Self::from_encoder(ckpt.encoder, ckpt.meta, dir)
+    }
+
+    /// Freezes an encoder already loaded on an autodiff device (a browser export, say), with its
+    /// description; `source` names where it came from. `meta.normalization` must be set.
+    pub fn from_encoder(encoder: Encoder, meta: CheckpointMeta, source: PathBuf) -> Result<Self, CoreError> {
+        let bad = |reason: String| CoreError::Checkpoint { path: source.clone(), reason };
+        let normalization = meta.normalization.clone().ok_or_else(|| bad("no input normalisation is recorded".into()))?;
+        let channels = meta.encoder.in_channels;
+        if normalization.mean.len() != channels || normalization.std.len() != channels {
+            return Err(bad(format!("the normalisation has {} channels, the encoder takes {channels}", normalization.mean.len())));
+        }
+        let device = encoder.devices().into_iter().next().ok_or_else(|| bad("the encoder has no parameters".into()))?;
+        let ad = device.without_autodiff().autodiff();
+        let inference = encoder.valid();
+        let encoder = encoder.freeze();
+        Ok(Self { encoder, inference, meta, checkpoint: source, normalization, device: ad, cache: Default::default() })
     }
 
     /// The autodiff device the frozen encoder lives on.

@@ -119,6 +119,55 @@ pub fn gram_t(x: &[f64], n: usize, d: usize) -> Vec<f64> {
     g
 }
 
+/// The first `components` principal components of the rows of `x` (`n x d`): each row's
+/// coordinates `[n, components]` (row-major) after centring, and the variance each component
+/// explains. Power iteration with deflation on the covariance (300 iterations from a fixed start,
+/// so the result is deterministic); each axis is signed so that its largest loading is positive,
+/// which keeps a plot from flipping when the data moves a little.
+pub fn pca(x: &[f32], n: usize, d: usize, components: usize) -> (Vec<f32>, Vec<f64>) {
+    assert_eq!(x.len(), n * d, "rows do not match [{n}, {d}]");
+    let mut mean = vec![0.0f64; d];
+    for row in x.chunks_exact(d) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v as f64 / n.max(1) as f64;
+        }
+    }
+    let centred: Vec<f64> = x.chunks_exact(d).flat_map(|row| row.iter().zip(&mean).map(|(&v, m)| v as f64 - m)).collect();
+    let mut cov = gram_t(&centred, n, d);
+    cov.iter_mut().for_each(|v| *v /= n.max(1) as f64);
+    let mut axes: Vec<Vec<f64>> = Vec::new();
+    let mut variances = Vec::new();
+    for c in 0..components.min(d) {
+        let mut v: Vec<f64> = (0..d).map(|j| 1.0 + ((j * 7 + c * 13) % 11) as f64 / 11.0).collect();
+        let mut lambda = 0.0;
+        for _ in 0..300 {
+            let mut w = matmul(&cov, &v, d, d, 1);
+            for a in &axes {
+                let dot: f64 = a.iter().zip(&w).map(|(p, q)| p * q).sum();
+                w.iter_mut().zip(a).for_each(|(q, p)| *q -= dot * p);
+            }
+            let norm = w.iter().map(|q| q * q).sum::<f64>().sqrt();
+            if norm < 1e-30 {
+                lambda = 0.0;
+                break;
+            }
+            lambda = norm;
+            v = w.into_iter().map(|q| q / norm).collect();
+        }
+        let (big, _) = v.iter().enumerate().fold((0, 0.0f64), |acc, (j, q)| if q.abs() > acc.1 { (j, q.abs()) } else { acc });
+        if v[big] < 0.0 {
+            v.iter_mut().for_each(|q| *q = -*q);
+        }
+        axes.push(v);
+        variances.push(lambda);
+    }
+    let coords = centred
+        .chunks_exact(d)
+        .flat_map(|row| axes.iter().map(move |a| row.iter().zip(a).map(|(p, q)| p * q).sum::<f64>() as f32))
+        .collect();
+    (coords, variances)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +211,27 @@ mod tests {
         let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 3 x 2
         let xt = [1.0, 3.0, 5.0, 2.0, 4.0, 6.0]; // 2 x 3
         assert_eq!(gram_t(&x, 3, 2), matmul(&xt, &x, 2, 3, 2));
+    }
+
+    #[test]
+    fn pca_finds_the_directions_of_largest_variance() {
+        // Points on a line along (3, 4, 0) / 5 with a little spread along z.
+        let n = 50;
+        let x: Vec<f32> = (0..n)
+            .flat_map(|k| {
+                let t = k as f32 - 24.5;
+                [3.0 * t / 5.0 + 1.0, 4.0 * t / 5.0 - 2.0, 0.1 * ((k % 2) as f32 * 2.0 - 1.0)]
+            })
+            .collect();
+        let (coords, variances) = pca(&x, n, 3, 2);
+        assert_eq!(coords.len(), n * 2);
+        // The first coordinate is the position along the line (signed so the larger loading, y, is positive).
+        for k in 0..n {
+            assert!((coords[k * 2] - (k as f32 - 24.5)).abs() < 1e-3, "{k}: {}", coords[k * 2]);
+            assert!((coords[k * 2 + 1].abs() - 0.1).abs() < 1e-3, "{k}: {}", coords[k * 2 + 1]);
+        }
+        let line_var = (0..n).map(|k| (k as f64 - 24.5).powi(2)).sum::<f64>() / n as f64;
+        assert!((variances[0] - line_var).abs() < 1e-6 * line_var, "{variances:?}");
+        assert!((variances[1] - 0.01).abs() < 1e-6, "{variances:?}");
     }
 }

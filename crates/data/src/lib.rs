@@ -22,6 +22,7 @@ pub mod folder;
 pub mod idx;
 mod loader;
 pub mod omniglot;
+pub mod tasks;
 mod sniff;
 mod source;
 pub mod zip;

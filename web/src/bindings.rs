@@ -1,0 +1,285 @@
+//! What `app.js` calls: wasm-bindgen types over [`crate::engine`].
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use ail_core::fewshot::StepFit;
+use ail_core::frozen::Frozen;
+use ail_data::ImageSet;
+use burn::tensor::Device;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+use crate::{BUILTIN_EXPORT, MEASURED_IMAGES, PROBE_IMAGES, engine};
+
+
+#[derive(Debug, Clone, Serialize)]
+struct Backend {
+    /// `webgpu` or `cpu`.
+    kind: &'static str,
+    /// The adapter (WebGPU) or what runs (CPU).
+    adapter: String,
+    /// Why the CPU runs, when WebGPU was wanted.
+    note: String,
+}
+
+thread_local! {
+    static BACKEND: RefCell<Option<(Device, Backend)>> = const { RefCell::new(None) };
+    static BUILTIN: RefCell<Option<Rc<ImageSet>>> = const { RefCell::new(None) };
+}
+
+fn js(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn json(v: &impl Serialize) -> String {
+    serde_json::to_string(v).expect("page values serialise")
+}
+
+fn device() -> Result<Device, JsError> {
+    BACKEND.with(|b| b.borrow().as_ref().map(|(d, _)| d.clone())).ok_or_else(|| js("call start() first"))
+}
+
+fn builtin_images() -> Result<Rc<ImageSet>, JsError> {
+    if let Some(set) = BUILTIN.with(|b| b.borrow().clone()) {
+        return Ok(set);
+    }
+    let set = Rc::new(ail_data::builtin::fashion_mnist().map_err(js)?);
+    BUILTIN.with(|b| *b.borrow_mut() = Some(set.clone()));
+    Ok(set)
+}
+
+fn cpu_backend(note: String) -> (Device, Backend) {
+    (Device::flex(), Backend { kind: "cpu", adapter: "burn flex (CPU) in WebAssembly, one thread".into(), note })
+}
+
+/// Chooses the backend once per page: WebGPU when `allow_gpu` and the browser gives an adapter,
+/// else the CPU. Returns `{kind, adapter, note}` as JSON.
+#[wasm_bindgen]
+pub async fn start(allow_gpu: bool) -> Result<String, JsError> {
+    console_error_panic_hook::set_once();
+    if let Some((_, b)) = BACKEND.with(|b| b.borrow().clone()) {
+        return Ok(json(&b));
+    }
+    let chosen = if allow_gpu { gpu().await } else { cpu_backend("WebGPU was not requested".into()) };
+    let backend = chosen.1.clone();
+    BACKEND.with(|b| *b.borrow_mut() = Some(chosen));
+    Ok(json(&backend))
+}
+
+async fn gpu() -> (Device, Backend) {
+    match Device::wgpu_options().init_with_setup_async().await {
+        Ok((device, setup)) => {
+            let info = setup.adapter.get_info();
+            let name = if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name.clone() };
+            let adapter = format!("{name} ({:?}, {:?}{})", info.device_type, info.backend, if info.driver.is_empty() { String::new() } else { format!(", {}", info.driver) });
+            (device, Backend { kind: "webgpu", adapter, note: String::new() })
+        }
+        Err(e) => cpu_backend(format!("no WebGPU adapter ({e}); computing on the CPU instead")),
+    }
+}
+
+/// An opened encoder with the dial's probe images.
+#[wasm_bindgen]
+pub struct Session {
+    frozen: Rc<Frozen>,
+    probe: engine::Probe,
+    /// The built-in images at the encoder's input shape.
+    images: Rc<ImageSet>,
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    name: String,
+    kind: String,
+    width: f32,
+    k: usize,
+    entries: Vec<&'a str>,
+    /// The descriptors the encoder was trained on (marks on the pad).
+    trained: Vec<Vec<f32>>,
+    image_size: usize,
+    channels: usize,
+    feature_dim: usize,
+    step: u64,
+    probe_images: usize,
+    measured_images: usize,
+    forwards_per_update: usize,
+    transforms: Vec<&'static str>,
+    probe_labels: Vec<u32>,
+    class_names: Vec<String>,
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Opens an export (`ail export --web`); `name` labels it in messages.
+    pub fn open(bytes: &[u8], name: &str) -> Result<Session, JsError> {
+        let frozen = engine::open(bytes, name, &device()?).map_err(js)?;
+        let images = Rc::new(engine::to_input((*builtin_images()?).clone(), &frozen).map_err(js)?);
+        // Probe images: spread over the whole built-in set (every class), the same every time.
+        let step = images.len() / PROBE_IMAGES;
+        let idx: Vec<usize> = (0..PROBE_IMAGES).map(|k| k * step + 3).collect();
+        let subset = images.subset(&idx);
+        let probe = engine::Probe::new(subset.pixels, subset.labels, images.shape(), MEASURED_IMAGES, &engine::DIAL_TRANSFORMS, frozen.device())
+            .map_err(js)?;
+        Ok(Session { frozen: Rc::new(frozen), probe, images })
+    }
+
+    /// The encoder shipped with the page.
+    pub fn builtin() -> Result<Session, JsError> {
+        Self::open(BUILTIN_EXPORT, "the built-in encoder")
+    }
+
+    /// What the page shows about the encoder, as JSON.
+    pub fn info(&self) -> String {
+        let m = &self.frozen.meta;
+        let family = self.frozen.family();
+        let k = self.frozen.num_invariances();
+        json(&Info {
+            name: self.frozen.checkpoint.display().to_string(),
+            kind: m.encoder.kind.to_string(),
+            width: m.encoder.width,
+            k,
+            entries: family.map(|f| f.entry_names().to_vec()).unwrap_or_default(),
+            trained: family.map(|f| f.trained().into_iter().map(|d| d.values().to_vec()).collect()).unwrap_or_default(),
+            image_size: m.encoder.image_size,
+            channels: m.encoder.in_channels,
+            feature_dim: self.frozen.feature_dim(),
+            step: m.step,
+            probe_images: self.probe.n_stats,
+            measured_images: self.probe.n_measure,
+            forwards_per_update: self.probe.forwards(),
+            transforms: self.probe.transforms.iter().map(|t| t.name).collect(),
+            probe_labels: self.probe.labels.clone(),
+            class_names: self.images.class_names.clone(),
+        })
+    }
+
+    /// The probe images as RGBA (`[n, S, S, 4]`), for thumbnails.
+    pub fn probe_rgba(&self) -> Vec<u8> {
+        rgba(&self.probe.pixels, self.probe.shape)
+    }
+
+    /// The dial at `i`: `{transforms, invariance, coords, variance}` as JSON.
+    pub async fn dial(&self, i: Vec<f32>) -> Result<String, JsError> {
+        let view = engine::dial(&self.frozen, &self.probe, &i).await.map_err(js)?;
+        Ok(json(&view))
+    }
+
+    /// A built-in task: `five-way` or `position`.
+    pub fn builtin_task(&self, name: &str) -> Result<Task, JsError> {
+        let task = match name {
+            "five-way" => engine::five_way(&self.images),
+            "position" => engine::position(&self.images),
+            other => Err(format!("unknown built-in task `{other}`: five-way or position")),
+        }
+        .map_err(js)?;
+        Ok(Task { task })
+    }
+
+    /// Decodes one of the user's image files to the encoder's input (errors name the file).
+    pub fn decode(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, JsError> {
+        let [c, s, _] = self.frozen.input_shape();
+        ail_data::folder::decode_bytes(bytes, s, c).map_err(|reason| js(format!("{name}: {reason}")))
+    }
+
+    /// A task from decoded images: `classes` is JSON `[[name, count], ...]` and `pixels` the
+    /// images of all classes one after another, as [`Session::decode`] returned them.
+    pub fn custom_task(&self, classes: &str, pixels: &[u8]) -> Result<Task, JsError> {
+        let counts: Vec<(String, usize)> = serde_json::from_str(classes).map_err(|e| js(format!("class list: {e}")))?;
+        let len = self.frozen.input_shape().iter().product::<usize>();
+        let total: usize = counts.iter().map(|c| c.1).sum();
+        if pixels.len() != total * len {
+            return Err(js(format!("{} bytes of pixels for {total} images of {len} bytes", pixels.len())));
+        }
+        let mut at = 0;
+        let classes: Vec<(String, Vec<Vec<u8>>)> = counts
+            .into_iter()
+            .map(|(name, n)| {
+                let images = (0..n).map(|k| pixels[(at + k) * len..(at + k + 1) * len].to_vec()).collect();
+                at += n;
+                (name, images)
+            })
+            .collect();
+        Ok(Task { task: engine::custom(&classes, self.frozen.input_shape()).map_err(js)? })
+    }
+
+    /// A fit on `task`: learning `i` (from 0.5), or with `i` fixed at 1 in every entry.
+    pub fn fit(&self, task: &Task, learn_i: bool) -> Result<Fit, JsError> {
+        let fixed = (!learn_i).then(|| vec![1.0; self.frozen.num_invariances()]);
+        let fit = StepFit::new(&self.frozen, &task.task.support, &engine::fit_config(fixed), 0).map_err(js)?;
+        Ok(Fit { frozen: self.frozen.clone(), fit, query: task.task.query.clone() })
+    }
+}
+
+/// `[n, C, H, W]` `u8` images as RGBA `[n, H, W, 4]` (grey replicated).
+fn rgba(pixels: &[u8], [c, h, w]: [usize; 3]) -> Vec<u8> {
+    let hw = h * w;
+    pixels
+        .chunks_exact(c * hw)
+        .flat_map(|image| {
+            (0..hw).flat_map(move |p| {
+                let v = |ch: usize| image[ch.min(c - 1) * hw + p];
+                [v(0), v(1), v(2), 255]
+            })
+        })
+        .collect()
+}
+
+/// A task for the page.
+#[wasm_bindgen]
+pub struct Task {
+    task: engine::Task,
+}
+
+#[derive(Serialize)]
+struct TaskInfo<'a> {
+    name: &'a str,
+    regression: bool,
+    labels: &'a [String],
+    support: usize,
+    query: usize,
+    side: usize,
+}
+
+#[wasm_bindgen]
+impl Task {
+    /// `{name, regression, labels, support, query, side}` as JSON.
+    pub fn info(&self) -> String {
+        let t = &self.task;
+        json(&TaskInfo { name: &t.name, regression: t.is_regression(), labels: &t.labels, support: t.support.len(), query: t.query.len(), side: t.support.shape[1] })
+    }
+
+    /// The support images as RGBA, for thumbnails.
+    pub fn support_rgba(&self) -> Vec<u8> {
+        rgba(&self.task.support.pixels, self.task.support.shape)
+    }
+}
+
+/// A fit in progress: the page calls [`Fit::step`] until it returns `null`, yielding to the
+/// browser between steps, then [`Fit::evaluate`].
+#[wasm_bindgen]
+pub struct Fit {
+    frozen: Rc<Frozen>,
+    fit: StepFit,
+    query: ail_core::fit::Split,
+}
+
+#[wasm_bindgen]
+impl Fit {
+    /// One step: `{step, total, loss, i, joint}` as JSON, or `null` when the fit is done.
+    pub async fn step(&mut self) -> Result<Option<String>, JsError> {
+        Ok(engine::step(&self.frozen, &mut self.fit).await.map_err(js)?.map(|r| json(&r)))
+    }
+
+    /// Scores on the query set: `{loss, accuracy | r2, i}` as JSON.
+    pub async fn evaluate(&self) -> Result<String, JsError> {
+        let scores = engine::evaluate(&self.frozen, &self.fit, &self.query).await.map_err(js)?;
+        #[derive(Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            scores: ail_core::fit::Scores,
+            i: &'a [f32],
+        }
+        Ok(json(&Out { scores, i: self.fit.i() }))
+    }
+}

@@ -1,0 +1,260 @@
+//! What the page computes, without the browser: opening an export, the invariance dial (the
+//! invariance measure of `ail measure` and a PCA of the features at one `i`), the built-in and
+//! custom tasks, and the few-shot fit of `ail fewshot --readout logistic` run step by step.
+//! Everything here is ail-core / ail-augment / ail-data code; this module only arranges it so that
+//! every tensor read is asynchronous (WebGPU cannot block the page to read a buffer). The
+//! native tests drive the same functions on the CPU backend.
+
+use ail_augment::invariance::{self, Metric, Reference, Transform};
+use ail_core::checkpoint::load_web;
+use ail_core::fewshot::{EpisodeConfig, FewShotReadout, StepFit};
+use ail_core::fit::{Scores, Split, Targets};
+use ail_core::frozen::Frozen;
+use ail_core::linalg::pca;
+use ail_data::ImageSet;
+use burn::prelude::*;
+use serde::Serialize;
+
+/// The transforms on the page's radar chart: every evaluation transform that moves a grey image
+/// (the probe images are Fashion-MNIST, so saturation, hue and grayscale would not change them).
+pub const DIAL_TRANSFORMS: [&str; 8] = ["resized-crop", "h-flip", "rotation", "translation", "scale", "brightness", "contrast", "blur"];
+/// Ridge of the whitening, as `ail measure`'s default.
+pub const RIDGE: f64 = 1e-3;
+
+/// Reads a tensor to the host without blocking (the only way on WebGPU).
+pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+    let data = t.into_data_async().await.map_err(|e| format!("reading a result from the device failed: {e:?}"))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("unexpected result type: {e:?}"))
+}
+
+/// Opens an export (`ail export --web`) on `device`: the frozen encoder, ready for the dial and
+/// fits. Refuses audio and plain encoders, which the page cannot show.
+pub fn open(bytes: &[u8], name: &str, device: &Device) -> Result<Frozen, String> {
+    let ad = device.clone().without_autodiff().autodiff();
+    let (encoder, meta) = load_web(bytes, name, &ad).map_err(|e| e.to_string())?;
+    if meta.audio.is_some() {
+        return Err(format!("{name}: an audio encoder; the page shows image encoders"));
+    }
+    if meta.encoder.input_invariances() == 0 {
+        return Err(format!("{name}: a plain {} has no invariance descriptor to dial; export an amortised encoder (hyper-resnet*, prompt-vit-*)", meta.encoder.kind));
+    }
+    Frozen::from_encoder(encoder, meta, name.into()).map_err(|e| e.to_string())
+}
+
+/// Converts images to what `frozen` takes (`[C, S, S]`): channels replicated or reduced, resized.
+pub fn to_input(set: ImageSet, frozen: &Frozen) -> Result<ImageSet, String> {
+    let [c, h, w] = frozen.input_shape();
+    set.to_channels(c).and_then(|s| s.resized(h, w)).map_err(|e| e.to_string())
+}
+
+/// The images the dial measures, already on the device: `n_stats` originals (whose features give
+/// the whitening's mean and covariance and the PCA), the first `n_measure` of which are measured,
+/// and every setting of every dial transform applied to those.
+pub struct Probe {
+    pub shape: [usize; 3],
+    pub n_stats: usize,
+    pub n_measure: usize,
+    pub labels: Vec<u32>,
+    pub pixels: Vec<u8>,
+    pub transforms: Vec<Transform>,
+    originals: Tensor<4>,
+    transformed: Tensor<4>,
+    transformed_count: usize,
+}
+
+impl Probe {
+    /// `pixels`: `[n_stats, C, H, W]` `u8` images on `device` (the frozen encoder's inner device).
+    pub fn new(pixels: Vec<u8>, labels: Vec<u32>, shape: [usize; 3], n_measure: usize, names: &[&str], device: &Device) -> Result<Self, String> {
+        let len = shape.iter().product::<usize>();
+        let n_stats = pixels.len() / len;
+        if n_stats == 0 || !(1..=n_stats).contains(&n_measure) {
+            return Err(format!("{n_measure} measured images are not among {n_stats} probe images"));
+        }
+        let transforms: Vec<Transform> =
+            names.iter().map(|n| invariance::transform(n, shape).ok_or_else(|| format!("unknown transform {n}"))).collect::<Result<_, _>>()?;
+        let measured: Vec<f32> = pixels[..n_measure * len].iter().map(|&p| p as f32 / 255.0).collect();
+        let transformed = invariance::transformed_all(&measured, n_measure, shape, &transforms);
+        let transformed_count = transformed.len() / len;
+        let device = device.clone().without_autodiff();
+        let [c, h, w] = shape;
+        let originals = Frozen::upload_u8(&pixels, n_stats, shape, &device);
+        let transformed = Tensor::<1>::from_floats(transformed.as_slice(), &device).reshape([transformed_count, c, h, w]);
+        Ok(Self { shape, n_stats, n_measure, labels, pixels, transforms, originals, transformed, transformed_count })
+    }
+
+    /// Images through the encoder per dial update.
+    pub fn forwards(&self) -> usize {
+        self.n_stats + self.transformed_count
+    }
+}
+
+/// One position of the dial.
+#[derive(Debug, Clone, Serialize)]
+pub struct DialView {
+    /// Transform names, in radar order.
+    pub transforms: Vec<&'static str>,
+    /// Whitened cosine similarity of f(x) and f(t(x)) per transform (1 = invariant).
+    pub invariance: Vec<f64>,
+    /// First two principal coordinates of the probe originals' features, `[n_stats, 2]`.
+    pub coords: Vec<f32>,
+    /// Variance along each axis.
+    pub variance: Vec<f64>,
+}
+
+/// The encoder's invariances and embedding at `i`.
+pub async fn dial(frozen: &Frozen, probe: &Probe, i: &[f32]) -> Result<DialView, String> {
+    frozen.check_descriptor(i).map_err(|e| e.to_string())?;
+    let d = frozen.feature_dim();
+    let stats = read(frozen.features(probe.originals.clone(), i)).await?;
+    let reference = Reference::new(&stats, probe.n_stats, probe.n_measure, Metric::Mahalanobis, RIDGE).map_err(|e| e.to_string())?;
+    let moved = read(frozen.features(probe.transformed.clone(), i)).await?;
+    let invariance = invariance::similarities_from_features(&reference, &probe.transforms, &moved);
+    let (coords, variance) = pca(&stats, probe.n_stats, d, 2);
+    Ok(DialView { transforms: probe.transforms.iter().map(|t| t.name).collect(), invariance, coords, variance })
+}
+
+/// A task: support and query images with their targets, and how to show it.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: String,
+    pub support: Split,
+    pub query: Split,
+    /// Class names, or output names of a regression.
+    pub labels: Vec<String>,
+}
+
+impl Task {
+    pub fn is_regression(&self) -> bool {
+        matches!(self.support.targets, Targets::Values { .. })
+    }
+}
+
+fn split(pixels: Vec<u8>, shape: [usize; 3], targets: Targets) -> Split {
+    Split { pixels, shape, targets }
+}
+
+/// The built-in 5-way 5-shot task: five Fashion-MNIST classes, 5 support and 10 query images
+/// each, from the second half of the built-in set (the same images every time).
+pub fn five_way(set: &ImageSet) -> Result<Task, String> {
+    const CLASSES: [u32; 5] = [0, 1, 3, 7, 8];
+    let (shots, queries) = (5, 10);
+    let (mut support, mut query) = (Vec::new(), Vec::new());
+    let (mut support_labels, mut query_labels) = (Vec::new(), Vec::new());
+    for (way, &class) in CLASSES.iter().enumerate() {
+        let mut of_class = (set.len() / 2..set.len()).filter(|&k| set.labels[k] == class);
+        for _ in 0..shots {
+            support.push(of_class.next().ok_or("too few built-in images")?);
+            support_labels.push(way as u32);
+        }
+        for _ in 0..queries {
+            query.push(of_class.next().ok_or("too few built-in images")?);
+            query_labels.push(way as u32);
+        }
+    }
+    let shape = set.shape();
+    let pick = |idx: &[usize]| set.subset(idx).pixels;
+    Ok(Task {
+        name: "5-way 5-shot classification (built-in Fashion-MNIST classes)".into(),
+        support: split(pick(&support), shape, Targets::Classes { labels: support_labels, classes: 5 }),
+        query: split(pick(&query), shape, Targets::Classes { labels: query_labels, classes: 5 }),
+        labels: CLASSES.iter().map(|&c| set.class_names[c as usize].clone()).collect(),
+    })
+}
+
+/// The built-in spatial regression (a derived task): a built-in image shrunk to half the side and
+/// placed at a random position on an empty canvas of the input size; the targets are the item's
+/// centre (x, y) as fractions of the side. 25 support and 50 query images.
+pub fn position(set: &ImageSet) -> Result<Task, String> {
+    let side = set.height;
+    let support_idx: Vec<usize> = (0..25).map(|k| set.len() / 2 + 37 * k).collect();
+    let query_idx: Vec<usize> = (0..50).map(|k| set.len() / 2 + 37 * k + 11).collect();
+    let place = |idx: &[usize], seed| ail_data::tasks::placed_items(set, idx, side / 2, side, seed).map_err(|e| e.to_string());
+    let (sp, sv) = place(&support_idx, 1)?;
+    let (qp, qv) = place(&query_idx, 2)?;
+    let shape = set.shape();
+    Ok(Task {
+        name: "where is the item? (derived task: position regression)".into(),
+        support: split(sp, shape, Targets::Values { values: sv, outputs: 2 }),
+        query: split(qp, shape, Targets::Values { values: qv, outputs: 2 }),
+        labels: vec!["x".into(), "y".into()],
+    })
+}
+
+/// At least this many images per class in a task of the user's own images: two or more for the
+/// support set and one or more to score on.
+pub const MIN_PER_CLASS: usize = 3;
+
+/// A task from the user's images, already decoded to the input shape: per class its name and
+/// images. Every third image of a class (the 3rd, 6th, ...) is a query, the rest support.
+pub fn custom(classes: &[(String, Vec<Vec<u8>>)], shape: [usize; 3]) -> Result<Task, String> {
+    let filled: Vec<&(String, Vec<Vec<u8>>)> = classes.iter().filter(|(_, images)| !images.is_empty()).collect();
+    if filled.len() < 2 {
+        return Err(format!("put images into at least two class boxes (now {} with images)", filled.len()));
+    }
+    if let Some((name, images)) = filled.iter().find(|(_, images)| images.len() < MIN_PER_CLASS) {
+        return Err(format!(
+            "class \"{name}\" has {} image(s): each class needs at least {MIN_PER_CLASS} (two or more to learn from, one or more to score on)",
+            images.len()
+        ));
+    }
+    let (mut sp, mut qp, mut sl, mut ql) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (c, (_, images)) in filled.iter().enumerate() {
+        for (k, image) in images.iter().enumerate() {
+            if k % 3 == 2 {
+                qp.extend_from_slice(image);
+                ql.push(c as u32);
+            } else {
+                sp.extend_from_slice(image);
+                sl.push(c as u32);
+            }
+        }
+    }
+    let classes = filled.len();
+    Ok(Task {
+        name: format!("your images: {classes} classes"),
+        support: split(sp, shape, Targets::Classes { labels: sl, classes }),
+        query: split(qp, shape, Targets::Classes { labels: ql, classes }),
+        labels: filled.iter().map(|(n, _)| n.clone()).collect(),
+    })
+}
+
+/// The page's fit: `ail fewshot --readout logistic`'s step-by-step readout (30 steps that move
+/// `i`, 100 in all), learning `i` from 0.5, or with `i` fixed at `fixed`.
+pub fn fit_config(fixed: Option<Vec<f32>>) -> EpisodeConfig {
+    EpisodeConfig { readout: FewShotReadout::Logistic, steps: 30, i_lr: 0.05, i_init: 0.5, lr: 0.01, fixed, ..EpisodeConfig::default() }
+}
+
+/// One step's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub total: usize,
+    pub loss: f64,
+    /// `i` after the step.
+    pub i: Vec<f32>,
+    /// Whether the step moved `i`.
+    pub joint: bool,
+}
+
+/// One fit step, reading its loss and gradient without blocking; `None` when the fit is done.
+pub async fn step(frozen: &Frozen, fit: &mut StepFit) -> Result<Option<StepReport>, String> {
+    let joint = fit.is_joint();
+    let Some(pending) = fit.start_step(frozen) else { return Ok(None) };
+    let loss = read(pending.loss).await?[0] as f64;
+    let grad = match pending.i_grad {
+        Some(g) => Some(read(g).await?),
+        None => None,
+    };
+    fit.finish_step(grad.as_deref());
+    if !loss.is_finite() {
+        return Err(format!("the loss became {loss}: the fit diverged"));
+    }
+    let (step, total) = fit.progress();
+    Ok(Some(StepReport { step, total, loss, i: fit.i().to_vec(), joint }))
+}
+
+/// The fitted head's scores on the query set (accuracy, or R^2).
+pub async fn evaluate(frozen: &Frozen, fit: &StepFit, query: &Split) -> Result<Scores, String> {
+    let raw = read(fit.predict(frozen, query)).await?;
+    Ok(fit.scores(&raw, &query.targets))
+}

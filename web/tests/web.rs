@@ -1,0 +1,44 @@
+//! The page's computations in WebAssembly, in headless Chromium (`scripts/web.sh test`): the tiny
+//! case of `ail_web::fixture` on burn's CPU backend compiled to wasm32 and on WebGPU (Chromium's
+//! SwiftShader adapter when there is no GPU) must equal what the native CPU backend recorded in
+//! `tests/fixtures/expected.json` (`cargo test -p ail-tests --test web_engine` checks that file
+//! against the native build).
+#![cfg(target_family = "wasm")]
+
+use ail_web::fixture::{self, Outcome};
+use burn::tensor::Device;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const TINY: &[u8] = include_bytes!("fixtures/tiny.ailweb");
+const EXPECTED: &str = include_str!("fixtures/expected.json");
+
+fn expected() -> Outcome {
+    serde_json::from_str(EXPECTED).expect("expected.json parses")
+}
+
+#[wasm_bindgen_test]
+async fn the_cpu_backend_in_wasm_equals_the_native_one() {
+    let got = fixture::run(TINY, &Device::flex()).await.unwrap();
+    let diff = fixture::differences(&got, &expected(), 1e-4);
+    assert!(diff.is_empty(), "wasm CPU differs from native CPU: {diff:?}");
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_equals_the_native_cpu_backend_within_tolerance() {
+    let device = Device::wgpu_options().init_async().await.expect(
+        "no WebGPU adapter: Chromium needs --enable-unsafe-webgpu (scripts/web.sh passes it through webdriver.json)",
+    );
+    let got = fixture::run(TINY, &device).await.unwrap();
+    let diff = fixture::differences(&got, &expected(), 2e-3);
+    assert!(diff.is_empty(), "WebGPU differs from native CPU: {diff:?}");
+}
+
+#[wasm_bindgen_test]
+async fn bad_exports_get_messages_not_panics() {
+    let err = ail_web::engine::open(b"<html>not a model</html>", "page.html", &Device::flex()).err().unwrap();
+    assert!(err.contains("page.html") && err.contains("not an encoder export"), "{err}");
+    let err = ail_web::engine::open(&TINY[..TINY.len() / 3], "cut.ailweb", &Device::flex()).err().unwrap();
+    assert!(err.contains("truncated"), "{err}");
+}
