@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit tests, the WGSL kernels against their CPU references on a
-# wgpu adapter (Mesa's software Vulkan when there is no GPU), and the `ail` binary end to end.
+# Runs every test: unit tests, the WGSL kernels against their CPU references on a wgpu adapter
+# (Mesa's software Vulkan when there is no GPU), the `ail` binary end to end, and the browser page
+# (scripts/web.sh test).
 # Installs what the tests need first. Tests build in the release profile, the same build
 # `cargo run --release` uses (burn is unusably slow unoptimised).
 set -euo pipefail
@@ -19,3 +20,10 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ail/target}"
 
 cargo test --release --workspace "$@"
+
+# The browser page: its computations in WebAssembly in headless Chromium (CPU backend and WebGPU),
+# then the built page end to end, with WebGPU and with the CPU fallback (installs Chromium,
+# wasm-bindgen-cli, trunk and the npm packages first when missing). AIL_SKIP_WEB=1 skips it.
+if [ -z "${AIL_SKIP_WEB:-}" ]; then
+  scripts/web.sh test
+fi

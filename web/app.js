@@ -56,6 +56,7 @@ async function main() {
   const params = new URLSearchParams(location.search);
   try {
     const backend = JSON.parse(await w.start(!params.has("cpu") && "gpu" in navigator));
+    console.log(`ail: backend ready after ${performance.now().toFixed(0)} ms`);
     if (!("gpu" in navigator) && !params.has("cpu")) backend.note = "this browser has no WebGPU; computing on the CPU in WebAssembly";
     const b = $("backend");
     b.textContent = (backend.kind === "webgpu" ? "WebGPU: " : "CPU (WebAssembly): ") + backend.adapter;
@@ -77,6 +78,7 @@ async function openSession(make) {
     message(errorText(e));
     return;
   }
+  console.log(`ail: encoder opened after ${performance.now().toFixed(0)} ms`);
   if (state.session) state.session.free();
   state.session = session;
   const info = (state.info = JSON.parse(session.info()));
@@ -179,6 +181,7 @@ async function requestDial(i) {
       const view = JSON.parse(await state.session.dial(Float32Array.from(next)));
       const ms = performance.now() - t0;
       timings.dial.push(ms);
+      console.log(`ail: dial at ${iLabel(next)} in ${ms.toFixed(0)} ms`);
       $("dial-time").textContent = `(updated in ${ms.toFixed(0)} ms)`;
       drawRadar(view, next);
       drawEmbedding(view);

@@ -125,16 +125,16 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
     let device = Device::flex();
     let frozen = engine::open(ail_web::BUILTIN_EXPORT, "built-in", &device).unwrap();
     assert_eq!(frozen.num_invariances(), 2);
-    let set = engine::to_input(ail_data::builtin::fashion_mnist().unwrap(), &frozen).unwrap();
-    assert_eq!(set.shape(), frozen.input_shape());
-    let five = engine::five_way(&set).unwrap();
+    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let five = engine::five_way(&set, &frozen).unwrap();
+    assert_eq!(five.support.shape, frozen.input_shape());
     assert_eq!((five.support.len(), five.query.len()), (25, 50));
     assert_eq!(five.labels.len(), 5);
     let Targets::Classes { labels, classes: 5 } = &five.support.targets else { panic!("five-way has classes") };
     for c in 0..5 {
         assert_eq!(labels.iter().filter(|&&l| l == c).count(), 5);
     }
-    let position = engine::position(&set).unwrap();
+    let position = engine::position(&set, &frozen).unwrap();
     assert!(position.is_regression());
     assert_eq!((position.support.len(), position.query.len()), (25, 50));
     let Targets::Values { values, outputs: 2 } = &position.query.targets else { panic!("two outputs") };

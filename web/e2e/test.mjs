@@ -56,7 +56,7 @@ try {
   page.on("console", (m) => log.push(`[${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => log.push(`[pageerror] ${e.message}`));
   const t0 = Date.now();
-  await page.goto(base + (mode === "cpu" ? "?cpu" : ""), { waitUntil: "load" });
+  await page.goto(base, { waitUntil: "load" });
   await page.waitForSelector("body[data-ready='1']", { timeout: 600_000 });
   console.log(`[${mode}] interactive after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 

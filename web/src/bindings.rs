@@ -68,6 +68,7 @@ pub async fn start(allow_gpu: bool) -> Result<String, JsError> {
 }
 
 async fn gpu() -> (Device, Backend) {
+    engine::request_webgpu_subgroups();
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
@@ -84,7 +85,7 @@ async fn gpu() -> (Device, Backend) {
 pub struct Session {
     frozen: Rc<Frozen>,
     probe: engine::Probe,
-    /// The built-in images at the encoder's input shape.
+    /// The built-in images, as stored.
     images: Rc<ImageSet>,
 }
 
@@ -114,12 +115,13 @@ impl Session {
     /// Opens an export (`ail export --web`); `name` labels it in messages.
     pub fn open(bytes: &[u8], name: &str) -> Result<Session, JsError> {
         let frozen = engine::open(bytes, name, &device()?).map_err(js)?;
-        let images = Rc::new(engine::to_input((*builtin_images()?).clone(), &frozen).map_err(js)?);
+        // The built-in images stay as they are; only those used are converted to the input shape.
+        let images = builtin_images()?;
         // Probe images: spread over the whole built-in set (every class), the same every time.
         let step = images.len() / PROBE_IMAGES;
         let idx: Vec<usize> = (0..PROBE_IMAGES).map(|k| k * step + 3).collect();
-        let subset = images.subset(&idx);
-        let probe = engine::Probe::new(subset.pixels, subset.labels, images.shape(), MEASURED_IMAGES, &engine::DIAL_TRANSFORMS, frozen.device())
+        let subset = engine::to_input(images.subset(&idx), &frozen).map_err(js)?;
+        let probe = engine::Probe::new(subset.pixels, subset.labels, frozen.input_shape(), MEASURED_IMAGES, &engine::DIAL_TRANSFORMS, frozen.device())
             .map_err(js)?;
         Ok(Session { frozen: Rc::new(frozen), probe, images })
     }
@@ -168,8 +170,8 @@ impl Session {
     /// A built-in task: `five-way` or `position`.
     pub fn builtin_task(&self, name: &str) -> Result<Task, JsError> {
         let task = match name {
-            "five-way" => engine::five_way(&self.images),
-            "position" => engine::position(&self.images),
+            "five-way" => engine::five_way(&self.images, &self.frozen),
+            "position" => engine::position(&self.images, &self.frozen),
             other => Err(format!("unknown built-in task `{other}`: five-way or position")),
         }
         .map_err(js)?;

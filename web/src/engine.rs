@@ -27,6 +27,72 @@ pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
     data.convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("unexpected result type: {e:?}"))
 }
 
+/// Lets the browser run its event loop (input, drawing, messages) before going on: a zero-delay
+/// timer on wasm32, nothing natively. Called between pieces of work, so that the CPU backend,
+/// which computes synchronously, never holds the page for long.
+pub async fn pause() {
+    #[cfg(target_family = "wasm")]
+    {
+        use wasm_bindgen::{JsCast, JsValue};
+        let promise = js_sys::Promise::new(&mut |resolve, _| {
+            let set_timeout = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"))
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+            match set_timeout {
+                Some(f) => {
+                    let _ = f.call2(&JsValue::NULL, &resolve, &JsValue::from(0));
+                }
+                None => {
+                    let _ = resolve.call0(&JsValue::NULL);
+                }
+            }
+        });
+        let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    }
+}
+
+/// Makes the browser's WebGPU device carry the `subgroups` feature whenever its adapter offers it.
+/// Some of CubeCL's matmul kernels (tried by its autotuner) are written with `enable subgroups;`,
+/// but the device is requested without that feature, and Chromium then rejects those shaders
+/// ("extension 'subgroups' is not allowed"), which poisons the device. Call it before the WebGPU
+/// device is created; nothing natively.
+pub fn request_webgpu_subgroups() {
+    #[cfg(target_family = "wasm")]
+    {
+        const SHIM: &str = r#"
+            const proto = self.GPUAdapter && self.GPUAdapter.prototype;
+            if (proto && !proto.__ailSubgroups) {
+                const request = proto.requestDevice;
+                proto.requestDevice = function (desc) {
+                    desc = Object.assign({}, desc || {});
+                    const wanted = new Set(desc.requiredFeatures || []);
+                    for (const f of ["subgroups"]) if (this.features.has(f)) wanted.add(f);
+                    desc.requiredFeatures = [...wanted];
+                    return request.call(this, desc);
+                };
+                proto.__ailSubgroups = true;
+            }
+        "#;
+        let _ = js_sys::Function::new_no_args(SHIM).call0(&wasm_bindgen::JsValue::NULL);
+    }
+}
+
+/// Images through the encoder at a time between pauses.
+pub const CHUNK: usize = 32;
+
+/// Features (`[n, D]`, host) of `x01` (`[n, C, H, W]` in [0, 1] on the inner device) at `i`,
+/// [`CHUNK`] images at a time with a [`pause`] between chunks.
+pub async fn features(frozen: &Frozen, x01: &Tensor<4>, i: &[f32]) -> Result<Vec<f32>, String> {
+    let n = x01.dims()[0];
+    let mut out = Vec::with_capacity(n * frozen.feature_dim());
+    for s in (0..n).step_by(CHUNK) {
+        let e = (s + CHUNK).min(n);
+        out.extend(read(frozen.features(x01.clone().slice(s..e), i)).await?);
+        pause().await;
+    }
+    Ok(out)
+}
+
 /// Opens an export (`ail export --web`) on `device`: the frozen encoder, ready for the dial and
 /// fits. Refuses audio and plain encoders, which the page cannot show.
 pub fn open(bytes: &[u8], name: &str, device: &Device) -> Result<Frozen, String> {
@@ -105,9 +171,9 @@ pub struct DialView {
 pub async fn dial(frozen: &Frozen, probe: &Probe, i: &[f32]) -> Result<DialView, String> {
     frozen.check_descriptor(i).map_err(|e| e.to_string())?;
     let d = frozen.feature_dim();
-    let stats = read(frozen.features(probe.originals.clone(), i)).await?;
+    let stats = features(frozen, &probe.originals, i).await?;
     let reference = Reference::new(&stats, probe.n_stats, probe.n_measure, Metric::Mahalanobis, RIDGE).map_err(|e| e.to_string())?;
-    let moved = read(frozen.features(probe.transformed.clone(), i)).await?;
+    let moved = features(frozen, &probe.transformed, i).await?;
     let invariance = invariance::similarities_from_features(&reference, &probe.transforms, &moved);
     let (coords, variance) = pca(&stats, probe.n_stats, d, 2);
     Ok(DialView { transforms: probe.transforms.iter().map(|t| t.name).collect(), invariance, coords, variance })
@@ -134,8 +200,9 @@ fn split(pixels: Vec<u8>, shape: [usize; 3], targets: Targets) -> Split {
 }
 
 /// The built-in 5-way 5-shot task: five Fashion-MNIST classes, 5 support and 10 query images
-/// each, from the second half of the built-in set (the same images every time).
-pub fn five_way(set: &ImageSet) -> Result<Task, String> {
+/// each, from the second half of the built-in set (the same images every time), converted to what
+/// `frozen` takes.
+pub fn five_way(set: &ImageSet, frozen: &Frozen) -> Result<Task, String> {
     const CLASSES: [u32; 5] = [0, 1, 3, 7, 8];
     let (shots, queries) = (5, 10);
     let (mut support, mut query) = (Vec::new(), Vec::new());
@@ -151,12 +218,12 @@ pub fn five_way(set: &ImageSet) -> Result<Task, String> {
             query_labels.push(way as u32);
         }
     }
-    let shape = set.shape();
-    let pick = |idx: &[usize]| set.subset(idx).pixels;
+    let pick = |idx: &[usize]| to_input(set.subset(idx), frozen).map(|s| s.pixels);
+    let shape = frozen.input_shape();
     Ok(Task {
         name: "5-way 5-shot classification (built-in Fashion-MNIST classes)".into(),
-        support: split(pick(&support), shape, Targets::Classes { labels: support_labels, classes: 5 }),
-        query: split(pick(&query), shape, Targets::Classes { labels: query_labels, classes: 5 }),
+        support: split(pick(&support)?, shape, Targets::Classes { labels: support_labels, classes: 5 }),
+        query: split(pick(&query)?, shape, Targets::Classes { labels: query_labels, classes: 5 }),
         labels: CLASSES.iter().map(|&c| set.class_names[c as usize].clone()).collect(),
     })
 }
@@ -164,11 +231,14 @@ pub fn five_way(set: &ImageSet) -> Result<Task, String> {
 /// The built-in spatial regression (a derived task): a built-in image shrunk to half the side and
 /// placed at a random position on an empty canvas of the input size; the targets are the item's
 /// centre (x, y) as fractions of the side. 25 support and 50 query images.
-pub fn position(set: &ImageSet) -> Result<Task, String> {
-    let side = set.height;
+pub fn position(set: &ImageSet, frozen: &Frozen) -> Result<Task, String> {
     let support_idx: Vec<usize> = (0..25).map(|k| set.len() / 2 + 37 * k).collect();
     let query_idx: Vec<usize> = (0..50).map(|k| set.len() / 2 + 37 * k + 11).collect();
-    let place = |idx: &[usize], seed| ail_data::tasks::placed_items(set, idx, side / 2, side, seed).map_err(|e| e.to_string());
+    let items: Vec<usize> = support_idx.iter().chain(&query_idx).copied().collect();
+    let set = to_input(set.subset(&items), frozen)?;
+    let side = set.height;
+    let (support_idx, query_idx): (Vec<usize>, Vec<usize>) = ((0..25).collect(), (25..75).collect());
+    let place = |idx: &[usize], seed| ail_data::tasks::placed_items(&set, idx, side / 2, side, seed).map_err(|e| e.to_string());
     let (sp, sv) = place(&support_idx, 1)?;
     let (qp, qv) = place(&query_idx, 2)?;
     let shape = set.shape();
@@ -238,6 +308,7 @@ pub struct StepReport {
 
 /// One fit step, reading its loss and gradient without blocking; `None` when the fit is done.
 pub async fn step(frozen: &Frozen, fit: &mut StepFit) -> Result<Option<StepReport>, String> {
+    pause().await;
     let joint = fit.is_joint();
     let Some(pending) = fit.start_step(frozen) else { return Ok(None) };
     let loss = read(pending.loss).await?[0] as f64;

@@ -27,6 +27,7 @@ async fn the_cpu_backend_in_wasm_equals_the_native_one() {
 
 #[wasm_bindgen_test]
 async fn webgpu_equals_the_native_cpu_backend_within_tolerance() {
+    ail_web::engine::request_webgpu_subgroups();
     let device = Device::wgpu_options().init_async().await.expect(
         "no WebGPU adapter: Chromium needs --enable-unsafe-webgpu (scripts/web.sh passes it through webdriver.json)",
     );
