@@ -8,7 +8,7 @@
 #
 # What it installs when missing (once per machine): the wasm32 Rust target; wasm-bindgen-cli 0.2.130
 # and trunk 0.21.14 (cargo install, 5-20 minutes each); Debian's chromium and chromium-driver;
-# playwright-core and binaryen 123 (wasm-opt) from npm into web/e2e/node_modules.
+# playwright-core from npm into web/e2e/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,7 +34,7 @@ setup() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
-  if [ ! -x web/e2e/node_modules/.bin/wasm-opt ] || [ ! -d web/e2e/node_modules/playwright-core ]; then
+  if [ ! -d web/e2e/node_modules/playwright-core ]; then
     (cd web/e2e && npm ci --no-audit --no-fund)
   fi
 }

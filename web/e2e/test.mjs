@@ -69,6 +69,12 @@ try {
     assert.match(note, /CPU|WebGPU/, "the page says why it computes on the CPU");
   }
 
+  // The page's computations on this backend equal the native CPU backend's on a tiny case.
+  const check = JSON.parse(await page.evaluate(() => window.wasmBindings.self_check()));
+  console.log(`[${mode}] self-check on ${check.backend} (tolerance ${check.tolerance}): ${check.differences.length} differences; losses ${check.outcome.losses.map((v) => v.toFixed(4)).join(", ")}`);
+  assert.equal(check.backend, badge.kind);
+  assert.deepEqual(check.differences, [], "results equal to the native CPU backend's");
+
   const radar = async () => page.$$eval("#radar-values td[data-transform]", (cells) => cells.map((c) => [c.dataset.transform, Number(c.textContent)]));
   const first = await radar();
   assert.equal(first.length, 8, "eight transforms on the radar");

@@ -285,3 +285,25 @@ impl Fit {
         Ok(json(&Out { scores, i: self.fit.i() }))
     }
 }
+
+/// The tiny case of [`crate::fixture`] on this page's backend, compared with what the native CPU
+/// backend recorded: `{backend, differences, outcome}` as JSON (no differences: they agree within
+/// the tolerance: 1e-4 on the CPU, 2e-3 on WebGPU). The browser test calls it.
+#[wasm_bindgen]
+pub async fn self_check() -> Result<String, JsError> {
+    const TINY: &[u8] = include_bytes!("../tests/fixtures/tiny.ailweb");
+    const EXPECTED: &str = include_str!("../tests/fixtures/expected.json");
+    let (device, backend) = BACKEND.with(|b| b.borrow().clone()).ok_or_else(|| js("call start() first"))?;
+    let want: crate::fixture::Outcome = serde_json::from_str(EXPECTED).map_err(js)?;
+    let got = crate::fixture::run(TINY, &device).await.map_err(js)?;
+    let tolerance = if backend.kind == "webgpu" { 2e-3 } else { 1e-4 };
+    let differences = crate::fixture::differences(&got, &want, tolerance);
+    #[derive(Serialize)]
+    struct Out<'a> {
+        backend: &'a str,
+        tolerance: f64,
+        differences: Vec<String>,
+        outcome: crate::fixture::Outcome,
+    }
+    Ok(json(&Out { backend: backend.kind, tolerance, differences, outcome: got }))
+}

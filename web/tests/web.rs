@@ -1,8 +1,12 @@
 //! The page's computations in WebAssembly, in headless Chromium (`scripts/web.sh test`): the tiny
-//! case of `ail_web::fixture` on burn's CPU backend compiled to wasm32 and on WebGPU (Chromium's
-//! SwiftShader adapter when there is no GPU) must equal what the native CPU backend recorded in
-//! `tests/fixtures/expected.json` (`cargo test -p ail-tests --test web_engine` checks that file
-//! against the native build).
+//! case of `ail_web::fixture` on burn's CPU backend compiled to wasm32 must equal what the native
+//! CPU backend recorded in `tests/fixtures/expected.json` (`cargo test -p ail-tests --test
+//! web_engine` checks that file against the native build).
+//!
+//! The same comparison on WebGPU runs in the end-to-end test (`e2e/test.mjs` calls the page's
+//! `self_check`): on SwiftShader the first WebGPU use compiles and tunes kernels for minutes, part
+//! of it on the page's thread, longer than chromedriver's 30 s limit on an unresponsive page, which
+//! ends a wasm-bindgen test run; playwright waits.
 #![cfg(target_family = "wasm")]
 
 use ail_web::fixture::{self, Outcome};
@@ -23,17 +27,6 @@ async fn the_cpu_backend_in_wasm_equals_the_native_one() {
     let got = fixture::run(TINY, &Device::flex()).await.unwrap();
     let diff = fixture::differences(&got, &expected(), 1e-4);
     assert!(diff.is_empty(), "wasm CPU differs from native CPU: {diff:?}");
-}
-
-#[wasm_bindgen_test]
-async fn webgpu_equals_the_native_cpu_backend_within_tolerance() {
-    ail_web::engine::request_webgpu_subgroups();
-    let device = Device::wgpu_options().init_async().await.expect(
-        "no WebGPU adapter: Chromium needs --enable-unsafe-webgpu (scripts/web.sh passes it through webdriver.json)",
-    );
-    let got = fixture::run(TINY, &device).await.unwrap();
-    let diff = fixture::differences(&got, &expected(), 2e-3);
-    assert!(diff.is_empty(), "WebGPU differs from native CPU: {diff:?}");
 }
 
 #[wasm_bindgen_test]

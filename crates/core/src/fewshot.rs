@@ -244,8 +244,10 @@ impl StepFit {
         let (mean, std) = crate::fit::standardisation(&support.targets);
         let rows = crate::fit::target_rows(&support.targets, &mean, &std);
         let y = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([n, m]);
-        device.seed(seed);
-        let head = LinearConfig::new(d, m).init(&device);
+        // The head is drawn on the CPU backend and moved: the same start on every backend (a GPU's
+        // random numbers differ from the CPU's), so that fits compare across devices.
+        Device::flex().seed(seed);
+        let head = LinearConfig::new(d, m).init(&Device::flex().autodiff()).fork(&device);
         let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
         let mut fit = Self {
             learn,
