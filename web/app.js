@@ -86,6 +86,7 @@ async function openSession(make) {
   $("measured-count").textContent = info.measured_images;
   $("probe-count").textContent = info.probe_images;
   state.thumbs = thumbnails(session.probe_rgba(), info.image_size);
+  $("fit-status").textContent = `fits run on ${info.fit_backend}`;
   state.i = info.trained.length ? info.trained[info.trained.length - 1].slice() : new Array(info.k).fill(1);
   state.path = [];
   buildDialControls();

@@ -58,7 +58,7 @@ fn the_tiny_case_matches_what_the_browser_tests_expect() {
         std::fs::write(dir.join("tiny.ailweb"), tiny_export()).unwrap();
     }
     let bytes = std::fs::read(dir.join("tiny.ailweb")).expect("web/tests/fixtures/tiny.ailweb: run with AIL_BLESS=1 to create it");
-    let got = block_on(fixture::run(&bytes, &Device::flex())).unwrap();
+    let got = block_on(fixture::run(&bytes, &Device::flex(), &Device::flex())).unwrap();
     // Real numbers, not degenerate ones: the case must be able to tell backends apart.
     assert_eq!(got.invariance.len(), fixture::TRANSFORMS.len());
     assert!(got.invariance.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)), "{:?}", got.invariance);

@@ -84,6 +84,9 @@ async fn gpu() -> (Device, Backend) {
 #[wasm_bindgen]
 pub struct Session {
     frozen: Rc<Frozen>,
+    /// The same encoder on the fitting device (`engine::fit_device`): shared when that is the
+    /// page's device.
+    fit_frozen: Rc<Frozen>,
     probe: engine::Probe,
     /// The built-in images, as stored.
     images: Rc<ImageSet>,
@@ -108,6 +111,8 @@ struct Info<'a> {
     transforms: Vec<&'static str>,
     probe_labels: Vec<u32>,
     class_names: Vec<String>,
+    /// Where fits run (see `engine::fit_device`).
+    fit_backend: &'static str,
 }
 
 #[wasm_bindgen]
@@ -123,7 +128,12 @@ impl Session {
         let subset = engine::to_input(images.subset(&idx), &frozen).map_err(js)?;
         let probe = engine::Probe::new(subset.pixels, subset.labels, frozen.input_shape(), MEASURED_IMAGES, &engine::DIAL_TRANSFORMS, frozen.device())
             .map_err(js)?;
-        Ok(Session { frozen: Rc::new(frozen), probe, images })
+        let frozen = Rc::new(frozen);
+        let fit_frozen = match BACKEND.with(|b| b.borrow().as_ref().map(|(_, b)| b.kind)) {
+            Some("cpu") => frozen.clone(),
+            _ => Rc::new(engine::open(bytes, name, &engine::fit_device()).map_err(js)?),
+        };
+        Ok(Session { frozen, fit_frozen, probe, images })
     }
 
     /// The encoder shipped with the page.
@@ -153,6 +163,7 @@ impl Session {
             transforms: self.probe.transforms.iter().map(|t| t.name).collect(),
             probe_labels: self.probe.labels.clone(),
             class_names: self.images.class_names.clone(),
+            fit_backend: "the CPU (burn flex in WebAssembly)",
         })
     }
 
@@ -208,8 +219,8 @@ impl Session {
     /// A fit on `task`: learning `i` (from 0.5), or with `i` fixed at 1 in every entry.
     pub fn fit(&self, task: &Task, learn_i: bool) -> Result<Fit, JsError> {
         let fixed = (!learn_i).then(|| vec![1.0; self.frozen.num_invariances()]);
-        let fit = StepFit::new(&self.frozen, &task.task.support, &engine::fit_config(fixed), 0).map_err(js)?;
-        Ok(Fit { frozen: self.frozen.clone(), fit, query: task.task.query.clone() })
+        let fit = StepFit::new(&self.fit_frozen, &task.task.support, &engine::fit_config(fixed), 0).map_err(js)?;
+        Ok(Fit { frozen: self.fit_frozen.clone(), fit, query: task.task.query.clone() })
     }
 }
 
@@ -288,14 +299,15 @@ impl Fit {
 
 /// The tiny case of [`crate::fixture`] on this page's backend, compared with what the native CPU
 /// backend recorded: `{backend, differences, outcome}` as JSON (no differences: they agree within
-/// the tolerance: 1e-4 on the CPU, 2e-3 on WebGPU). The browser test calls it.
+/// the tolerance: 1e-4 on the CPU, 2e-3 on WebGPU). The dial runs on the page's backend, the fit
+/// on `engine::fit_device`, as in the page. The browser test calls it.
 #[wasm_bindgen]
 pub async fn self_check() -> Result<String, JsError> {
     const TINY: &[u8] = include_bytes!("../tests/fixtures/tiny.ailweb");
     const EXPECTED: &str = include_str!("../tests/fixtures/expected.json");
     let (device, backend) = BACKEND.with(|b| b.borrow().clone()).ok_or_else(|| js("call start() first"))?;
     let want: crate::fixture::Outcome = serde_json::from_str(EXPECTED).map_err(js)?;
-    let got = crate::fixture::run(TINY, &device).await.map_err(js)?;
+    let got = crate::fixture::run(TINY, &device, &engine::fit_device()).await.map_err(js)?;
     let tolerance = if backend.kind == "webgpu" { 2e-3 } else { 1e-4 };
     let differences = crate::fixture::differences(&got, &want, tolerance);
     #[derive(Serialize)]

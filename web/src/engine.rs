@@ -288,6 +288,15 @@ pub fn custom(classes: &[(String, Vec<Vec<u8>>)], shape: [usize; 3]) -> Result<T
     })
 }
 
+/// Where the page fits: always burn's CPU backend (in WebAssembly in the browser). On WebGPU the
+/// dial runs on the GPU, but a fit's graph hits a CubeCL matmul kernel that Chromium's WGSL
+/// validator rejects on its SwiftShader adapter (the kernel's output is then never written, and the
+/// loss is wrong from the first step: the browser test's self-check caught it), while the fit's
+/// graph is small (25 images) and the CPU computes it exactly.
+pub fn fit_device() -> Device {
+    Device::flex()
+}
+
 /// The page's fit: `ail fewshot --readout logistic`'s step-by-step readout (30 steps that move
 /// `i`, 100 in all), learning `i` from 0.5, or with `i` fixed at `fixed`.
 pub fn fit_config(fixed: Option<Vec<f32>>) -> EpisodeConfig {

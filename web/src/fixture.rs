@@ -60,12 +60,14 @@ pub fn images() -> (Vec<u8>, Vec<u32>) {
     (pixels, labels)
 }
 
-/// Runs the case on `device` with the export `bytes`.
-pub async fn run(bytes: &[u8], device: &Device) -> Result<Outcome, String> {
+/// Runs the case with the export `bytes`: the dial on `device`, the fit on `fit_device` (the page
+/// fits on the CPU backend; see `engine::fit_device`).
+pub async fn run(bytes: &[u8], device: &Device, fit_device: &Device) -> Result<Outcome, String> {
     let frozen = engine::open(bytes, "tiny.ailweb", device)?;
     let (pixels, labels) = images();
     let probe = engine::Probe::new(pixels.clone(), labels.clone(), SHAPE, 6, &TRANSFORMS, frozen.device())?;
     let view = engine::dial(&frozen, &probe, &DIAL_I).await?;
+    let frozen = engine::open(bytes, "tiny.ailweb", fit_device)?;
     let len = SHAPE.iter().product::<usize>();
     let classes: Vec<(String, Vec<Vec<u8>>)> = (0..2u32)
         .map(|class| {

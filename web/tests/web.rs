@@ -24,7 +24,7 @@ fn expected() -> Outcome {
 
 #[wasm_bindgen_test]
 async fn the_cpu_backend_in_wasm_equals_the_native_one() {
-    let got = fixture::run(TINY, &Device::flex()).await.unwrap();
+    let got = fixture::run(TINY, &Device::flex(), &Device::flex()).await.unwrap();
     let diff = fixture::differences(&got, &expected(), 1e-4);
     assert!(diff.is_empty(), "wasm CPU differs from native CPU: {diff:?}");
 }
