@@ -18,8 +18,6 @@ use serde::Serialize;
 /// The transforms on the page's radar chart: every evaluation transform that moves a grey image
 /// (the probe images are Fashion-MNIST, so saturation, hue and grayscale would not change them).
 pub const DIAL_TRANSFORMS: [&str; 8] = ["resized-crop", "h-flip", "rotation", "translation", "scale", "brightness", "contrast", "blur"];
-/// Ridge of the whitening, as `ail measure`'s default.
-pub const RIDGE: f64 = 1e-3;
 
 /// Reads a tensor to the host without blocking (the only way on WebGPU).
 pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
@@ -172,7 +170,7 @@ pub async fn dial(frozen: &Frozen, probe: &Probe, i: &[f32]) -> Result<DialView,
     frozen.check_descriptor(i).map_err(|e| e.to_string())?;
     let d = frozen.feature_dim();
     let stats = features(frozen, &probe.originals, i).await?;
-    let reference = Reference::new(&stats, probe.n_stats, probe.n_measure, Metric::Mahalanobis, RIDGE).map_err(|e| e.to_string())?;
+    let reference = Reference::new(&stats, probe.n_stats, probe.n_measure, Metric::Mahalanobis, invariance::DEFAULT_RIDGE).map_err(|e| e.to_string())?;
     let moved = features(frozen, &probe.transformed, i).await?;
     let invariance = invariance::similarities_from_features(&reference, &probe.transforms, &moved);
     let (coords, variance) = pca(&stats, probe.n_stats, d, 2);

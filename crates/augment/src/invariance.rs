@@ -170,6 +170,9 @@ pub fn parse_transforms(list: &str, shape: [usize; 3]) -> Result<Vec<Transform>,
 // The measurement
 // ---------------------------------------------------------------------------------------------
 
+/// The whitening's default ridge, as a fraction of the mean variance (`ail measure --ridge`, the page).
+pub const DEFAULT_RIDGE: f64 = 1e-3;
+
 /// How two feature vectors are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {

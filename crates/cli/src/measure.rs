@@ -90,7 +90,7 @@ pub struct SourceArgs {
     pub stats_images: usize,
     /// Ridge added to the feature covariance before whitening, as a fraction of the mean variance
     /// (needed when there are fewer statistics images than feature dimensions).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = DEFAULT_RIDGE)]
     pub ridge: f64,
 }
 

@@ -172,20 +172,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
     let result = encoder.load_from(&mut store).map_err(|e| {
         err(&path, format!("truncated, corrupt or not matching {META_FILE} ({e})"))
     })?;
-    let mut problems = Vec::new();
-    problems.extend(result.missing.iter().take(3).map(|(p, _)| format!("tensor `{p}` is missing")));
-    problems.extend(result.errors.iter().take(3).map(|e| e.to_string()));
-    problems.extend(result.unused.iter().take(3).map(|p| format!("tensor `{p}` is not part of this model")));
-    if !problems.is_empty() {
-        let total = result.missing.len() + result.errors.len() + result.unused.len();
-        return Err(err(
-            &path,
-            format!(
-                "the tensors do not match the {} described in {META_FILE} ({total} problems; first: {})",
-                meta.encoder.kind,
-                problems.join("; ")
-            ),
-        ));
+    if let Some(problems) = mismatch(&result) {
+        return Err(err(&path, format!("the tensors do not match the {} described in {META_FILE} ({problems})", meta.encoder.kind)));
     }
     // Give the parameters their saved identities, so that the optimiser state finds them.
     restore_ids(&path, &mut encoder, &file.param_ids)?;
@@ -286,16 +274,8 @@ pub fn load_web(bytes: &[u8], source: &str, device: &Device) -> Result<(Encoder,
     let mut store = SafetensorsStore::from_bytes(Some(body))
         .with_from_adapter(burn::store::HalfPrecisionAdapter::new().with_module("HyperConv"));
     let result = encoder.load_from(&mut store).map_err(|e| web_err(source, format!("truncated or corrupt tensors ({e})")))?;
-    if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
-        let first: Vec<String> = result
-            .missing
-            .iter()
-            .map(|(p, _)| format!("`{p}` is missing"))
-            .chain(result.errors.iter().map(|e| e.to_string()))
-            .chain(result.unused.iter().map(|p| format!("`{p}` is not part of this model")))
-            .take(3)
-            .collect();
-        return Err(web_err(source, format!("the tensors do not match the {} it describes: {}", meta.encoder.kind, first.join("; "))));
+    if let Some(problems) = mismatch(&result) {
+        return Err(web_err(source, format!("the tensors do not match the {} it describes ({problems})", meta.encoder.kind)));
     }
     Ok((encoder, meta))
 }
@@ -308,6 +288,23 @@ pub fn param_values<M: ModuleSnapshot>(module: &M) -> Vec<f32> {
         .into_iter()
         .flat_map(|t| burn::store::bridge::into_data(t).map(|d| d.convert::<f32>().try_into_vec::<f32>().unwrap_or_default()).unwrap_or_default())
         .collect()
+}
+
+/// What is wrong with loaded tensors, if anything: the count and the first few problems.
+fn mismatch(result: &burn::store::ApplyResult) -> Option<String> {
+    let total = result.missing.len() + result.errors.len() + result.unused.len();
+    if total == 0 {
+        return None;
+    }
+    let first: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(p, _)| format!("tensor `{p}` is missing"))
+        .chain(result.errors.iter().map(|e| e.to_string()))
+        .chain(result.unused.iter().map(|p| format!("tensor `{p}` is not part of this model")))
+        .take(3)
+        .collect();
+    Some(format!("{total} problems; first: {}", first.join("; ")))
 }
 
 /// Parameter identities of `module` by tensor name (what optimiser state is keyed by).
@@ -334,13 +331,8 @@ pub fn load_module<M: ModuleSnapshot>(
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = module.load_from(&mut store).map_err(|e| err(path, format!("truncated, corrupt or not matching ({e})")))?;
-    if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
-        return Err(err(path, format!(
-            "the tensors do not match the module ({} missing, {} mismatched, {} unused)",
-            result.missing.len(),
-            result.errors.len(),
-            result.unused.len()
-        )));
+    if let Some(problems) = mismatch(&result) {
+        return Err(err(path, format!("the tensors do not match the module ({problems})")));
     }
     restore_ids(path, module, ids)
 }
