@@ -23,9 +23,9 @@ fn hyper_resnet_on_wgpu_matches_the_cpu() {
     config.hidden = 4;
     let dir = tempfile::tempdir().unwrap();
     let meta = CheckpointMeta { encoder: config.clone(), family: Some(Family::Groups), step: 0, normalization: None, audio: None };
+    cpu.seed(1);
     checkpoint::save(dir.path(), &config.init(&cpu).unwrap(), &meta, None).unwrap();
 
-    cpu.seed(1);
     let x: Vec<f32> = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &cpu).into_data().try_to_vec().unwrap();
     let run = |device: &Device, i: [f32; 2]| -> Vec<f32> {
         let model = checkpoint::load(dir.path(), device).unwrap().encoder;

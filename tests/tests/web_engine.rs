@@ -29,6 +29,14 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Every test holds this for its whole body: burn's CPU backend has one random generator per
+/// process and draws weights lazily, at their first use, so tests on parallel threads would
+/// otherwise take numbers from each other's seeded sequences.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/tests/fixtures")
 }
@@ -51,6 +59,7 @@ fn tiny_export() -> Vec<u8> {
 
 #[test]
 fn the_tiny_case_matches_what_the_browser_tests_expect() {
+    let _serial = serial();
     let dir = fixtures();
     let bless = std::env::var_os("AIL_BLESS").is_some();
     if bless {
@@ -79,6 +88,7 @@ fn the_tiny_case_matches_what_the_browser_tests_expect() {
 
 #[test]
 fn a_web_export_round_trips_within_f16_rounding_and_bad_files_are_named() {
+    let _serial = serial();
     let device = Device::flex();
     device.seed(3);
     let config = EncoderConfig::new(ModelKind::HyperResnet18, 2).with_width(0.0625).with_image_size(16);
@@ -112,6 +122,7 @@ fn a_web_export_round_trips_within_f16_rounding_and_bad_files_are_named() {
 
 #[test]
 fn a_plain_encoder_cannot_be_dialled() {
+    let _serial = serial();
     let device = Device::flex();
     let config = EncoderConfig::new(ModelKind::Resnet18, 0).with_width(0.0625).with_image_size(16);
     let encoder = config.init(&device).unwrap();
@@ -122,6 +133,7 @@ fn a_plain_encoder_cannot_be_dialled() {
 
 #[test]
 fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
+    let _serial = serial();
     let device = Device::flex();
     let frozen = engine::open(ail_web::BUILTIN_EXPORT, "built-in", &device).unwrap();
     assert_eq!(frozen.num_invariances(), 2);
@@ -165,6 +177,7 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
 
 #[test]
 fn user_tasks_need_two_classes_of_three_images() {
+    let _serial = serial();
     let shape = [3, 4, 4];
     let img = vec![7u8; 48];
     let class = |name: &str, n: usize| (name.to_string(), vec![img.clone(); n]);

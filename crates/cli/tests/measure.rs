@@ -12,9 +12,9 @@ use burn::tensor::Device;
 /// Writes a freshly initialised tiny encoder as `run/checkpoints/step-00000000` under `dir`, the
 /// layout `ail pretrain --out run` leaves (no recorded normalisation: the data's is used).
 ///
-/// The weights are drawn from a seed, under a lock: the backend's generator is one per process and
-/// the tests run on parallel threads, so an unseeded (or unlocked) draw would give each run other
-/// weights, and a rare draw a network whose features ignore its input.
+/// The weights are drawn from a seed, under a lock held until they are saved: the backend's generator
+/// is one per process and the tests run on parallel threads, so an unseeded (or unlocked) draw would
+/// give each run other weights, and a rare draw a network whose features ignore its input.
 fn tiny_checkpoint(dir: &Path, run: &str, kind: ModelKind, in_channels: usize) {
     static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let family = Family::Groups;
@@ -22,12 +22,11 @@ fn tiny_checkpoint(dir: &Path, run: &str, kind: ModelKind, in_channels: usize) {
     config.hidden = 8;
     config.in_channels = in_channels;
     let device = Device::flex();
-    let encoder = {
-        let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        device.seed(run.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
-        config.init(&device).unwrap()
-    };
-    let meta = CheckpointMeta { encoder: config, family: kind.is_amortised().then_some(family), step: 0, normalization: None, audio: None };
+    let meta = CheckpointMeta { encoder: config.clone(), family: kind.is_amortised().then_some(family), step: 0, normalization: None, audio: None };
+    // burn draws most weights lazily, at their first use: here, in the save.
+    let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(run.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
+    let encoder = config.init(&device).unwrap();
     checkpoint::save(&dir.join(run).join("checkpoints").join("step-00000000"), &encoder, &meta, None).unwrap();
 }
 

@@ -245,9 +245,20 @@ impl StepFit {
         let rows = crate::fit::target_rows(&support.targets, &mean, &std);
         let y = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([n, m]);
         // The head is drawn on the CPU backend and moved: the same start on every backend (a GPU's
-        // random numbers differ from the CPU's), so that fits compare across devices.
-        Device::flex().seed(seed);
-        let head = LinearConfig::new(d, m).init(&Device::flex().autodiff()).fork(&device);
+        // random numbers differ from the CPU's), so that fits compare across devices. burn draws a
+        // parameter lazily, at its first use, from the backend's one generator per process: the
+        // draw is forced here (weight, then bias, the order of a first forward), right after the
+        // seed and under a lock, so that neither a later device nor another thread's draws change it.
+        let head = {
+            static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            Device::flex().seed(seed);
+            let head = LinearConfig::new(d, m).init(&Device::flex().autodiff());
+            let _ = head.weight.val();
+            let _ = head.bias.as_ref().map(|b| b.val());
+            head
+        }
+        .fork(&device);
         let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
         let mut fit = Self {
             learn,
@@ -368,6 +379,7 @@ mod tests {
 
     #[test]
     fn episodes_are_disjoint_balanced_and_reproducible() {
+        let _serial = crate::serial();
         // 6 classes of 5 images, one class too small.
         let mut labels: Vec<u32> = (0..30).map(|i| (i / 5) as u32).collect();
         labels.push(6);

@@ -166,6 +166,7 @@ mod tests {
 
     #[test]
     fn last_stages_train_and_the_rest_is_frozen() {
+        let _serial = crate::serial();
         let device = Device::flex().autodiff();
         let config = ResNetConfig::resnet18(0.0625);
         let model = config.init(&device);

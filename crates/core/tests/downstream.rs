@@ -79,8 +79,7 @@ fn descriptor_gradient_matches_finite_differences_and_the_step_lowers_the_loss()
     let readout = head(&frozen, seed);
     let i0 = [0.5f32, 0.5];
     let (loss0, g) = loss_and_descriptor_gradient(&frozen, &readout, &train, &i0);
-    // Central differences at two step sizes: one that straddles a ReLU kink is off (the random
-    // instance varies between runs: parallel tests share the device's generator).
+    // Central differences at two step sizes: one that straddles a ReLU kink is off.
     for k in 0..2 {
         let fd = |h: f32| {
             let (mut ip, mut im) = (i0, i0);
