@@ -27,7 +27,8 @@ setup() {
   fi
   if ! trunk --version 2>/dev/null | grep -q "0.21.14"; then
     echo "installing trunk 0.21.14 (about 10-20 minutes, once)..."
-    CARGO_TARGET_DIR="$HOME/.cache/ail/tools" cargo install trunk --version 0.21.14 --locked
+    # No default features: no TLS stack and no update check (the page is built offline).
+    CARGO_TARGET_DIR="$HOME/.cache/ail/tools" cargo install trunk --version 0.21.14 --locked --no-default-features
   fi
   if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     echo "installing chromium and chromium-driver..."
