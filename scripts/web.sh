@@ -7,7 +7,7 @@
 #   scripts/web.sh setup     # only install what is missing
 #
 # What it installs when missing (once per machine): the wasm32 Rust target; wasm-bindgen-cli 0.2.130
-# and trunk 0.21.14 (cargo install, 5-20 minutes each); Debian's chromium and chromium-driver;
+# and trunk 0.21.14 (cargo install, 5-11 minutes each); Debian's chromium and chromium-driver;
 # playwright-core from npm into web/e2e/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ setup() {
     CARGO_TARGET_DIR="$HOME/.cache/ail/tools" cargo install wasm-bindgen-cli --version 0.2.130
   fi
   if ! trunk --version 2>/dev/null | grep -q "0.21.14"; then
-    echo "installing trunk 0.21.14 (about 10-20 minutes, once)..."
+    echo "installing trunk 0.21.14 (about 10 minutes, once)..."
     # No default features: no TLS stack and no update check (the page is built offline).
     CARGO_TARGET_DIR="$HOME/.cache/ail/tools" cargo install trunk --version 0.21.14 --locked --no-default-features
   fi
