@@ -365,9 +365,10 @@ async function runFit() {
     { learn: true, label: "learned i", colour: "#2a7" },
     { learn: false, label: `i fixed at [${new Array(state.info.k).fill(1).join(", ")}]`, colour: "#c63" },
   ];
+  let fit = null;
   try {
     for (const run of runs) {
-      const fit = state.session.fit(task, run.learn);
+      fit = state.session.fit(task, run.learn);
       const curve = { label: run.label, colour: run.colour, values: [], total: 100 };
       curves.push(curve);
       if (run.learn) state.path = [];
@@ -390,10 +391,15 @@ async function runFit() {
       }
       const scores = JSON.parse(await fit.evaluate());
       fit.free();
+      fit = null;
       results.push({ ...run, scores });
     }
   } catch (e) {
     const stopped = errorText(e) === "stopped";
+    // A stopped or failed fit's memory in WebAssembly is given back.
+    try {
+      if (fit) fit.free();
+    } catch {}
     message(stopped ? "Fit stopped." : "The fit failed: " + errorText(e), stopped ? "info" : "error");
     $("fit").disabled = false;
     $("stop").disabled = true;

@@ -115,6 +115,27 @@ try {
   assert.ok((await page.$eval("#fit-path", (p) => p.getAttribute("points").split(" ").length)) >= 30, "the path of i is drawn on the pad");
   await page.screenshot({ path: path.join(out, `${mode}-fit.png`), fullPage: true });
 
+  // The derived position task: a regression, scored by R² on the query items.
+  await page.selectOption("#task", "position");
+  await page.click("#fit");
+  await page.waitForSelector("body[data-fit-done='1']", { timeout: 600_000 });
+  assert.match(await page.$eval("#results-table", (t) => t.rows[0].textContent), /query R²/);
+  const reg = await page.$$eval("#results-table tr[data-run]", (rs) =>
+    rs.map((r) => ({ run: r.dataset.run, r2: Number(r.querySelector(".score").dataset.value), i: r.cells[2].textContent })));
+  console.log(`[${mode}] position fit: ${JSON.stringify(reg)}`);
+  assert.deepEqual(reg.map((r) => r.run), ["learned", "fixed"]);
+  for (const r of reg) assert.ok(r.r2 > 0 && r.r2 <= 1, `R² ${r.r2} beats predicting the mean position`);
+
+  // Stop: a fit stopped after a few steps says so, shows no result and leaves the page ready.
+  await page.selectOption("#task", "five-way");
+  await page.click("#fit");
+  await page.waitForFunction(() => /step ([3-9]|\d\d+)\//.test(document.querySelector("#fit-status").textContent), null, { timeout: 600_000 });
+  await page.click("#stop");
+  await page.waitForFunction(() => document.querySelector("#message").textContent.includes("Fit stopped"), null, { timeout: 60_000 });
+  assert.equal(await page.$eval("#results", (r) => r.textContent.trim()), "", "a stopped fit shows no result");
+  assert.ok(!(await page.$eval("#fit", (b) => b.disabled)) && (await page.$eval("#stop", (b) => b.disabled)), "Fit is ready again");
+  console.log(`[${mode}] stop: ${await page.$eval("#message", (m) => m.textContent)}`);
+
   // Bad input: a file that is not an export, then too few images and a non-image in a class box.
   await page.setInputFiles("#open", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello, not a model") });
   await page.waitForFunction(() => document.querySelector("#message").textContent.includes("not an encoder export"), null, { timeout: 60_000 });
@@ -143,7 +164,9 @@ try {
     dial_update_ms_median: Math.round(dial[Math.floor(dial.length / 2)]),
     dial_updates: dial.length,
     five_way_fit_ms: Math.round(timings.fits[0].ms),
+    position_fit_ms: Math.round(timings.fits[1].ms),
     accuracy: { learned: rows[0].value, fixed: rows[1].value, learned_i: rows[0].i },
+    position_r2: { learned: reg[0].r2, fixed: reg[1].r2, learned_i: reg[0].i },
   };
   fs.writeFileSync(path.join(out, `${mode}-timings.json`), JSON.stringify(result, null, 2));
   console.log(`[${mode}] timings: ${JSON.stringify(result)}`);
