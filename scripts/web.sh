@@ -64,9 +64,9 @@ e2e() {
     local rc=0
     node web/e2e/test.mjs --mode "$mode" --dist web/dist --out "$out" || rc=$?
     if [ "$rc" -eq 3 ]; then
-      # A pipeline SwiftShader refused was chosen by CubeCL's autotuner (unchecked on wasm; see
-      # web/e2e/test.mjs): the page's self-check catches it. Rerun the WebGPU pass once.
-      echo "the WebGPU device was poisoned by a refused pipeline; rerunning the WebGPU pass once"
+      # The WebGPU pass failed after wgpu reported refused pipelines (CubeCL's autotuner on wasm;
+      # see web/e2e/test.mjs). Rerun it once.
+      echo "the WebGPU pass failed after wgpu reported refused pipelines; rerunning it once"
       rc=0
       node web/e2e/test.mjs --mode "$mode" --dist web/dist --out "$out" || rc=$?
     fi

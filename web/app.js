@@ -450,16 +450,5 @@ function showTimings() {
   $("timings").textContent = parts.join(" · ");
 }
 
-// A failure of WebGPU inside the compute library (a kernel the adapter refused, a lost device) ends
-// in a panic, after which the WebGPU device cannot be used again: say so, and how to go on.
-function webgpuFailed(reason) {
-  if ($("backend").dataset.kind !== "webgpu" || state.webgpuFailed) return;
-  state.webgpuFailed = true;
-  console.error("ail: WebGPU failed: " + errorText(reason));
-  message(`WebGPU failed on this adapter (${errorText(reason).slice(0, 200)}). Reload the page with ?cpu at the end of its address to compute on the CPU.`);
-}
-addEventListener("error", (e) => webgpuFailed(e.error || e.message));
-addEventListener("unhandledrejection", (e) => webgpuFailed(e.reason));
-
 if (window.wasmBindings) main();
 else addEventListener("TrunkApplicationStarted", main, { once: true });

