@@ -21,9 +21,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ail/target}"
 
 cargo test --release --workspace "$@"
 
-# The browser page: its computations in WebAssembly in headless Chromium (CPU backend and WebGPU),
-# then the built page end to end, with WebGPU and with the CPU fallback (installs Chromium,
-# wasm-bindgen-cli, trunk and the npm packages first when missing). AIL_SKIP_WEB=1 skips it.
-if [ -z "${AIL_SKIP_WEB:-}" ]; then
+# The browser page: its computations in WebAssembly on the CPU backend in headless Chromium, then
+# the built page end to end, with WebGPU and with the CPU fallback (installs Chromium,
+# wasm-bindgen-cli, trunk and the npm packages first when missing). Skipped with AIL_SKIP_WEB=1,
+# and when cargo arguments select part of the suite (`scripts/test.sh -p ail-core`).
+if [ -z "${AIL_SKIP_WEB:-}" ] && [ "$#" -eq 0 ]; then
   scripts/web.sh test
 fi

@@ -26,7 +26,6 @@ function errorText(e) {
   return e && e.message ? e.message : String(e);
 }
 
-const nextFrame = () => new Promise((r) => setTimeout(r, 0));
 const fmt = (v, d = 3) => (Number.isFinite(v) ? v.toFixed(d) : String(v));
 const iLabel = (i) => "[" + i.map((v) => v.toFixed(2)).join(", ") + "]";
 
@@ -387,7 +386,6 @@ async function runFit() {
         }
         $("fit-status").textContent = `${run.label}: step ${rep.step}/${rep.total}, loss ${fmt(rep.loss)}`;
         if (rep.step % 5 === 0 || rep.step === rep.total) drawLoss(curves);
-        await nextFrame();
       }
       const scores = JSON.parse(await fit.evaluate());
       fit.free();

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use ail_core::checkpoint::{CheckpointMeta, Normalization, export_web, load_web, param_values};
 use ail_core::fewshot::StepFit;
-use ail_core::fit::{Split, Targets};
+use ail_core::fit::Targets;
 use ail_core::{EncoderConfig, Family, ModelKind};
 use ail_web::{engine, fixture};
 use burn::module::Module;
@@ -27,14 +27,6 @@ fn block_on<F: Future>(future: F) -> F::Output {
             return v;
         }
     }
-}
-
-/// Every test holds this for its whole body: burn's CPU backend has one random generator per
-/// process and draws weights lazily, at their first use, so tests on parallel threads would
-/// otherwise take numbers from each other's seeded sequences.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn fixtures() -> PathBuf {
@@ -59,7 +51,7 @@ fn tiny_export() -> Vec<u8> {
 
 #[test]
 fn the_tiny_case_matches_what_the_browser_tests_expect() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = fixtures();
     let bless = std::env::var_os("AIL_BLESS").is_some();
     if bless {
@@ -88,7 +80,7 @@ fn the_tiny_case_matches_what_the_browser_tests_expect() {
 
 #[test]
 fn a_web_export_round_trips_within_f16_rounding_and_bad_files_are_named() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     device.seed(3);
     let config = EncoderConfig::new(ModelKind::HyperResnet18, 2).with_width(0.0625).with_image_size(16);
@@ -122,7 +114,7 @@ fn a_web_export_round_trips_within_f16_rounding_and_bad_files_are_named() {
 
 #[test]
 fn a_plain_encoder_cannot_be_dialled() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     let config = EncoderConfig::new(ModelKind::Resnet18, 0).with_width(0.0625).with_image_size(16);
     let encoder = config.init(&device).unwrap();
@@ -133,7 +125,7 @@ fn a_plain_encoder_cannot_be_dialled() {
 
 #[test]
 fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     let frozen = engine::open(ail_web::BUILTIN_EXPORT, "built-in", &device).unwrap();
     assert_eq!(frozen.num_invariances(), 2);
@@ -146,7 +138,7 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
     for c in 0..5 {
         assert_eq!(labels.iter().filter(|&&l| l == c).count(), 5);
     }
-    let position = engine::position(&set, &frozen).unwrap();
+    let position = engine::position(&set, &frozen, engine::POSITION_SIZES).unwrap();
     assert!(position.is_regression());
     assert_eq!((position.support.len(), position.query.len()), (100, 100));
     let Targets::Values { values, outputs: 2 } = &position.query.targets else { panic!("two outputs") };
@@ -187,25 +179,18 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
 }
 
 /// The demo encoder's position information at the trained corners and at the learned `i`, for three
-/// support sizes (100 query items each): the table in EXPERIMENTS.md ("the page's position task").
+/// support sizes (the page's task, `engine::position`, with 100 query items): the table in EXPERIMENTS.md ("the page's position task").
 /// `cargo test --release --workspace --test web_engine -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement (about a minute), not a check"]
 fn position_task_by_descriptor_and_support_size() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     let frozen = engine::open(ail_web::BUILTIN_EXPORT, "built-in", &device).unwrap();
     let set = ail_data::builtin::fashion_mnist().unwrap();
     println!("| support | i | support R² | query R² |\n|---:|---|---:|---:|");
     for n in [25usize, 100, 200] {
-        let items: Vec<usize> = (0..n + 100).map(|k| (set.len() / 2 + 37 * k) % set.len()).collect();
-        let sub = engine::to_input(set.subset(&items), &frozen).unwrap();
-        let (side, shape) = (sub.height, sub.shape());
-        let place = |range: std::ops::Range<usize>, seed| {
-            let (pixels, values) = ail_data::tasks::placed_items(&sub, &range.collect::<Vec<_>>(), side / 2, side, seed).unwrap();
-            Split { pixels, shape, targets: Targets::Values { values, outputs: 2 } }
-        };
-        let (support, query) = (place(0..n, 1), place(n..n + 100, 2));
+        let engine::Task { support, query, .. } = engine::position(&set, &frozen, (n, 100)).unwrap();
         for fixed in [Some(vec![0.0, 1.0]), Some(vec![1.0, 0.0]), Some(vec![1.0, 1.0]), Some(vec![0.0, 0.0]), None] {
             let mut fit = StepFit::new(&frozen, &support, &engine::fit_config(fixed.clone()), 0).unwrap();
             while block_on(engine::step(&frozen, &mut fit)).unwrap().is_some() {}
@@ -220,7 +205,6 @@ fn position_task_by_descriptor_and_support_size() {
 
 #[test]
 fn user_tasks_need_two_classes_of_three_images() {
-    let _serial = serial();
     let shape = [3, 4, 4];
     let img = vec![7u8; 48];
     let class = |name: &str, n: usize| (name.to_string(), vec![img.clone(); n]);

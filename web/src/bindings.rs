@@ -182,7 +182,7 @@ impl Session {
     pub fn builtin_task(&self, name: &str) -> Result<Task, JsError> {
         let task = match name {
             "five-way" => engine::five_way(&self.images, &self.frozen),
-            "position" => engine::position(&self.images, &self.frozen),
+            "position" => engine::position(&self.images, &self.frozen, engine::POSITION_SIZES),
             other => Err(format!("unknown built-in task `{other}`: five-way or position")),
         }
         .map_err(js)?;

@@ -12,11 +12,10 @@ use burn::tensor::Device;
 /// Writes a freshly initialised tiny encoder as `run/checkpoints/step-00000000` under `dir`, the
 /// layout `ail pretrain --out run` leaves (no recorded normalisation: the data's is used).
 ///
-/// The weights are drawn from a seed, under a lock held until they are saved: the backend's generator
+/// The weights are drawn from `seed`, under the draw lock held until they are saved: the backend's generator
 /// is one per process and the tests run on parallel threads, so an unseeded (or unlocked) draw would
 /// give each run other weights, and a rare draw a network whose features ignore its input.
-fn tiny_checkpoint(dir: &Path, run: &str, kind: ModelKind, in_channels: usize) {
-    static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+fn tiny_checkpoint(dir: &Path, run: &str, seed: u64, kind: ModelKind, in_channels: usize) {
     let family = Family::Groups;
     let mut config = EncoderConfig::new(kind, family.num_invariances()).with_width(0.0625).with_image_size(8);
     config.hidden = 8;
@@ -24,8 +23,8 @@ fn tiny_checkpoint(dir: &Path, run: &str, kind: ModelKind, in_channels: usize) {
     let device = Device::flex();
     let meta = CheckpointMeta { encoder: config.clone(), family: kind.is_amortised().then_some(family), step: 0, normalization: None, audio: None };
     // burn draws most weights lazily, at their first use: here, in the save.
-    let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    device.seed(run.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
+    let _draw = ail_core::serial_draws();
+    device.seed(seed);
     let encoder = config.init(&device).unwrap();
     checkpoint::save(&dir.join(run).join("checkpoints").join("step-00000000"), &encoder, &meta, None).unwrap();
 }
@@ -89,7 +88,7 @@ fn assert_svg(path: &Path) -> String {
 fn measure_and_interpolate_a_tiny_amortised_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    tiny_checkpoint(root, "run", ModelKind::HyperResnet18, 3);
+    tiny_checkpoint(root, "run", 1, ModelKind::HyperResnet18, 3);
     coloured_folder(root);
 
     // Every transform at the default descriptors (K=2: 1,0 0,1 1,1).
@@ -173,8 +172,8 @@ fn measure_and_interpolate_a_tiny_amortised_checkpoint() {
 fn measure_a_plain_and_a_grey_encoder_on_builtin_data() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    tiny_checkpoint(root, "plain", ModelKind::Resnet18, 3);
-    tiny_checkpoint(root, "grey", ModelKind::HyperResnet18, 1);
+    tiny_checkpoint(root, "plain", 2, ModelKind::Resnet18, 3);
+    tiny_checkpoint(root, "grey", 3, ModelKind::HyperResnet18, 1);
 
     let args = ["measure", "--device", "cpu", "--checkpoint", "plain", "--images", "16", "--stats-images", "64", "--transforms", "h-flip,grayscale", "--out", "p"];
     let out = ail(&args, root);
@@ -205,8 +204,8 @@ fn measure_a_plain_and_a_grey_encoder_on_builtin_data() {
 fn bad_arguments_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    tiny_checkpoint(root, "run", ModelKind::HyperResnet18, 3);
-    tiny_checkpoint(root, "plain", ModelKind::Resnet18, 3);
+    tiny_checkpoint(root, "run", 1, ModelKind::HyperResnet18, 3);
+    tiny_checkpoint(root, "plain", 2, ModelKind::Resnet18, 3);
     let base = |cmd: &'static str, ckpt: &'static str| vec![cmd, "--device", "cpu", "--checkpoint", ckpt, "--images", "4", "--out", "o"];
     let with = |mut v: Vec<&'static str>, extra: &[&'static str]| {
         v.extend_from_slice(extra);

@@ -1,7 +1,6 @@
 //! Data-parallel pretraining (`--devices`): replicas train exactly like one device that runs the
 //! same shards in turn, draw the same descriptors, and checkpoints continue on any device count.
 
-use std::sync::Mutex;
 
 use ail_cli::parallel::Replicas;
 use ail_cli::pretrain::{PretrainConfig, Stepper, optimizer};
@@ -15,9 +14,6 @@ use rand_chacha::ChaCha8Rng;
 
 mod common;
 use common::{ail, assert_resume_is_exact, losses, stderr};
-
-/// Model initialisation draws from the device's shared generator: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Every trainable value of the model (BatchNorm running statistics excluded), in visiting order.
 fn trainable(model: &ContrastiveModel) -> Vec<f32> {
@@ -90,7 +86,7 @@ fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn two_replicas_with_global_batch_2b_train_like_one_replica_with_two_shards_of_b() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = ail_core::serial_draws();
     for method in ["simclr", "mocov2", "mocov3"] {
         let (parallel, drawn_parallel) = train(method, 8, 2, 2, 4);
         let (sequential, drawn_sequential) = train(method, 8, 2, 1, 4);
@@ -115,7 +111,7 @@ fn shards_compute_the_direct_loss_gradients_and_step() {
     // out directly: one shard is the plain step; two shards average the two halves' losses.
     use ail_cli::parallel::{Job, Objective, combine, split_views};
     use burn::optim::GradientsParams;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = ail_core::serial_draws();
     let config = PretrainConfig { image_size: 8, width: 0.0625, hidden: 8, head_hidden: 32, head_output: 16, ..Default::default() };
     let device = Device::flex().autodiff();
     device.seed(11);

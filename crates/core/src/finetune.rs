@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn last_stages_train_and_the_rest_is_frozen() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex().autodiff();
         let config = ResNetConfig::resnet18(0.0625);
         let model = config.init(&device);

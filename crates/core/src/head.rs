@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn shapes_layers_and_per_descriptor_heads() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let config = ProjectionHeadConfig::new(8).with_hidden_dim(16).with_output_dim(4).with_num_layers(3);
         let head = config.init(&device);

@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn generated_kernels_start_at_kaiming_scale_and_depend_on_i() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         device.seed(3);
         let config = HyperConvConfig::new(32, 64, 3);
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn parameter_count_is_about_33_per_generated_weight() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let config = HyperConvConfig::new(8, 16, 3);
         let conv = config.init(&Device::flex());
         assert_eq!(conv.num_params(), config.num_params());
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn forward_matches_a_static_conv_with_the_generated_kernel() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let conv = HyperConvConfig::new(3, 4, 3).with_stride(2).init(&device);
         let emb = descriptor_embedding(2, &device);

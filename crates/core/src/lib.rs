@@ -36,11 +36,13 @@ pub use descriptor::{Descriptor, Family};
 pub use encoder::{Encoder, EncoderConfig, ModelKind};
 pub use error::CoreError;
 
-/// Held for the whole body of every unit test that draws random numbers: burn's CPU backend has one
-/// generator per process and draws weights lazily, at their first use, so tests on parallel threads
-/// would otherwise take numbers from each other's seeded sequences.
-#[cfg(test)]
-pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+/// Held for the whole body of every test that draws random numbers (this crate's, and other
+/// crates' tests): burn's CPU backend has one generator per process and draws weights lazily, at
+/// their first use, so tests on parallel threads would otherwise take numbers from each other's
+/// seeded sequences and see another model on every run. Not taken by library code (a test holding
+/// it may call anything).
+#[doc(hidden)]
+pub fn serial_draws() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }

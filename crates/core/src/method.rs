@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_few_simclr_steps_lower_the_loss() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex().autodiff();
         device.seed(0);
         let mut config = EncoderConfig::new(ModelKind::HyperResnet18, 2).with_width(0.0625).with_image_size(8);
@@ -189,7 +189,7 @@ mod momentum_tests {
 
     #[test]
     fn ema_blends_every_parameter() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let (a, b) = (tiny(&device), tiny(&device));
         let (fa, fb) = (flat(&a), flat(&b));
@@ -203,7 +203,6 @@ mod momentum_tests {
 
     #[test]
     fn cosine_momentum_goes_from_base_to_one() {
-        let _serial = crate::serial();
         assert!((cosine_momentum(0, 100, 0.99) - 0.99).abs() < 1e-12);
         assert!((cosine_momentum(50, 100, 0.99) - 0.995).abs() < 1e-12);
         assert!((cosine_momentum(100, 100, 0.99) - 1.0).abs() < 1e-12);
@@ -211,7 +210,7 @@ mod momentum_tests {
 
     #[test]
     fn moco_losses_train_the_query_model_only() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         use burn::optim::{AdamWConfig, GradientsParams};
         let device = Device::flex().autodiff();
         device.seed(3);

@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn equals_burns_batch_norm_forward_backward_and_running_statistics() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex().autodiff();
         device.seed(5);
         let ours = BatchNorm2dConfig::new(3).init(&device);
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_layer_without_gradients_still_normalises_with_batch_statistics() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         // MoCo's key model: no gradients, but batch statistics (as burn's BatchNorm).
         let device = Device::flex().autodiff();
         let bn = BatchNorm2dConfig::new(2).init(&device).no_grad();
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn frozen_layers_use_running_statistics() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex().autodiff();
         let bn = BatchNorm2dConfig::new(2).init(&device).freeze();
         let x = Tensor::<4>::random([3, 2, 4, 4], Distribution::Normal(3.0, 1.0), &device);

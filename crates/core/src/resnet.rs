@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn resnet18_shapes_and_parameter_count() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let config = ResNetConfig::resnet18(0.125);
         let model = config.init(&device);
@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn bottleneck_and_imagenet_stem_shapes() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let config = ResNetConfig::resnet50(0.0625).with_cifar_stem(false);
         let model = config.init(&device);
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn blocks_start_as_identity_on_their_residual_branch() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let config = ResNetConfig::resnet18(0.0625).with_num_invariances(2);
         let model = config.init(&device);

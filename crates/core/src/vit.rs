@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn shapes_and_prompt_effect() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let model = tiny(2).init(&device);
         let x = Tensor::<4>::random([3, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn projectors_are_averaged() {
-        let _serial = crate::serial();
+        let _serial = crate::serial_draws();
         let device = Device::flex();
         let prompt = InvariancePrompt::new(2, 4, 5, &device);
         let i = Tensor::<1>::from_floats([0.3, 0.8], &device);
@@ -227,7 +227,6 @@ mod tests {
 
     #[test]
     fn validate_names_the_bad_value() {
-        let _serial = crate::serial();
         let msg = VitConfig::tiny().with_image_size(30).validate().unwrap_err().to_string();
         assert!(msg.contains("image size 30 is not a multiple of patch size 4"), "{msg}");
         assert!(VitConfig::base().with_patch_size(16).with_image_size(224).validate().is_ok());

@@ -11,13 +11,6 @@ use burn::nn::LinearConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-/// Tests here draw their models from the device's shared random generator: they run one at a
-/// time so that each sees the same instance on every run.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A tiny Hyper-ResNet-18 whose batch norms have seen data (non-trivial running statistics),
 /// saved as a checkpoint and opened frozen.
 fn frozen(dir: &std::path::Path) -> Frozen {
@@ -71,7 +64,7 @@ fn head(frozen: &Frozen, seed: u64) -> Readout {
 
 #[test]
 fn descriptor_gradient_matches_finite_differences_and_the_step_lowers_the_loss() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = tempfile::tempdir().unwrap();
     let frozen = frozen(dir.path());
     let train = split(8, 1);
@@ -113,7 +106,7 @@ fn descriptor_gradient_matches_finite_differences_and_the_step_lowers_the_loss()
 
 #[test]
 fn warm_start_trains_the_head_alone_first() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = tempfile::tempdir().unwrap();
     let frozen = frozen(dir.path());
     let config = FitConfig { epochs: 2, batch_size: 8, lr: 0.01, warm_start_epochs: 3, ..Default::default() };
@@ -127,7 +120,7 @@ fn warm_start_trains_the_head_alone_first() {
 
 #[test]
 fn a_diverging_fit_stops_with_the_epoch_and_the_fix() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = tempfile::tempdir().unwrap();
     let frozen = frozen(dir.path());
     let config = FitConfig { epochs: 3, batch_size: 4, lr: 3e38, fixed: Some(vec![1.0, 1.0]), ..Default::default() };
@@ -137,7 +130,7 @@ fn a_diverging_fit_stops_with_the_epoch_and_the_fix() {
 
 #[test]
 fn descriptor_stays_in_the_unit_box() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let mut adam = DescriptorAdam::new(2, 0.1);
     let mut i = [0.99f32, 0.01];
     adam.step(&mut i, &[-1.0, 1.0]);
@@ -172,7 +165,7 @@ fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>
 
 #[test]
 fn fitting_uses_eval_mode_and_leaves_the_encoder_untouched() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = tempfile::tempdir().unwrap();
     let frozen = frozen(dir.path());
     let snapshot = |f: &Frozen| {
@@ -195,7 +188,7 @@ fn fitting_uses_eval_mode_and_leaves_the_encoder_untouched() {
 
 #[test]
 fn cached_features_equal_computed_ones_and_depend_on_the_images_and_i() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = tempfile::tempdir().unwrap();
     let frozen = frozen(dir.path());
     let (a, b) = (split(4, 20), split(4, 21));
@@ -208,7 +201,7 @@ fn cached_features_equal_computed_ones_and_depend_on_the_images_and_i() {
 
 #[test]
 fn fixed_descriptor_trains_the_head_alone_and_learns_the_task() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = tempfile::tempdir().unwrap();
     let frozen = frozen(dir.path());
     let config = FitConfig { epochs: 30, batch_size: 16, lr: 0.05, fixed: Some(vec![1.0, 1.0]), ..Default::default() };
@@ -224,7 +217,7 @@ fn fixed_descriptor_trains_the_head_alone_and_learns_the_task() {
 
 #[test]
 fn few_shot_episode_with_ridge_and_logistic_readouts() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let dir = tempfile::tempdir().unwrap();
     let frozen = frozen(dir.path());
     let (support, query) = (split(10, 10), split(20, 11));

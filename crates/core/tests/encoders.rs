@@ -30,17 +30,9 @@ fn values(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_to_vec().unwrap()
 }
 
-/// Models draw their initial weights from the device's one shared generator: tests that run in
-/// parallel would interleave their draws and make each other's instances vary between runs. They
-/// run one at a time, so each seeded test always sees the same model.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn every_kind_builds_and_has_the_announced_feature_dim() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     for kind in ModelKind::ALL {
         let config = tiny(kind);
@@ -56,7 +48,7 @@ fn every_kind_builds_and_has_the_announced_feature_dim() {
 
 #[test]
 fn amortised_features_change_with_i_and_plain_ones_do_not_take_it() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     for kind in [ModelKind::HyperResnet18, ModelKind::HyperResnet50, ModelKind::PromptVitTiny] {
         let model = tiny(kind).init(&device).unwrap().valid();
@@ -70,7 +62,7 @@ fn amortised_features_change_with_i_and_plain_ones_do_not_take_it() {
 
 #[test]
 fn eval_mode_uses_running_statistics_not_the_batch() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     // In eval mode an image's features do not depend on the rest of its batch, and repeat exactly;
     // in train mode (batch statistics) they do depend on it.
     let device = Device::flex().autodiff();
@@ -139,7 +131,7 @@ fn check_gradient(name: &str, forward: &dyn Fn(Tensor<4>, Tensor<1>) -> Tensor<2
 
 #[test]
 fn gradient_with_respect_to_i_matches_central_differences() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex().autodiff();
     device.seed(5);
     // Frozen, as downstream: no parameter gradients, BatchNorm on its running statistics.
@@ -162,7 +154,7 @@ fn meta(config: &EncoderConfig) -> CheckpointMeta {
 
 #[test]
 fn checkpoint_round_trip_is_bit_identical() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     for kind in [ModelKind::HyperResnet18, ModelKind::Resnet50, ModelKind::PromptVitTiny] {
@@ -186,7 +178,7 @@ fn checkpoint_round_trip_is_bit_identical() {
 
 #[test]
 fn truncated_or_mismatched_checkpoints_are_named() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let config = tiny(ModelKind::HyperResnet18);
@@ -228,7 +220,7 @@ fn truncated_or_mismatched_checkpoints_are_named() {
 
 #[test]
 fn analytic_parameter_counts_match_the_built_modules() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     let device = Device::flex();
     for kind in ModelKind::ALL {
         let config = tiny(kind);
@@ -244,7 +236,7 @@ fn analytic_parameter_counts_match_the_built_modules() {
 
 #[test]
 fn plain_resnets_match_torchvision_parameter_counts() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     // torchvision.models.resnet18() / resnet50(): ImageNet stem, 1000-class head.
     for (kind, expected) in [(ModelKind::Resnet18, 11_689_512), (ModelKind::Resnet50, 25_557_032)] {
         let config = EncoderConfig::new(kind, 0).with_image_size(224);
@@ -259,7 +251,7 @@ fn plain_resnets_match_torchvision_parameter_counts() {
 
 #[test]
 fn resnet_flops_match_the_known_totals() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     // ResNet-50 at 224 px: 4.09 GMACs (fvcore / torchvision's model card), about 8.2 GFLOPs.
     let f = summary::flops(&EncoderConfig::new(ModelKind::Resnet50, 0).with_image_size(224));
     let gmacs = f.per_image as f64 / 2e9;
@@ -271,7 +263,7 @@ fn resnet_flops_match_the_known_totals() {
 
 #[test]
 fn optimiser_state_survives_a_checkpoint_and_resumes_identically() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     use burn::optim::{AdamConfig, GradientsParams};
     let device = Device::flex().autodiff();
     device.seed(9);
@@ -309,7 +301,7 @@ fn optimiser_state_survives_a_checkpoint_and_resumes_identically() {
 
 #[test]
 fn every_parameter_receives_a_gradient() {
-    let _serial = serial();
+    let _serial = ail_core::serial_draws();
     use burn::optim::GradientsParams;
     use burn::store::ModuleSnapshot;
     let device = Device::flex().autodiff();
