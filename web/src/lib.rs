@@ -1,4 +1,4 @@
-//! The browser page's WebAssembly side (see `web/README.md` and the README's web section). The page
+//! The browser page's WebAssembly side (see the README's section "The browser page"). The page
 //! (`index.html`, `app.js`) draws and handles input; everything it computes comes from here, and
 //! everything here comes from the same crates as the `ail` command line ([`engine`]).
 //!
