@@ -1,6 +1,6 @@
 """torchvision's equivalent of ail's default two-view augmentation pipeline, timed.
 
-Called by `ail bench augment`; prints one JSON line. The pipeline is SimCLR / MoCo-v2's (METHOD.md):
+Called by `ail bench augment`; prints one JSON line. The pipeline is SimCLR / MoCo-v2's (docs/method.md):
 RandomResizedCrop(scale 0.08-1) + horizontal flip, colour jitter (0.4, 0.4, 0.4, 0.1) p=0.8,
 grayscale p=0.2, gaussian blur (sigma 0.1-2, kernel ~10% of the side) p=0.5, solarize p=0.2, applied
 to each image twice, on uint8 CHW tensors converted to float in [0, 1] as ail does. The images are

@@ -16,10 +16,17 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
 fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-# A target directory outside the clone, so that a rerun on the same machine is incremental.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ail/target}"
+# The build goes where `cargo run --release` puts it (target/, or CARGO_TARGET_DIR when set), so the
+# README's two commands build the workspace once between them.
 
 cargo test --release --workspace "$@"
+
+# The library's pretraining example: 20 steps on the built-in data through the library API alone.
+if [ "$#" -eq 0 ]; then
+  example_out="$(mktemp -d)"
+  cargo run --release -p ail-core --example pretrain -- "$example_out/run"
+  rm -rf "$example_out"
+fi
 
 # The browser page: its computations in WebAssembly on the CPU backend in headless Chromium, then
 # the built page end to end, with WebGPU and with the CPU fallback (installs Chromium,

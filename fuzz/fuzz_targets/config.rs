@@ -1,6 +1,6 @@
 //! Pretraining config files (TOML): parsed, then checked; any text gives a config or an error.
 #![no_main]
-use ail_cli::pretrain::PretrainConfig;
+use ail_core::pretrain::PretrainConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

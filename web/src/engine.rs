@@ -5,7 +5,7 @@
 //! every tensor read is asynchronous (WebGPU cannot block the page to read a buffer). The
 //! native tests drive the same functions on the CPU backend.
 
-use ail_augment::invariance::{self, Metric, Reference, Transform};
+use ail_core::invariance::{self, Metric, Reference, Transform};
 use ail_core::checkpoint::load_web;
 use ail_core::fewshot::{EpisodeConfig, FewShotReadout, StepFit};
 use ail_core::fit::{Scores, Split, Targets};

@@ -3,7 +3,7 @@
 
 use ail_augment::device::{DeviceChoice, select};
 use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
-use ail_core::{Descriptor, Family};
+use ail_augment::{Descriptor, Family};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

@@ -1,4 +1,4 @@
-//! The seven CLAR audio augmentations (Al-Tahan & Mohsenzadeh 2021; METHOD.md, "Audio
+//! The seven CLAR audio augmentations (Al-Tahan & Mohsenzadeh 2021; docs/method.md, "Audio
 //! augmentations") on 16 kHz waveforms, in the order of the K = 7 descriptor:
 //!
 //! | entry | op           | parameters (defaults)                                                |

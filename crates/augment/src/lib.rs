@@ -11,9 +11,10 @@
 //! | `shaders/color_jitter.wgsl`   | brightness, contrast, saturation, hue (random order), grayscale |
 //! | `shaders/blur_solarize.wgsl`  | separable gaussian blur (two passes), solarize             |
 //!
-//! Semantics follow torchvision (see each module); METHOD.md gives the probabilities.
+//! Semantics follow torchvision (see each module); docs/method.md gives the probabilities.
 
 pub mod affine;
+mod descriptor;
 pub mod audio;
 pub mod blur_solarize;
 pub mod color_jitter;
@@ -25,6 +26,7 @@ mod params;
 mod pipeline;
 
 pub use affine::Affine;
+pub use descriptor::{Descriptor, Family};
 pub use params::{AugmentConfig, OpSet, PARAM_STRIDE, ViewParams, resized_crop_box, sample_views};
 pub use pipeline::{Augmenter, augment_reference, pack_params, pack_u8};
 
@@ -35,6 +37,8 @@ pub enum AugmentError {
     Config(String),
     #[error("{0}")]
     Device(String),
+    #[error("invalid invariance descriptor `{input}`: {reason}")]
+    Descriptor { input: String, reason: String },
     #[error("augmentation input does not match its shape: {0}")]
     Shape(String),
 }

@@ -1,10 +1,10 @@
 //! Per-sample augmentation parameters, drawn on the host from a seeded RNG (torchvision's
-//! `get_params` semantics), and the descriptor -> pipeline mapping (METHOD.md, "Augmentation sets").
+//! `get_params` semantics), and the descriptor -> pipeline mapping (docs/method.md, "Augmentation sets").
 //!
 //! The kernels are deterministic given these parameters, so the GPU path and the CPU reference can
 //! be compared value for value and any run can be replayed.
 
-use ail_core::{Descriptor, Family};
+use crate::{Descriptor, Family};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use crate::affine::Affine;
 /// Number of `f32` values one sample's parameters occupy in the buffer the kernels read.
 pub const PARAM_STRIDE: usize = 24;
 
-/// Augmentation hyper-parameters; the defaults are METHOD.md's (SimCLR / MoCo-v2 values).
+/// Augmentation hyper-parameters; the defaults are docs/method.md's (SimCLR / MoCo-v2 values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugmentConfig {

@@ -4,12 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ail_augment::device::{DeviceChoice, SelectedDevice, select, select_many};
-use ail_core::Family;
-use ail_data::{DataFormat, DataSource, ImageSet, LoadOptions};
+use ail_core::pretrain::DataSettings;
+use ail_data::ImageSet;
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{DataArgs, FamilyArg, Format, Global};
+use crate::args::{DataArgs, Global};
+use crate::progress::Progress;
 
 /// Selects the device and prints it once.
 pub fn device(global: &Global) -> anyhow::Result<SelectedDevice> {
@@ -76,52 +76,10 @@ pub fn serve(global: &Global, args: &crate::args::ServeArgs) -> anyhow::Result<(
     }
 }
 
-pub fn family(arg: FamilyArg) -> Family {
-    match arg {
-        FamilyArg::Groups => Family::Groups,
-        FamilyArg::Individual => Family::Individual,
-    }
-}
-
-
-/// Loads `--data` as 3-channel `image_size` images, with a progress bar while decoding files.
+/// Loads `--data` as 3-channel `image_size` images, with a progress spinner while decoding files.
 pub fn load(args: &DataArgs) -> anyhow::Result<Arc<ImageSet>> {
-    if !(1..=4096).contains(&args.image_size) {
-        anyhow::bail!("--image-size must be between 1 and 4096 (got {})", args.image_size);
-    }
-    let source = DataSource::parse(&args.data);
-    let options = LoadOptions {
-        format: match args.format {
-            Format::Auto => DataFormat::Auto,
-            Format::Cifar => DataFormat::Cifar,
-            Format::Idx => DataFormat::Idx,
-            Format::Folder => DataFormat::Folder,
-        },
-        side: Some(args.image_size),
-        channels: 3,
-        skip_bad: args.skip_bad,
-        ..Default::default()
-    };
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} decoding {pos} images [{elapsed}]").expect("valid template"),
-    );
-    let (set, report) = source
-        .load(options, &|n| bar.set_position(n as u64))
-        .with_context(|| format!("loading {source}"))?;
-    bar.finish_and_clear();
-    if !report.skipped.is_empty() {
-        eprintln!("skipped {} unreadable image files (--skip-bad); first: {} ({})",
-            report.skipped.len(), report.skipped[0].0.display(), report.skipped[0].1);
-    }
-    eprintln!(
-        "data: {source}: {} images of {}x{}x{}, {} classes",
-        set.len(),
-        set.channels,
-        set.height,
-        set.width,
-        set.num_classes()
-    );
-    Ok(Arc::new(set))
+    let data = DataSettings { source: args.data.clone(), format: args.format, image_size: args.image_size };
+    Ok(ail_core::pretrain::load_images(&data, args.skip_bad, &mut Progress::new())?)
 }
 
 /// Creates `dir` and checks that files can be written in it, before any long computation whose

@@ -2,29 +2,17 @@
 //! picker or ships it as the built-in encoder. Convolution and linear weights are stored as f16
 //! (the page computes in f32); see [`ail_core::checkpoint::export_web`] for the layout.
 
-use std::path::PathBuf;
-
 use ail_core::checkpoint::{self, export_web, load_web};
 use ail_core::frozen::resolve_checkpoint;
 use ail_core::io::write_atomic;
 use anyhow::Context;
 use burn::module::Module;
 use burn::tensor::Device;
-use clap::Args;
+
+use crate::args::ExportArgs;
 
 /// The page loads any export, but it is meant for narrow encoders: above this it warns.
 const WEB_SIZE_HINT: usize = 25 << 20;
-
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// The run directory (`ail pretrain --out`, its newest checkpoint) or one checkpoint directory
-    /// to export for the browser page.
-    #[arg(long, value_name = "RUN")]
-    pub web: PathBuf,
-    /// The file to write (default: encoder.ailweb inside RUN).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-}
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let dir = resolve_checkpoint(&args.web)?;

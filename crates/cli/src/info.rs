@@ -1,10 +1,10 @@
 //! `ail info`: parameters per part and FLOPs of an encoder.
 
 use ail_core::summary::{flops, params};
-use ail_core::{EncoderConfig, Family, ModelKind};
+use ail_core::{EncoderConfig, ModelKind};
 use burn::module::Module;
 
-use crate::args::{Global, InfoArgs, InvariancesArg};
+use crate::args::{Global, InfoArgs};
 
 /// Models up to this many parameters are also built, to check the analytic count.
 const BUILD_LIMIT: usize = 200_000_000;
@@ -20,11 +20,7 @@ fn human(n: f64) -> String {
 
 pub fn run(global: &Global, args: &InfoArgs) -> anyhow::Result<()> {
     let kind: ModelKind = args.model.parse()?;
-    let family = match args.invariances {
-        InvariancesArg::Groups => Family::Groups,
-        InvariancesArg::Individual => Family::Individual,
-        InvariancesArg::Audio => Family::Audio,
-    };
+    let family = args.invariances;
     let mut config = EncoderConfig::new(kind, family.num_invariances())
         .with_width(args.width)
         .with_image_size(args.image_size);

@@ -1,18 +1,23 @@
-//! The `ail` command line as a library: the binary (`src/main.rs`) dispatches to these modules, and
-//! the fuzz targets (`fuzz/`) reach the config parser through them.
+//! The `ail` command line as a library: the binary (`src/main.rs`) dispatches to these modules.
+//! Each command module turns its arguments (`args`) into the library's configs and prints what it
+//! returns; the work itself is in `ail-core`, `ail-augment` and `ail-data`.
 
 pub mod args;
 pub mod bench;
+pub mod bound;
 pub mod common;
 pub mod downstream;
 pub mod export;
+pub mod fewshot;
+pub mod finetune;
+pub mod fit;
 pub mod grid;
 pub mod info;
+pub mod lowshot;
 pub mod measure;
-pub mod parallel;
+pub mod parse;
 pub mod pretrain;
-pub mod profile;
 pub mod preview;
+pub mod progress;
 pub mod report;
 pub mod svg;
-pub mod task;

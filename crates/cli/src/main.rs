@@ -2,10 +2,9 @@
 //!
 //! With no arguments it runs the built-in demo on the built-in data.
 
-
 use std::process::ExitCode;
 
-use ail_cli::{args, bench, common, downstream, export, info, measure, pretrain, preview, report};
+use ail_cli::{args, bench, bound, common, export, fewshot, finetune, fit, info, lowshot, measure, pretrain, preview, report};
 
 use clap::Parser;
 
@@ -19,7 +18,7 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(err) if err.downcast_ref::<pretrain::Interrupted>().is_some() => {
+        Err(err) if matches!(err.downcast_ref::<ail_core::CoreError>(), Some(ail_core::CoreError::Interrupted { .. })) => {
             eprintln!("{err}");
             ExitCode::from(130)
         }
@@ -37,11 +36,11 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         Some(args::Command::Bench(b)) => bench::run(&cli.global, &b),
         Some(args::Command::Info(a)) => info::run(&cli.global, &a),
         Some(args::Command::Export(a)) => export::run(&a),
-        Some(args::Command::Fit(a)) => downstream::run_fit(&cli.global, &a),
-        Some(args::Command::Fewshot(a)) => downstream::run_fewshot(&cli.global, &a),
-        Some(args::Command::Lowshot(a)) => downstream::run_lowshot(&cli.global, &a),
-        Some(args::Command::Bound(a)) => downstream::run_bound(&a),
-        Some(args::Command::Finetune(a)) => downstream::run_finetune(&cli.global, &a),
+        Some(args::Command::Fit(a)) => fit::run(&cli.global, &a),
+        Some(args::Command::Fewshot(a)) => fewshot::run(&cli.global, &a),
+        Some(args::Command::Lowshot(a)) => lowshot::run(&cli.global, &a),
+        Some(args::Command::Bound(a)) => bound::run(&a),
+        Some(args::Command::Finetune(a)) => finetune::run(&cli.global, &a),
         Some(args::Command::Pareto(a)) => report::run_pareto(&a),
         Some(args::Command::Report(a)) => report::run_report(&a),
         Some(args::Command::Measure(a)) => measure::run_measure(&cli.global, &a),

@@ -1,7 +1,7 @@
 //! `ail measure` and `ail interpolate`: how invariant an encoder's features are to each transform,
 //! after Ericsson, Gouk & Hospedales, [Why Do Self-Supervised Models Transfer? Investigating the
 //! Impact of Invariance on Downstream Tasks](https://arxiv.org/abs/2111.11398) (2022), as
-//! METHOD.md, "Measuring invariance", specifies.
+//! docs/method.md, "Measuring invariance", specifies.
 //!
 //! For `n` images `x` and a transform `t` with a grid of parameters `p`: features `f(x)` and
 //! `f(t_p(x))` at one descriptor `i`; `mu` and `Sigma` are the mean and covariance of the features
@@ -9,7 +9,8 @@
 //! the first), `Sigma = L L^T` its Cholesky factor, and the similarity of an image is the cosine of
 //! `L^-1 (f(x) - mu)` and `L^-1 (f(t_p(x)) - mu)`, averaged over the `n` images and the parameters
 //! (1 = the features do not move). Every square root of `Sigma^-1` gives the same inner products, so
-//! this is METHOD.md's `L = chol(Sigma^-1)` with one triangular solve per vector and no inverse.
+//! whitening with the Cholesky factor of `Sigma^-1` (the usual way to write it) is computed here with
+//! one triangular solve per vector and no inverse.
 //! `--plain-cosine` compares the raw features instead (and needs no statistics). `ail interpolate`
 //! repeats one transform's measurement over a grid of descriptors (the paper's Figure 1, right).
 //!
@@ -35,9 +36,9 @@
 //! browser page: [`Reference`] and [`invariance_table`] only see a feature function
 //! `(images in [0, 1], n) -> [n, D]`, so they are tested on hand-made functions.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-pub use ail_augment::invariance::*;
+pub use ail_core::invariance::*;
 use ail_core::checkpoint;
 use ail_core::frozen::{Frozen, channel_statistics, resolve_checkpoint};
 use ail_core::io::write_atomic;
@@ -45,98 +46,11 @@ use ail_core::{CoreError, Descriptor};
 use ail_data::epoch_order;
 use anyhow::Context;
 use burn::prelude::*;
-use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{DataArgs, Format, Global};
+use crate::args::{DataArgs, Global, InterpolateArgs, MeasureArgs, SourceArgs};
 use crate::common;
 use crate::svg;
-
-// ---------------------------------------------------------------------------------------------
-// Command-line arguments
-// ---------------------------------------------------------------------------------------------
-
-/// The encoder, the images and the comparison, shared by `measure` and `interpolate`.
-#[derive(Debug, Args)]
-pub struct SourceArgs {
-    /// A run directory (the `--out` of `ail pretrain`; its newest checkpoint is used) or one
-    /// checkpoint directory (holds checkpoint.json).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Dataset: `builtin` (6,000 Fashion-MNIST images shipped with ail), a CIFAR binary folder, an
-    /// MNIST-style IDX folder, or an ImageFolder (`<root>/<class>/*.png|jpg`).
-    #[arg(long, default_value = "builtin")]
-    pub data: String,
-    /// Format of --data; `auto` decides from the files present.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// Side of the square images fed to the encoder (default: the checkpoint's).
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Skip (and count) undecodable image files instead of stopping at the first.
-    #[arg(long)]
-    pub skip_bad: bool,
-    /// Seed of the choice of images.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Compare raw features with plain cosine similarity instead of whitening them first.
-    #[arg(long)]
-    pub plain_cosine: bool,
-    /// Original images whose features give the mean and covariance for whitening (capped at the
-    /// data size, at least --images): the first of them, in the order drawn with --seed, are the
-    /// measured ones. Costs this many extra forward passes per descriptor; use several times the
-    /// feature dimension, as whitening amplifies poorly estimated directions.
-    #[arg(long, default_value_t = 2000)]
-    pub stats_images: usize,
-    /// Ridge added to the feature covariance before whitening, as a fraction of the mean variance
-    /// (needed when there are fewer statistics images than feature dimensions).
-    #[arg(long, default_value_t = DEFAULT_RIDGE)]
-    pub ridge: f64,
-}
-
-#[derive(Debug, Args)]
-pub struct MeasureArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    /// Images measured (drawn with --seed; the first of the --stats-images).
-    #[arg(long, default_value_t = 500)]
-    pub images: usize,
-    /// A descriptor to measure at, comma-separated (repeat the flag for several). Default: every
-    /// descriptor with one entry off, then all ones (K=2: 1,0 0,1 1,1); none for plain encoders.
-    #[arg(long = "descriptor")]
-    pub descriptors: Vec<String>,
-    /// Transforms, comma-separated: resized-crop, h-flip, v-flip, scale, rotation, translation,
-    /// shear, grayscale, brightness, contrast, saturation, hue, blur.
-    #[arg(long, default_value = "all")]
-    pub transforms: String,
-    /// Output directory: invariance.csv, invariance.md, radar.svg.
-    #[arg(long)]
-    pub out: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct InterpolateArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    /// The transform whose invariance is swept (one of `ail measure`'s names, e.g. grayscale).
-    #[arg(long)]
-    pub transform: String,
-    /// Points per axis: a grid x grid sweep of i for K=2, a line of --grid points otherwise.
-    #[arg(long, default_value_t = 11)]
-    pub grid: usize,
-    /// Images measured at each point (drawn with --seed; the first of the --stats-images).
-    #[arg(long, default_value_t = 200)]
-    pub images: usize,
-    /// Start of a line sweep (with --to); default for K>2: the first one-hot descriptor.
-    #[arg(long)]
-    pub from: Option<String>,
-    /// End of a line sweep (with --from); default for K>2: the second one-hot descriptor.
-    #[arg(long)]
-    pub to: Option<String>,
-    /// Output directory: interpolate-<transform>.csv and interpolate-<transform>.svg.
-    #[arg(long)]
-    pub out: PathBuf,
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shared setup: checkpoint, images, descriptors

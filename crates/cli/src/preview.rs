@@ -13,7 +13,11 @@ use crate::args::{Global, PreviewArgs};
 use crate::{common, grid};
 
 pub fn run(global: &Global, args: &PreviewArgs) -> anyhow::Result<()> {
-    let family = common::family(args.family);
+    let family = args.family;
+    anyhow::ensure!(
+        family != Family::Audio,
+        "augment-preview shows image augmentations: use --family groups or individual (audio views are made by `ail pretrain --modality audio`)"
+    );
     let descriptor = Descriptor::parse(&args.descriptor, family)?;
     anyhow::ensure!((1..=64).contains(&args.images), "--images must be between 1 and 64");
     anyhow::ensure!((1..=32).contains(&args.views), "--views must be between 1 and 32");

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::Args;
 
-use crate::downstream::FitReport;
+use crate::args::{ParetoArgs, ReportArgs};
+use crate::fit::FitReport;
 use crate::svg::{self, Curve};
 
 fn read_fit(path: &Path) -> anyhow::Result<FitReport> {
@@ -49,16 +49,6 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
         .collect()
 }
 
-#[derive(Debug, Args)]
-pub struct ParetoArgs {
-    /// fit.json files (or the directories holding them).
-    #[arg(long, required = true, num_args = 1..)]
-    pub fit: Vec<PathBuf>,
-    /// Directory for pareto.csv, pareto-parameters.svg and pareto-time.svg.
-    #[arg(long, default_value = "runs/pareto")]
-    pub out: PathBuf,
-}
-
 pub fn run_pareto(args: &ParetoArgs) -> anyhow::Result<()> {
     let fits: Vec<(String, FitReport)> = args.fit.iter().map(|p| read_fit(p).map(|f| (label(p, &f), f))).collect::<anyhow::Result<_>>()?;
     let score = |f: &FitReport| f.test.accuracy.or(f.test.r2).unwrap_or(f64::NAN);
@@ -91,17 +81,6 @@ pub fn run_pareto(args: &ParetoArgs) -> anyhow::Result<()> {
     }
     println!("written {}/pareto.csv, pareto-parameters.svg, pareto-time.svg", args.out.display());
     Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// Pretraining run directories, fit/fewshot/lowshot output directories (or their JSON files),
-    /// and `ail measure` / `ail interpolate` output directories.
-    #[arg(required = true)]
-    pub runs: Vec<PathBuf>,
-    /// The markdown file to write (plots it makes go beside it).
-    #[arg(long, default_value = "runs/report.md")]
-    pub out: PathBuf,
 }
 
 fn pct(v: Option<f64>) -> String {

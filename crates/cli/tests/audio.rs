@@ -35,9 +35,9 @@ fn tone_fsdd(dir: &Path) {
     }
     std::fs::write(
         dir.join("audio.toml"),
-        "modality = \"audio\"\ninvariances = \"audio\"\nsteps = 20\nbatch_size = 32\nwidth = 0.0625\nhidden = 8\nlr = 0.003\n\
-         warmup_steps = 2\nlog_every = 1\ncheckpoint_every = 10\nmonitor_every = 10\nhead_hidden = 32\nhead_output = 16\n\
-         [audio]\nclip_seconds = 0.5\n",
+        "modality = \"audio\"\ninvariances = \"audio\"\nsteps = 20\nbatch_size = 32\nencoder.width = 0.0625\nencoder.hidden = 8\n\
+         optimizer.lr = 0.003\noptimizer.warmup_steps = 2\nlog_every = 1\ncheckpoint_every = 10\nmonitor.every = 10\nheads.hidden = 32\n\
+         heads.output = 16\n[audio]\nclip_seconds = 0.5\n",
     )
     .unwrap();
 }

@@ -29,8 +29,9 @@ fn setup(d: &Path) {
     }
     std::fs::write(
         d.join("run.toml"),
-        "steps = 24\nbatch_size = 8\nimage_size = 8\nwidth = 0.0625\nhidden = 8\nlr = 0.003\nwarmup_steps = 2\nlog_every = 1\n\
-         checkpoint_every = 2\nkeep_checkpoints = 2\nmonitor_every = 0\nhead_hidden = 16\nhead_output = 8\nmethod = \"mocov2\"\nqueue_size = 16\n",
+        "steps = 24\nbatch_size = 8\ndata.image_size = 8\nencoder.width = 0.0625\nencoder.hidden = 8\noptimizer.lr = 0.003\n\
+         optimizer.warmup_steps = 2\nlog_every = 1\ncheckpoint_every = 2\nkeep_checkpoints = 2\nmonitor.every = 0\nheads.hidden = 16\n\
+         heads.output = 8\nmethod = \"mocov2\"\nqueue_size = 16\n",
     )
     .unwrap();
 }

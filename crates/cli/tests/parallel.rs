@@ -2,11 +2,10 @@
 //! same shards in turn, draw the same descriptors, and checkpoints continue on any device count.
 
 
-use ail_cli::parallel::Replicas;
-use ail_cli::pretrain::{PretrainConfig, Stepper, optimizer};
+use ail_core::checkpoint::Normalization;
 use ail_core::head::ProjectionHeadConfig;
-use ail_core::method::ContrastiveModel;
-use ail_core::sampler::Invariances;
+use ail_core::method::{ContrastiveModel, Method};
+use ail_core::pretrain::{PretrainConfig, Replicas, Stepper, optimizer};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -34,35 +33,34 @@ fn trainable(model: &ContrastiveModel) -> Vec<f32> {
 /// `steps` steps of `method` on a fixed batch of `batch` random 8x8 images split into `shards`,
 /// on `devices` CPU replicas (1: the shards in turn on this thread). Returns the trainable values
 /// and the descriptor index of every step.
-fn train(method: &str, batch: usize, shards: usize, devices: usize, steps: u64) -> (Vec<f32>, Vec<usize>) {
-    let config = PretrainConfig {
-        method: method.into(),
-        batch_size: batch,
-        shards,
-        image_size: 8,
-        width: 0.0625,
-        hidden: 8,
-        head_hidden: 32,
-        head_output: 16,
-        queue_size: 32,
-        steps: 100,
-        warmup_steps: 0,
-        lr: 3e-3,
-        ..Default::default()
-    };
+/// A tiny config: 8x8 images, a narrow encoder and heads.
+fn tiny_config() -> PretrainConfig {
+    let mut config = PretrainConfig { queue_size: 32, steps: 100, ..Default::default() };
+    config.data.image_size = 8;
+    config.encoder.width = 0.0625;
+    config.encoder.hidden = 8;
+    config.heads.hidden = 32;
+    config.heads.output = 16;
+    config.optimizer.warmup_steps = 0;
+    config.optimizer.lr = 3e-3;
+    config
+}
+
+fn train(method: Method, batch: usize, shards: usize, devices: usize, steps: u64) -> (Vec<f32>, Vec<usize>) {
+    let config = PretrainConfig { method, batch_size: batch, shards, ..tiny_config() };
     config.validate().unwrap();
     let device = Device::flex().autodiff();
     device.seed(7);
-    let invariances = Invariances::parse(&config.invariances).unwrap();
-    let encoder = config.encoder(&invariances);
-    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
+    let invariances = &config.invariances;
+    let encoder = config.encoder_config();
+    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.heads.hidden).with_output_dim(config.heads.output);
     let mut model = ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, &device).unwrap();
-    if method == "mocov3" {
+    if method == Method::Mocov3 {
         model = model.with_predictor(&head, &device);
     }
     let mut optim = optimizer(&config);
-    let stats = (Tensor::<4>::full([1, 3, 1, 1], 0.5, &device), Tensor::<4>::full([1, 3, 1, 1], 0.25, &device));
-    let mut stepper = Stepper::new(&config, &device, stats, [3, 8, 8], &model).unwrap();
+    let stats = Normalization { mean: vec![0.5; 3], std: vec![0.25; 3] };
+    let mut stepper = Stepper::new(&config, &device, &stats, [3, 8, 8], &model);
     if devices > 1 {
         let replicas = Replicas::new(vec![device.clone(); devices], (0..devices).map(|k| format!("cpu replica {k}")).collect());
         stepper = stepper.with_replicas(replicas);
@@ -71,10 +69,10 @@ fn train(method: &str, batch: usize, shards: usize, devices: usize, steps: u64) 
     let mut drawn = Vec::new();
     for step in 0..steps {
         let pixels: Vec<u8> = (0..batch * 3 * 8 * 8).map(|_| rng.random()).collect();
-        let (next, loss, _, index) = stepper.step(model, &mut optim, &pixels, step).unwrap();
-        assert!(loss.into_scalar::<f32>().is_finite());
+        let (next, out) = stepper.step(model, &mut optim, &pixels, step).unwrap();
+        assert!(out.loss.into_scalar::<f32>().is_finite());
         model = next;
-        drawn.push(index);
+        drawn.push(out.descriptor);
     }
     (trainable(&model), drawn)
 }
@@ -87,7 +85,7 @@ fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn two_replicas_with_global_batch_2b_train_like_one_replica_with_two_shards_of_b() {
     let _serial = ail_core::serial_draws();
-    for method in ["simclr", "mocov2", "mocov3"] {
+    for method in [Method::Simclr, Method::Mocov2, Method::Mocov3] {
         let (parallel, drawn_parallel) = train(method, 8, 2, 2, 4);
         let (sequential, drawn_sequential) = train(method, 8, 2, 1, 4);
         // The same descriptors, drawn from (seed, step) and not per replica.
@@ -109,14 +107,15 @@ fn two_replicas_with_global_batch_2b_train_like_one_replica_with_two_shards_of_b
 fn shards_compute_the_direct_loss_gradients_and_step() {
     // The shard machinery (fork, scale, gradient transfer, accumulation) against the step written
     // out directly: one shard is the plain step; two shards average the two halves' losses.
-    use ail_cli::parallel::{Job, Objective, combine, split_views};
+    use ail_core::pretrain::parallel::{Job, Objective, combine, split_views};
     use burn::optim::GradientsParams;
     let _serial = ail_core::serial_draws();
-    let config = PretrainConfig { image_size: 8, width: 0.0625, hidden: 8, head_hidden: 32, head_output: 16, ..Default::default() };
+    let config = PretrainConfig { queue_size: 4096, steps: 300, ..tiny_config() };
+    let config = PretrainConfig { optimizer: PretrainConfig::default().optimizer, ..config };
     let device = Device::flex().autodiff();
     device.seed(11);
-    let invariances = Invariances::parse(&config.invariances).unwrap();
-    let encoder = config.encoder(&invariances);
+    let invariances = &config.invariances;
+    let encoder = config.encoder_config();
     let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(32).with_output_dim(16);
     let model = ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, &device).unwrap();
     let x = Tensor::<4>::random([16, 3, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
@@ -130,7 +129,7 @@ fn shards_compute_the_direct_loss_gradients_and_step() {
             i: i.clone(),
             index: 0,
             queue: None,
-            objective: Objective { method: "simclr".into(), temperature: config.temperature, scale: 1.0 / shards as f32 },
+            objective: Objective { method: Method::Simclr, temperature: config.temperature, scale: 1.0 / shards as f32 },
         };
         let out = combine(&model, job.run(&device, &device));
         let expected = if shards == 1 {
@@ -156,7 +155,7 @@ fn shards_compute_the_direct_loss_gradients_and_step() {
 #[test]
 fn a_two_device_run_checkpoints_and_continues_on_one_device_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    common::tiny_pretraining_setup(dir.path(), &[("monitor_every", "0")]);
+    common::tiny_pretraining_setup(dir.path(), &[("monitor.every", "0")]);
     let out = ail(&["pretrain", "--device", "cpu", "--devices", "2", "--config", "run.toml", "--data", "imgs", "--out", "a"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
@@ -175,7 +174,7 @@ fn a_two_device_run_checkpoints_and_continues_on_one_device_exactly() {
 #[test]
 fn impossible_splits_are_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    common::tiny_pretraining_setup(dir.path(), &[("monitor_every", "0")]);
+    common::tiny_pretraining_setup(dir.path(), &[("monitor.every", "0")]);
     let run = |extra: &[&str]| {
         let mut args = vec!["pretrain", "--device", "cpu", "--config", "run.toml", "--data", "imgs", "--out", "x"];
         args.extend_from_slice(extra);

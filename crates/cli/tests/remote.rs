@@ -44,7 +44,7 @@ fn serve(port: u16) -> Server {
 #[test]
 fn two_nodes_on_loopback_train_like_two_local_shards() {
     let dir = tempfile::tempdir().unwrap();
-    common::tiny_pretraining_setup(dir.path(), &[("steps", "6"), ("checkpoint_every", "3"), ("monitor_every", "0"), ("monitor_bank", "32"), ("monitor_queries", "8")]);
+    common::tiny_pretraining_setup(dir.path(), &[("steps", "6"), ("checkpoint_every", "3"), ("monitor.every", "0"), ("monitor.bank", "32"), ("monitor.queries", "8")]);
     let (p1, p2) = (free_port(), free_port());
     let _servers = (serve(p1), serve(p2));
     let hosts = format!("ws://127.0.0.1:{p1},ws://127.0.0.1:{p2}");
@@ -71,7 +71,7 @@ fn two_nodes_on_loopback_train_like_two_local_shards() {
 #[test]
 fn an_unreachable_host_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    common::tiny_pretraining_setup(dir.path(), &[("steps", "6"), ("checkpoint_every", "3"), ("monitor_every", "0"), ("monitor_bank", "32"), ("monitor_queries", "8")]);
+    common::tiny_pretraining_setup(dir.path(), &[("steps", "6"), ("checkpoint_every", "3"), ("monitor.every", "0"), ("monitor.bank", "32"), ("monitor.queries", "8")]);
     let port = free_port(); // nothing listens there
     let out = ail(&["pretrain", "--config", "run.toml", "--data", "imgs", "--hosts", &format!("ws://127.0.0.1:{port}"), "--out", "x"], dir.path());
     assert!(!out.status.success(), "{}", stderr(&out));

@@ -1,4 +1,4 @@
-//! The guaranteed error of Theorem 5.1 (METHOD.md, "Guaranteed error"): for a readout with
+//! The guaranteed error of Theorem 5.1 (docs/method.md, "Guaranteed error"): for a readout with
 //! `||phi|| <= B` on features with `||f(x)|| <= X`, a 1-Lipschitz loss in `[0, M]`, `c` classes and
 //! `n` training samples, with probability `1 - delta`
 //!

@@ -1,4 +1,4 @@
-//! Few-shot episodes (METHOD.md, "Downstream"): N-way K-shot with Q queries per class, the readout
+//! Few-shot episodes (docs/method.md, "Downstream"): N-way K-shot with Q queries per class, the readout
 //! fitted on the N*K support images alone and the descriptor `i` learned per episode (start 0.5).
 //!
 //! Readouts:

@@ -1,4 +1,4 @@
-//! The fine-tuning baseline (METHOD.md, "Baselines"): the last 1..4 stages of a ResNet trained with
+//! The fine-tuning baseline (docs/method.md, "Baselines"): the last 1..4 stages of a ResNet trained with
 //! a linear head, the earlier stages frozen in eval mode, optionally under a wall-time budget (the
 //! time an `ail fit` run took). The encoder reads a fixed descriptor (plain encoders read none).
 

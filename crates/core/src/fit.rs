@@ -1,4 +1,4 @@
-//! Downstream fitting (METHOD.md, "Downstream"): a linear head and the descriptor `i` learned
+//! Downstream fitting (docs/method.md, "Downstream"): a linear head and the descriptor `i` learned
 //! jointly on a frozen encoder, with the head trained by AdamW and `i` by Adam (lr 0.01, start 0.5,
 //! projected onto [0, 1] after every step). Gradients reach `i` through the generated weights of
 //! every block, so each step back-propagates through the frozen backbone. With a fixed descriptor

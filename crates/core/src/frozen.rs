@@ -1,4 +1,4 @@
-//! A pretrained encoder frozen for downstream use (METHOD.md, "Downstream"): parameters never
+//! A pretrained encoder frozen for downstream use (docs/method.md, "Downstream"): parameters never
 //! trained, batch norm in EVAL mode (running statistics, never updated), while gradients still flow
 //! to the descriptor `i` through the generated weights.
 

@@ -1,4 +1,4 @@
-//! Projection heads (METHOD.md): an MLP from the encoder's features to the contrastive space,
+//! Projection heads (docs/method.md): an MLP from the encoder's features to the contrastive space,
 //! `Linear -> BN -> ReLU` repeated, then a final `Linear` (SimCLR's head; 2 layers suit CIFAR scale,
 //! 3 the ImageNet recipes). Shared across descriptors by default; [`Heads`] holds one per descriptor
 //! when asked (the release uses per-descriptor heads for K = 2).

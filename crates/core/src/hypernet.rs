@@ -1,4 +1,4 @@
-//! Hypernetwork convolutions (paper, Section 3.1 and Listing 1; METHOD.md "Hyper-ResNet").
+//! Hypernetwork convolutions (paper, Section 3.1 and Listing 1; docs/method.md "Hyper-ResNet").
 //!
 //! A residual block embeds the invariance descriptor once, `z = E_b i` with
 //! `E_b: Linear(K -> 16, no bias)`, and every conv of the block owns a generator
@@ -6,8 +6,9 @@
 //! kernel. The kernel is generated once per forward (one descriptor per batch) and used by an
 //! ordinary convolution, so gradients reach the generators, the embedding and `i` itself.
 //!
-//! Initialisation (our choice; the paper and the release leave generator init at PyTorch's default,
-//! which makes the generated kernels far smaller than Kaiming's): the generator's output bias holds a
+//! Initialisation (our choice; the paper does not specify one, and the authors' release draws every
+//! generator weight Kaiming-normal with PyTorch's default biases, which gives generated kernels of
+//! std about 0.1 whatever the layer, see docs/method.md, "Deviations"): the generator's output bias holds a
 //! Kaiming fan-out draw for the generated kernel's shape, and its output weight is
 //! `N(0, kaiming_std^2 / hidden)`. Every descriptor therefore starts from a kernel of about Kaiming's
 //! scale (std within a few percent above it), and the descriptor-dependent part starts at roughly a

@@ -2,10 +2,12 @@
 //!
 //! One encoder is conditioned on an invariance descriptor `i` in `[0, 1]^K`; during pretraining `i`
 //! is binary and names the augmentations used for a batch, downstream it is continuous and learned.
-//! This crate holds what does not depend on a UI or a platform: descriptors, and (as they land)
-//! the encoders, losses, methods and downstream fitting, all on burn tensors.
+//! This crate holds what does not depend on a UI or a platform, all on burn tensors: the encoders,
+//! losses and methods, pretraining as a library ([`pretrain::pretrain`], with its run directory,
+//! kNN monitor and data parallelism), downstream tasks, fitting, few-shot episodes and the
+//! invariance measurement. It sits above `ail-augment` (views, descriptors) and `ail-data`
+//! (datasets); docs/architecture.md draws the layout.
 
-mod descriptor;
 mod error;
 pub mod bound;
 pub mod checkpoint;
@@ -16,6 +18,7 @@ pub mod fit;
 pub mod frozen;
 pub mod head;
 pub mod hypernet;
+pub mod invariance;
 pub mod io;
 pub mod knn;
 pub mod linalg;
@@ -24,15 +27,17 @@ pub mod method;
 pub mod mel;
 pub mod metrics;
 pub mod norm;
+pub mod pretrain;
 pub mod queue;
 pub mod resnet;
 pub mod ridge;
 pub mod sampler;
 pub mod schedule;
 pub mod summary;
+pub mod task;
 pub mod vit;
 
-pub use descriptor::{Descriptor, Family};
+pub use ail_augment::{Descriptor, Family};
 pub use encoder::{Encoder, EncoderConfig, ModelKind};
 pub use error::CoreError;
 

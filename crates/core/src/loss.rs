@@ -1,4 +1,4 @@
-//! Contrastive losses (METHOD.md, "Contrastive methods").
+//! Contrastive losses (docs/method.md, "Contrastive methods").
 //!
 //! - [`nt_xent`]: SimCLR's normalised temperature-scaled cross-entropy over the `2N` views of a batch
 //!   ([Chen et al. 2020](https://arxiv.org/abs/2002.05709), eq. 1), both directions: every view is an

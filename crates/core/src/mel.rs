@@ -1,4 +1,4 @@
-//! Log-mel spectrograms (METHOD.md, "Audio augmentations": 16 kHz, 128 mel bins, n_fft 1024, hop
+//! Log-mel spectrograms (docs/method.md, "Audio augmentations": 16 kHz, 128 mel bins, n_fft 1024, hop
 //! 512), computed for whole batches on the device, with a plain-Rust reference.
 //!
 //! The definition is librosa's defaults: a centred STFT (zero padding of `n_fft / 2` on both sides)

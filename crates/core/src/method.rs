@@ -1,5 +1,5 @@
 //! A contrastive learner: the encoder plus its projection head(s) (and MoCo-v3's predictor), and the
-//! objectives of one step whose two views were made with one descriptor (METHOD.md): SimCLR's
+//! objectives of one step whose two views were made with one descriptor (docs/method.md): SimCLR's
 //! NT-Xent, MoCo-v2's InfoNCE against the descriptor's own queue, MoCo-v3's symmetrised loss. The
 //! momentum (key) model is a copy updated by [`ema_update`].
 
@@ -78,6 +78,98 @@ impl ContrastiveModel {
         let z = self.project(views, i, index); // [2N, output_dim]
         let [_, d] = z.dims();
         crate::loss::nt_xent(z.clone().slice([0..n, 0..d]), z.slice([n..2 * n, 0..d]), temperature)
+    }
+}
+
+/// The contrastive method of a pretraining run (docs/method.md, "Pretraining"), with what each needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// SimCLR: NT-Xent between the two views of each image, the batch's other views as negatives.
+    #[default]
+    Simclr,
+    /// MoCo-v2: a momentum (key) encoder and one negative queue per trained descriptor.
+    Mocov2,
+    /// MoCo-v3: a momentum encoder, a predictor, a symmetrised loss and a cosine momentum schedule.
+    Mocov3,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Simclr => "simclr",
+            Method::Mocov2 => "mocov2",
+            Method::Mocov3 => "mocov3",
+        }
+    }
+
+    /// Whether the method keeps a momentum copy of the model for its keys.
+    pub fn uses_key_model(self) -> bool {
+        self != Method::Simclr
+    }
+
+    /// Whether the method keeps negative queues (one per trained descriptor).
+    pub fn uses_queues(self) -> bool {
+        self == Method::Mocov2
+    }
+
+    /// Whether the query side has a predictor head.
+    pub fn uses_predictor(self) -> bool {
+        self == Method::Mocov3
+    }
+
+    /// The key model's momentum at `step` of `steps`: constant for MoCo-v2, raised to 1 along a
+    /// cosine for MoCo-v3.
+    pub fn key_momentum(self, step: u64, steps: u64, base: f64) -> f64 {
+        match self {
+            Method::Mocov3 => cosine_momentum(step, steps, base),
+            _ => base,
+        }
+    }
+
+    /// The loss of `views` (`[2b, C, H, W]`: first views, then second views) at descriptor `i`
+    /// (head `index`), and for MoCo-v2 the keys to enqueue. `key` must be given for the MoCo
+    /// methods and `queue` (the descriptor's negatives `[Q, D]`) for MoCo-v2.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss(
+        self,
+        model: &ContrastiveModel,
+        key: Option<&ContrastiveModel>,
+        views: Tensor<4>,
+        i: Tensor<1>,
+        index: usize,
+        queue: Option<Tensor<2>>,
+        temperature: f32,
+    ) -> (Tensor<1>, Option<Tensor<2>>) {
+        match self {
+            Method::Simclr => (model.simclr_loss(views, i, index, temperature), None),
+            Method::Mocov2 => {
+                let key = key.expect("MoCo-v2 needs its key model");
+                let queue = queue.expect("MoCo-v2 needs the descriptor's queue");
+                let (loss, keys) = model.mocov2_loss(key, views, i, index, queue, temperature);
+                (loss, Some(keys))
+            }
+            Method::Mocov3 => (model.mocov3_loss(key.expect("MoCo-v3 needs its key model"), views, i, index, temperature), None),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "simclr" => Ok(Method::Simclr),
+            "mocov2" => Ok(Method::Mocov2),
+            "mocov3" => Ok(Method::Mocov3),
+            other => Err(CoreError::setting(format!("--method {other}"), "is not a method: use simclr, mocov2 or mocov3")),
+        }
     }
 }
 

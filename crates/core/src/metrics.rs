@@ -82,7 +82,7 @@ impl std::fmt::Display for MeanCi {
     }
 }
 
-/// `Q(i; b) = round(i (2^b - 1)) / (2^b - 1)`, per entry (METHOD.md).
+/// `Q(i; b) = round(i (2^b - 1)) / (2^b - 1)`, per entry (docs/method.md).
 pub fn quantise(i: &[f32], bits: u32) -> Vec<f32> {
     assert!((1..=24).contains(&bits), "bits must be 1..=24");
     let levels = ((1u32 << bits) - 1) as f32;

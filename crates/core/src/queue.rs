@@ -1,6 +1,7 @@
-//! MoCo's negative queues, one PER DESCRIPTOR (METHOD.md): a key is enqueued only into the queue of
+//! MoCo's negative queues, one PER DESCRIPTOR (docs/method.md): a key is enqueued only into the queue of
 //! the descriptor whose augmentations produced it, so the negatives of a step always share its
-//! invariance. The release keeps one queue for all descriptors; we do not.
+//! invariance. The authors' release does the same for its three K = 2 descriptors; this works for any
+//! family (docs/method.md, "Deviations").
 //!
 //! Each queue is a ring buffer `[size, D]` on the device with its own pointer on the host;
 //! enqueueing writes rows in place (no host round trip).

@@ -1,4 +1,4 @@
-//! Which descriptor a pretraining step uses (METHOD.md): one descriptor per step, drawn uniformly
+//! Which descriptor a pretraining step uses (docs/method.md, "Pretraining"): one descriptor per step, drawn uniformly
 //! from the family's trained set, or a fixed one for the plain baselines (default `1,1`,
 //! appearance-only `0,1`, spatial-only `1,0`).
 //!
@@ -7,8 +7,10 @@
 
 use crate::{CoreError, Descriptor, Family};
 
-/// `--invariances`: a family's trained set, or one fixed descriptor.
-#[derive(Debug, Clone, PartialEq)]
+/// `--invariances`: a family's trained set, or one fixed descriptor. Written in configs as its text
+/// (`groups`, `individual`, `audio`, `fixed:1,0`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Invariances {
     Family(Family),
     Fixed(Family, Descriptor),
@@ -55,6 +57,43 @@ impl Invariances {
             Invariances::Fixed(..) => 1,
         };
         (splitmix64(seed ^ splitmix64(step)) % n) as usize
+    }
+}
+
+impl Default for Invariances {
+    fn default() -> Self {
+        Invariances::Family(Family::Groups)
+    }
+}
+
+impl std::fmt::Display for Invariances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invariances::Family(Family::Groups) => f.write_str("groups"),
+            Invariances::Family(Family::Individual) => f.write_str("individual"),
+            Invariances::Family(Family::Audio) => f.write_str("audio"),
+            Invariances::Fixed(_, d) => write!(f, "fixed:{d}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Invariances {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for Invariances {
+    type Error = CoreError;
+    fn try_from(s: String) -> Result<Self, CoreError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Invariances> for String {
+    fn from(i: Invariances) -> String {
+        i.to_string()
     }
 }
 

@@ -1,4 +1,4 @@
-//! Learning-rate schedule (METHOD.md): linear warm-up from 0 to the base rate, then cosine decay to
+//! Learning-rate schedule (docs/method.md): linear warm-up from 0 to the base rate, then cosine decay to
 //! `min_lr` at step `total` (the last step run, `total - 1`, is one decay step short of it).
 
 /// The learning rate at `step` (0-based) of `total` steps with `warmup` warm-up steps.

@@ -1,5 +1,5 @@
 //! Vision Transformer ([An Image is Worth 16x16 Words](https://arxiv.org/abs/2010.11929)), plain and
-//! with an invariance prompt (Prompt-ViT; paper Section 3.1, Listing 2; METHOD.md).
+//! with an invariance prompt (Prompt-ViT; paper Section 3.1, Listing 2; docs/method.md).
 //!
 //! Prompt-ViT: `M` projectors `Linear(K -> D) -> ReLU -> Linear(D -> D)` map the descriptor `i` to
 //! `M` tokens whose mean is ONE invariance token, appended after `[CLS]` + patch tokens once the

@@ -111,7 +111,9 @@ pub fn center_fit(x: &[f32], len: usize) -> Vec<f32> {
 }
 
 /// What a clip's label is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
 pub enum AudioLabels {
     /// The folder name (`<class>/<file>.wav`); for FSDD, the digit.
     #[default]
@@ -120,6 +122,16 @@ pub enum AudioLabels {
     Digit,
     /// FSDD: the speaker.
     Speaker,
+}
+
+impl std::fmt::Display for AudioLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Class => "class",
+            Self::Digit => "digit",
+            Self::Speaker => "speaker",
+        })
+    }
 }
 
 impl std::str::FromStr for AudioLabels {

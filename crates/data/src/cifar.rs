@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{DataError, ImageSet, Result, Split, describe_bytes};
+use crate::{DataError, ImageSet, Result, OfficialSplit, describe_bytes};
 
 const SIDE: usize = 32;
 const PIXELS: usize = 3 * SIDE * SIDE;
@@ -57,7 +57,7 @@ impl Variant {
 
 /// Reads the `split` of a CIFAR directory (`cifar-10-batches-bin` or `cifar-100-binary`), or a
 /// single batch file (then `split` is ignored).
-pub fn read(path: &Path, split: Split) -> Result<ImageSet> {
+pub fn read(path: &Path, split: OfficialSplit) -> Result<ImageSet> {
     let (variant, files) = if path.is_dir() {
         locate(path, split)?
     } else {
@@ -78,14 +78,14 @@ pub fn read(path: &Path, split: Split) -> Result<ImageSet> {
     ImageSet::new(pixels, labels, class_names, [3, SIDE, SIDE])
 }
 
-fn locate(dir: &Path, split: Split) -> Result<(Variant, Vec<PathBuf>)> {
+fn locate(dir: &Path, split: OfficialSplit) -> Result<(Variant, Vec<PathBuf>)> {
     let names10: Vec<String> = match split {
-        Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
-        Split::Test => vec!["test_batch.bin".to_string()],
+        OfficialSplit::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
+        OfficialSplit::Test => vec!["test_batch.bin".to_string()],
     };
     let name100 = match split {
-        Split::Train => "train.bin",
-        Split::Test => "test.bin",
+        OfficialSplit::Train => "train.bin",
+        OfficialSplit::Test => "test.bin",
     };
     if dir.join(&names10[0]).exists() {
         let files: Vec<PathBuf> = names10.iter().map(|n| dir.join(n)).collect();
@@ -191,7 +191,7 @@ mod tests {
         let mut bytes = record10(3, 9);
         bytes.extend(record10(7, 200));
         std::fs::write(&file, bytes).unwrap();
-        let set = read(&file, Split::Train).unwrap();
+        let set = read(&file, OfficialSplit::Train).unwrap();
         assert_eq!(set.labels, vec![3, 7]);
         assert_eq!(set.shape(), [3, 32, 32]);
         assert!(set.image(1).iter().all(|&p| p == 200));
@@ -205,9 +205,9 @@ mod tests {
             std::fs::write(dir.path().join(format!("data_batch_{i}.bin")), record10(i, i)).unwrap();
         }
         std::fs::write(dir.path().join("test_batch.bin"), record10(0, 0)).unwrap();
-        let train = read(dir.path(), Split::Train).unwrap();
+        let train = read(dir.path(), OfficialSplit::Train).unwrap();
         assert_eq!(train.labels, vec![1, 2, 3, 4, 5]);
-        let test = read(dir.path(), Split::Test).unwrap();
+        let test = read(dir.path(), OfficialSplit::Test).unwrap();
         assert_eq!(test.labels, vec![0]);
     }
 
@@ -217,7 +217,7 @@ mod tests {
         let mut rec = vec![4u8, 42u8];
         rec.extend(std::iter::repeat_n(1u8, PIXELS));
         std::fs::write(dir.path().join("train.bin"), rec).unwrap();
-        let set = read(dir.path(), Split::Train).unwrap();
+        let set = read(dir.path(), OfficialSplit::Train).unwrap();
         assert_eq!(set.labels, vec![42]);
         assert_eq!(set.num_classes(), 100);
     }
@@ -229,7 +229,7 @@ mod tests {
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         png.resize(100, 0);
         std::fs::write(&file, png).unwrap();
-        let msg = read(&file, Split::Train).unwrap_err().to_string();
+        let msg = read(&file, OfficialSplit::Train).unwrap_err().to_string();
         assert!(msg.contains("is not CIFAR-10 binary"), "{msg}");
         assert!(msg.contains("a PNG image"), "{msg}");
     }
@@ -241,18 +241,18 @@ mod tests {
         let mut bytes = record10(1, 1);
         bytes.pop();
         std::fs::write(&file, &bytes).unwrap();
-        let msg = read(&file, Split::Train).unwrap_err().to_string();
+        let msg = read(&file, OfficialSplit::Train).unwrap_err().to_string();
         assert!(msg.contains("3072 bytes") && msg.contains("3073-byte records"), "{msg}");
 
         std::fs::write(&file, record10(10, 1)).unwrap();
-        let msg = read(&file, Split::Train).unwrap_err().to_string();
+        let msg = read(&file, OfficialSplit::Train).unwrap_err().to_string();
         assert!(msg.contains("label 10 in record 0"), "{msg}");
     }
 
     #[test]
     fn empty_directory_explains_the_expected_layout() {
         let dir = tempfile::tempdir().unwrap();
-        let msg = read(dir.path(), Split::Train).unwrap_err().to_string();
+        let msg = read(dir.path(), OfficialSplit::Train).unwrap_err().to_string();
         assert!(msg.contains("data_batch_1.bin") && msg.contains("cifar-10-batches-bin"), "{msg}");
     }
 }

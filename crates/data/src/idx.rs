@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::{DataError, ImageSet, Result, Split, describe_bytes};
+use crate::{DataError, ImageSet, Result, OfficialSplit, describe_bytes};
 
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "T-shirt/top",
@@ -165,11 +165,11 @@ pub fn from_arrays(
 /// Reads the `split` of an MNIST-style directory (`train-images-idx3-ubyte[.gz]`,
 /// `train-labels-idx1-ubyte[.gz]`, `t10k-*` for test), or an images file whose label file sits
 /// beside it (`*-images-idx3-ubyte*` -> `*-labels-idx1-ubyte*`).
-pub fn read(path: &Path, split: Split) -> Result<ImageSet> {
+pub fn read(path: &Path, split: OfficialSplit) -> Result<ImageSet> {
     let (images, labels) = if path.is_dir() {
         let prefix = match split {
-            Split::Train => "train",
-            Split::Test => "t10k",
+            OfficialSplit::Train => "train",
+            OfficialSplit::Test => "t10k",
         };
         let images = find(path, &format!("{prefix}-images-idx3-ubyte"))?;
         let labels = find(path, &format!("{prefix}-labels-idx1-ubyte"))?;
@@ -240,7 +240,7 @@ mod tests {
         let labs = encode(&[2], &[9, 4]);
         std::fs::write(dir.path().join("train-images-idx3-ubyte.gz"), gz(&imgs)).unwrap();
         std::fs::write(dir.path().join("train-labels-idx1-ubyte.gz"), gz(&labs)).unwrap();
-        let a = read(dir.path(), Split::Train).unwrap();
+        let a = read(dir.path(), OfficialSplit::Train).unwrap();
         assert_eq!(a.shape(), [1, 3, 4]);
         assert_eq!(a.labels, vec![9, 4]);
         assert_eq!(a.image(1), &pixels[12..]);
@@ -249,7 +249,7 @@ mod tests {
         std::fs::create_dir(&plain).unwrap();
         std::fs::write(plain.join("train-images-idx3-ubyte"), &imgs).unwrap();
         std::fs::write(plain.join("train-labels-idx1-ubyte"), &labs).unwrap();
-        assert_eq!(read(&plain, Split::Train).unwrap(), a);
+        assert_eq!(read(&plain, OfficialSplit::Train).unwrap(), a);
     }
 
     #[test]
@@ -288,7 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("train-images-idx3-ubyte"), encode(&[2, 1, 1], &[0, 0])).unwrap();
         std::fs::write(dir.path().join("train-labels-idx1-ubyte"), encode(&[3], &[0, 0, 0])).unwrap();
-        let err = read(dir.path(), Split::Train).unwrap_err().to_string();
+        let err = read(dir.path(), OfficialSplit::Train).unwrap_err().to_string();
         assert!(err.contains("2 images") && err.contains("3 labels"), "{err}");
     }
 }

@@ -31,7 +31,7 @@ pub use dataset::ImageSet;
 pub use error::DataError;
 pub use loader::{Batch, BatchLoader, LoaderConfig, epoch_order};
 pub use sniff::describe_bytes;
-pub use source::{DataFormat, DataSource, LoadOptions, Split, resolve_format};
+pub use source::{DataFormat, DataSource, LoadOptions, OfficialSplit, resolve_format};
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, DataError>;

@@ -7,14 +7,16 @@ use crate::{DataError, ImageSet, Result, builtin, cifar, folder, idx};
 
 /// Which split of a dataset that has official splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Split {
+pub enum OfficialSplit {
     #[default]
     Train,
     Test,
 }
 
-/// The on-disk format of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The on-disk format of a dataset (`--format`; `format` in a pretraining config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
 pub enum DataFormat {
     /// Decide from the path's contents.
     #[default]
@@ -58,7 +60,7 @@ impl std::fmt::Display for DataSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     pub format: DataFormat,
-    pub split: Split,
+    pub split: OfficialSplit,
     /// Side of the square images produced (images of another size are resized); `None` keeps the
     /// source size (ImageFolder then uses 32).
     pub side: Option<usize>,
@@ -71,7 +73,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             format: DataFormat::Auto,
-            split: Split::Train,
+            split: OfficialSplit::Train,
             side: None,
             channels: 3,
             skip_bad: false,

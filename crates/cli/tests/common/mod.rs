@@ -40,13 +40,14 @@ pub fn patterned_folder(dir: &Path, classes: u32, per_class: u32, green_step: u3
 }
 
 /// A 4-class ImageFolder of 8x8 patterned images in `imgs/` and a short pretraining config in
-/// `run.toml`: 20 steps of batch 16, checkpoints every 10; `overrides` replace settings (`("steps", "6")`).
+/// `run.toml`: 20 steps of batch 16, checkpoints every 10; `overrides` replace settings by their
+/// dotted TOML key (`("steps", "6")`, `("monitor.every", "0")`).
 pub fn tiny_pretraining_setup(dir: &Path, overrides: &[(&str, &str)]) {
     patterned_folder(dir, 4, 16, 40);
     let defaults = [
-        ("steps", "20"), ("batch_size", "16"), ("image_size", "8"), ("width", "0.0625"), ("hidden", "8"), ("lr", "0.003"),
-        ("warmup_steps", "2"), ("log_every", "1"), ("checkpoint_every", "10"), ("monitor_every", "10"), ("head_hidden", "32"),
-        ("head_output", "16"),
+        ("steps", "20"), ("batch_size", "16"), ("data.image_size", "8"), ("encoder.width", "0.0625"), ("encoder.hidden", "8"),
+        ("optimizer.lr", "0.003"), ("optimizer.warmup_steps", "2"), ("log_every", "1"), ("checkpoint_every", "10"),
+        ("monitor.every", "10"), ("heads.hidden", "32"), ("heads.output", "16"),
     ];
     let mut toml = String::new();
     for (key, value) in defaults.iter().chain(overrides.iter().filter(|(k, _)| !defaults.iter().any(|(d, _)| d == k))) {

@@ -13,7 +13,7 @@ use ail_core::hypernet::{HyperConvConfig, descriptor_embedding, embed};
 use ail_core::loss::nt_xent;
 use ail_core::method::ContrastiveModel;
 use ail_core::resnet::ConvSpec;
-use ail_core::sampler::Invariances;
+use ail_core::pretrain::PretrainConfig;
 use ail_core::{Descriptor, Family};
 use burn::module::Module;
 use burn::nn::BatchNormConfig;
@@ -27,18 +27,16 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::args::{BenchProfileArgs, Global};
 use crate::common;
-use crate::pretrain::PretrainConfig;
 
 /// Every conv of the encoder with the side of its input.
 fn convs_with_sides(config: &PretrainConfig) -> Vec<(ConvSpec, usize)> {
-    let invariances = Invariances::parse(&config.invariances).expect("the default invariances parse");
-    let arch = match config.encoder(&invariances).arch() {
+    let arch = match config.encoder_config().arch() {
         ail_core::encoder::ArchConfig::ResNet(r) => r,
         _ => unreachable!("bench profile builds a Hyper-ResNet"),
     };
     let stem = arch.stem();
-    let mut side = config.image_size / stem.stride;
-    let mut out = vec![(stem, config.image_size)];
+    let mut side = config.data.image_size / stem.stride;
+    let mut out = vec![(stem, config.data.image_size)];
     for block in arch.blocks() {
         let input = side;
         let stride = block.body.iter().map(|c| c.stride).max().unwrap_or(1);
@@ -87,12 +85,14 @@ fn median_of(runs: usize, mut work: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
+pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     let selected = common::device(global)?;
     let device = selected.device.clone().autodiff();
     device.seed(0);
-    let config = PretrainConfig { width: args.width, batch_size: args.batch_size, image_size: args.image_size, ..Default::default() };
+    let mut config = PretrainConfig { batch_size: args.batch_size, ..Default::default() };
+    config.encoder.width = args.width;
+    config.data.image_size = args.image_size;
     config.validate()?;
     let (b2, side, runs) = (2 * args.batch_size, args.image_size, args.runs);
     let mut rows: Vec<(&str, f64)> = Vec::new();
@@ -149,7 +149,7 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
     let hyper: Vec<_> = convs
         .iter()
         .filter(|(c, _)| c.conditioned)
-        .map(|(c, _)| HyperConvConfig::new(c.in_channels, c.out_channels, c.kernel).with_stride(c.stride).with_hidden(config.hidden).init(&device))
+        .map(|(c, _)| HyperConvConfig::new(c.in_channels, c.out_channels, c.kernel).with_stride(c.stride).with_hidden(config.encoder.hidden).init(&device))
         .collect();
     let emb = descriptor_embedding(2, &device);
     let i = Tensor::<1>::from_floats([1.0, 1.0], &device);
@@ -162,9 +162,9 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
     rows.push(("kernel generators (fwd + bwd)", generator_time));
 
     // projection head + NT-Xent on the features, forward + backward
-    let invariances = Invariances::parse(&config.invariances)?;
-    let encoder = config.encoder(&invariances);
-    let head_config = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.head_hidden).with_output_dim(config.head_output);
+    let invariances = &config.invariances;
+    let encoder = config.encoder_config();
+    let head_config = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.heads.hidden).with_output_dim(config.heads.output);
     let model = ContrastiveModel::new(&encoder, &head_config, invariances.trained().len(), false, &device)?;
     let features = Tensor::<2>::random([b2, encoder.feature_dim()], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let head_time = median_of(runs, || {
@@ -186,7 +186,7 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
         wait(x_tracked.grad(&grads).expect("input gradient"));
     });
     // The optimiser alone: gradients are computed untimed before each timed update.
-    let mut optim = crate::pretrain::optimizer(&config);
+    let mut optim = ail_core::pretrain::optimizer(&config);
     let mut current = Some(model.clone());
     let mut times = Vec::new();
     for run in 0..=runs {
@@ -228,7 +228,7 @@ pub fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
             .flat_map(|(flag, value)| [flag.to_string(), value])
             .chain(["--profile".to_string()])
             .collect();
-        match crate::bench::run_torch_script(&args.python, "profile", &script_args) {
+        match super::torch::run_torch_script(&args.python, "profile", &script_args) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("skipping the PyTorch profile: {e:#}");

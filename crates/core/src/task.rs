@@ -14,17 +14,19 @@
 
 use std::path::{Path, PathBuf};
 
-use ail_core::fit::{Split, Targets};
-use ail_data::{DataFormat, DataSource, ImageSet, LoadOptions, Split as DataSplit, epoch_order};
-use anyhow::Context;
-use clap::{Args, ValueEnum};
+use ail_data::audio::AudioLabels;
+use ail_data::{DataFormat, DataSource, ImageSet, LoadOptions, OfficialSplit, epoch_order};
 
-use crate::args::Format;
+use crate::CoreError;
+use crate::fit::{Split, Targets};
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Serialize)]
+/// What a downstream task predicts, and from what data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskKind {
     /// Classification of any image dataset (--data as for pretraining).
+    #[default]
     Classify,
     /// Omniglot characters as classes (--data: the official images_background zip).
     Omniglot,
@@ -37,49 +39,67 @@ pub enum TaskKind {
     Audio,
 }
 
-/// Which task, and how to split it.
-#[derive(Debug, Clone, Args)]
-pub struct TaskArgs {
-    #[arg(long, value_enum, default_value_t = TaskKind::Classify)]
+/// Which task, and how to split it (`ail fit`, `fewshot`, `lowshot` and `finetune` take it as flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
     pub task: TaskKind,
-    /// The task's data (see --task); `builtin` is the built-in Fashion-MNIST subset.
-    #[arg(long, default_value = "builtin")]
+    /// The task's data (see [`TaskKind`]); `builtin` is the built-in Fashion-MNIST subset.
     pub data: String,
-    /// Format of --data for --task classify.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// Omniglot's strokes zip (strokes_background*.zip), for --task omniglot-pen.
-    #[arg(long)]
+    /// Format of `data` for [`TaskKind::Classify`].
+    pub format: DataFormat,
+    /// Omniglot's strokes zip, for [`TaskKind::OmniglotPen`].
     pub strokes: Option<PathBuf>,
     /// Fraction of the training data carved out for validation.
-    #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
     /// Fraction carved out for testing when the data has no official test split.
-    #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
-    /// Use at most this many training images (after carving validation and test).
-    #[arg(long)]
+    /// Caps on the number of training, validation and test images.
     pub train_size: Option<usize>,
-    /// Use at most this many validation images.
-    #[arg(long)]
     pub val_size: Option<usize>,
-    /// Use at most this many test images.
-    #[arg(long)]
     pub test_size: Option<usize>,
     /// Seed of the splits.
-    #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
-    /// --task audio: label clips by `class` (folder name; FSDD: the digit), `digit` or `speaker`.
-    #[arg(long, default_value = "class")]
-    pub audio_labels: String,
-    /// --task audio on FSDD: only these takes, e.g. `5-9` (recordings held out of pretraining).
-    #[arg(long)]
-    pub takes: Option<String>,
+    /// Audio tasks: label clips by folder (FSDD: digit), digit or speaker.
+    pub audio_labels: AudioLabels,
+    /// Audio tasks on FSDD: only these takes (inclusive).
+    pub takes: Option<(u32, u32)>,
+}
+
+impl Default for TaskSpec {
+    fn default() -> Self {
+        Self {
+            task: TaskKind::Classify,
+            data: "builtin".into(),
+            format: DataFormat::Auto,
+            strokes: None,
+            val_fraction: 0.1,
+            test_fraction: 0.2,
+            train_size: None,
+            val_size: None,
+            test_size: None,
+            split_seed: 0,
+            audio_labels: AudioLabels::Class,
+            takes: None,
+        }
+    }
+}
+
+impl TaskKind {
+    /// The name `--task` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Classify => "classify",
+            TaskKind::Omniglot => "omniglot",
+            TaskKind::OmniglotPen => "omniglot-pen",
+            TaskKind::Csv => "csv",
+            TaskKind::Audio => "audio",
+        }
+    }
 }
 
 /// Parses `lo-hi` (inclusive) or a single number.
-pub fn parse_takes(text: &str) -> anyhow::Result<(u32, u32)> {
-    let bad = || anyhow::anyhow!("--takes {text}: use a range such as 5-9 (inclusive) or one take number");
+pub fn parse_takes(text: &str) -> Result<(u32, u32), CoreError> {
+    let bad = || CoreError::setting(format!("--takes {text}"), "is not a take range: use a range such as 5-9 (inclusive) or one take number");
     let (lo, hi) = match text.split_once('-') {
         Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
         None => {
@@ -87,26 +107,24 @@ pub fn parse_takes(text: &str) -> anyhow::Result<(u32, u32)> {
             (v, v)
         }
     };
-    anyhow::ensure!(lo <= hi, "--takes {text}: the first take must not exceed the last");
+    if lo > hi {
+        return Err(CoreError::setting(format!("--takes {text}"), "has its first take after its last: use e.g. 5-9"));
+    }
     Ok((lo, hi))
 }
 
 /// Reads audio clips and makes them the encoder's input images (un-augmented log-mel spectrograms
-/// of the centred, fixed-length clip).
+/// of the centred, fixed-length clip). `clips.skipped` counts the files skipped with `skip_bad`.
 pub fn audio_images(
     root: &Path,
-    labels: &str,
+    labels: AudioLabels,
     takes: Option<(u32, u32)>,
     skip_bad: bool,
-    front: &ail_core::mel::AudioFrontEnd,
+    front: &crate::mel::AudioFrontEnd,
     device: &burn::prelude::Device,
-) -> anyhow::Result<(ImageSet, ail_data::audio::AudioSet)> {
-    let options = ail_data::audio::AudioOptions { labels: labels.parse().map_err(anyhow::Error::msg)?, takes, skip_bad };
-    eprintln!("reading the audio clips of {} ...", root.display());
+) -> Result<(ImageSet, ail_data::audio::AudioSet), CoreError> {
+    let options = ail_data::audio::AudioOptions { labels, takes, skip_bad };
     let clips = ail_data::audio::read_dir(root, &options)?;
-    if clips.skipped > 0 {
-        eprintln!("skipped {} audio files that failed to decode", clips.skipped);
-    }
     let fitted: Vec<Vec<f32>> = clips.clips.iter().map(|c| ail_data::audio::center_fit(c, front.clip_samples)).collect();
     let pixels = front.images_u8(&fitted, device);
     let set = ImageSet::new(pixels, clips.labels.clone(), clips.class_names.clone(), front.input_shape())?;
@@ -121,21 +139,33 @@ pub struct Task {
     pub test: Split,
     /// Whether the test split is the official one.
     pub official_test: bool,
+    /// What happened on the way that a user should know (a missing official test split, skipped files).
+    pub notes: Vec<String>,
+    /// `[C, H, W]` of the inputs.
+    pub shape: [usize; 3],
+}
+
+impl Task {
+    /// One line: the task's name, split sizes and input shape.
+    pub fn describe(&self) -> String {
+        format!(
+            "task {}: {} train, {} validation, {} test ({}) inputs of {}x{}x{}",
+            self.name,
+            self.train.len(),
+            self.val.len(),
+            self.test.len(),
+            if self.official_test { "official test split" } else { "carved from the training data" },
+            self.shape[0],
+            self.shape[1],
+            self.shape[2]
+        )
+    }
 }
 
 /// All images of a source with their targets (before splitting).
 struct Whole {
     set: ImageSet,
     targets: Targets,
-}
-
-fn format(f: Format) -> DataFormat {
-    match f {
-        Format::Auto => DataFormat::Auto,
-        Format::Cifar => DataFormat::Cifar,
-        Format::Idx => DataFormat::Idx,
-        Format::Folder => DataFormat::Folder,
-    }
 }
 
 fn split_of(set: &ImageSet, targets: &Targets, indices: &[usize]) -> Split {
@@ -147,8 +177,9 @@ fn classes_of(set: &ImageSet) -> Targets {
 }
 
 /// Reads a CSV of `path,target1,...` (an optional header line is skipped).
-fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> anyhow::Result<Whole> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreError> {
+    let bad = |reason: String| CoreError::setting(format!("--data {}", path.display()), reason);
+    let text = std::fs::read_to_string(path).map_err(|e| CoreError::io("reading", path, e))?;
     let root = path.parent().unwrap_or(Path::new("."));
     let mut files = Vec::new();
     let mut values = Vec::new();
@@ -159,16 +190,16 @@ fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> anyhow::Result<Whole> {
         match parsed {
             Ok(v) if !v.is_empty() && v.iter().all(|x| x.is_finite()) => {
                 if *outputs.get_or_insert(v.len()) != v.len() {
-                    anyhow::bail!("{}:{}: {} targets, earlier lines have {}", path.display(), n + 1, v.len(), outputs.unwrap_or(0));
+                    return Err(bad(format!("line {}: {} targets, earlier lines have {}", n + 1, v.len(), outputs.unwrap_or(0))));
                 }
                 files.push(root.join(fields[0]));
                 values.extend(v);
             }
             _ if n == 0 => continue, // header
-            _ => anyhow::bail!("{}:{}: expected `path,target1,target2,...` with finite numbers, found `{line}`", path.display(), n + 1),
+            _ => return Err(bad(format!("line {}: expected `path,target1,target2,...` with finite numbers, found `{line}`", n + 1))),
         }
     }
-    let outputs = outputs.with_context(|| format!("{} has no `path,target,...` rows", path.display()))?;
+    let outputs = outputs.ok_or_else(|| bad("has no `path,target,...` rows".into()))?;
     let mut pixels = Vec::with_capacity(files.len() * c * side * side);
     for f in &files {
         pixels.extend(ail_data::folder::decode_file(f, side, 3)?);
@@ -177,50 +208,58 @@ fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> anyhow::Result<Whole> {
     Ok(Whole { set, targets: Targets::Values { values, outputs } })
 }
 
-impl TaskArgs {
+impl TaskSpec {
     /// Loads the task at the input shape of the encoder `meta` describes and splits it (audio is
     /// turned into log-mel images on `device`).
-    pub fn load(&self, meta: &ail_core::checkpoint::CheckpointMeta, device: &burn::prelude::Device) -> anyhow::Result<Task> {
+    pub fn load(&self, meta: &crate::checkpoint::CheckpointMeta, device: &burn::prelude::Device) -> Result<Task, CoreError> {
         let shape = match &meta.audio {
             Some(front) => front.input_shape(),
             None => [meta.encoder.in_channels, meta.encoder.image_size, meta.encoder.image_size],
         };
-        anyhow::ensure!(
-            (self.task == TaskKind::Audio) == meta.audio.is_some(),
-            "--task {} does not fit this {} encoder: use --task audio with audio encoders and an image task otherwise",
-            serde_json::to_value(self.task)?.as_str().unwrap_or("?"),
-            if meta.audio.is_some() { "audio" } else { "image" }
-        );
-        anyhow::ensure!(self.takes.is_none() || self.task == TaskKind::Audio, "--takes selects FSDD recordings: use it with --task audio");
+        if (self.task == TaskKind::Audio) != meta.audio.is_some() {
+            return Err(CoreError::setting(
+                format!("--task {}", self.task.name()),
+                format!(
+                    "does not fit this {} encoder: use --task audio with audio encoders and an image task otherwise",
+                    if meta.audio.is_some() { "audio" } else { "image" }
+                ),
+            ));
+        }
+        if self.takes.is_some() && self.task != TaskKind::Audio {
+            return Err(CoreError::setting("--takes", "selects FSDD recordings: use it with --task audio"));
+        }
         let [c, side, _] = shape;
-        anyhow::ensure!(
-            (0.0..0.9).contains(&self.val_fraction) && (0.0..0.9).contains(&self.test_fraction),
-            "--val-fraction and --test-fraction must be in [0, 0.9)"
-        );
-        let options = LoadOptions { format: format(self.format), side: Some(side), channels: c, ..Default::default() };
+        if !((0.0..0.9).contains(&self.val_fraction) && (0.0..0.9).contains(&self.test_fraction)) {
+            return Err(CoreError::setting("--val-fraction / --test-fraction", "must be in [0, 0.9)"));
+        }
+        let options = LoadOptions { format: self.format, side: Some(side), channels: c, ..Default::default() };
         let source = DataSource::parse(&self.data);
         let mut official = None;
+        let mut notes = Vec::new();
         let whole = match self.task {
             TaskKind::Classify => {
-                let (set, _) = source.load(options, &|_| {}).with_context(|| format!("loading {source}"))?;
+                let (set, _) = source.load(options, &|_| {}).map_err(|e| CoreError::Loading { data: source.to_string(), error: e })?;
                 let has_test = match &source {
-                    DataSource::Path(p) => matches!(ail_data::resolve_format(p, format(self.format)), Ok(DataFormat::Cifar | DataFormat::Idx)),
+                    DataSource::Path(p) => matches!(ail_data::resolve_format(p, self.format), Ok(DataFormat::Cifar | DataFormat::Idx)),
                     DataSource::Builtin => false,
                 };
                 if has_test {
-                    match source.load(LoadOptions { split: DataSplit::Test, ..options }, &|_| {}) {
+                    match source.load(LoadOptions { split: OfficialSplit::Test, ..options }, &|_| {}) {
                         Ok((test, _)) if test.class_names == set.class_names => official = Some(test),
-                        Ok(_) => eprintln!("the test split's classes differ from the training split's: carving a test split instead"),
-                        Err(e) => eprintln!("no official test split ({e}): carving one from the training data"),
+                        Ok(_) => notes.push("the test split's classes differ from the training split's: carving a test split instead".into()),
+                        Err(e) => notes.push(format!("no official test split ({e}): carving one from the training data")),
                     }
                 }
                 Whole { targets: classes_of(&set), set }
             }
             TaskKind::Omniglot | TaskKind::OmniglotPen => {
                 let strokes = match self.task {
-                    TaskKind::OmniglotPen => Some(self.strokes.as_deref().context(
-                        "--task omniglot-pen needs --strokes <strokes_background*.zip> (the pen strokes of the same drawings)",
-                    )?),
+                    TaskKind::OmniglotPen => Some(self.strokes.as_deref().ok_or_else(|| {
+                        CoreError::setting(
+                            "--task omniglot-pen",
+                            "needs --strokes <strokes_background*.zip> (the pen strokes of the same drawings)",
+                        )
+                    })?),
                     _ => None,
                 };
                 let o = ail_data::omniglot::read(Path::new(&self.data), strokes, side, c)?;
@@ -233,8 +272,7 @@ impl TaskArgs {
             TaskKind::Csv => read_csv(Path::new(&self.data), shape)?,
             TaskKind::Audio => {
                 let front = meta.audio.as_ref().expect("checked above");
-                let takes = self.takes.as_deref().map(parse_takes).transpose()?;
-                let (set, _) = audio_images(Path::new(&self.data), &self.audio_labels, takes, false, front, device)?;
+                let (set, _) = audio_images(Path::new(&self.data), self.audio_labels, self.takes, false, front, device)?;
                 Whole { targets: classes_of(&set), set }
             }
         };
@@ -242,17 +280,20 @@ impl TaskArgs {
         let order = epoch_order(n, self.split_seed ^ 0x7a5c, 0, true);
         let n_test = if official.is_some() { 0 } else { (n as f64 * self.test_fraction).round() as usize };
         let n_val = ((n as f64 * self.val_fraction).round() as usize).max(1);
-        anyhow::ensure!(n > n_test + n_val + 1, "{n} images are too few to carve {n_val} for validation and {n_test} for testing");
+        if n <= n_test + n_val + 1 {
+            return Err(CoreError::setting("--data", format!("holds {n} images, too few to carve {n_val} for validation and {n_test} for testing")));
+        }
         let cap = |v: &[usize], c: Option<usize>| v[..c.unwrap_or(v.len()).min(v.len())].to_vec();
         let test_idx = cap(&order[..n_test], self.test_size);
         let val_idx = cap(&order[n_test..n_test + n_val], self.val_size);
         let train_idx = cap(&order[n_test + n_val..], self.train_size);
         let official_test = official.is_some();
-        anyhow::ensure!(
-            official_test || !test_idx.is_empty() || self.test_fraction == 0.0,
-            "the carved test split is empty: raise --test-fraction (now {}) or --test-size",
-            self.test_fraction
-        );
+        if !(official_test || !test_idx.is_empty() || self.test_fraction == 0.0) {
+            return Err(CoreError::setting(
+                "--test-fraction",
+                format!("{} leaves the carved test split empty: raise it or --test-size", self.test_fraction),
+            ));
+        }
         let test = match official {
             Some(t) => {
                 let order = epoch_order(t.len(), self.split_seed ^ 0x7e57, 0, true);
@@ -262,24 +303,14 @@ impl TaskArgs {
             }
             None => split_of(&whole.set, &whole.targets, &test_idx),
         };
-        let task = Task {
-            name: format!("{}:{}", serde_json::to_value(self.task)?.as_str().unwrap_or("task"), self.data),
+        Ok(Task {
+            name: format!("{}:{}", self.task.name(), self.data),
             train: split_of(&whole.set, &whole.targets, &train_idx),
             val: split_of(&whole.set, &whole.targets, &val_idx),
             official_test,
             test,
-        };
-        eprintln!(
-            "task {}: {} train, {} validation, {} test ({}) inputs of {}x{}x{}",
-            task.name,
-            task.train.len(),
-            task.val.len(),
-            task.test.len(),
-            if task.official_test { "official test split" } else { "carved from the training data" },
-            shape[0],
-            shape[1],
-            shape[2]
-        );
-        Ok(task)
+            notes,
+            shape,
+        })
     }
 }

@@ -1,4 +1,4 @@
-//! Invariance descriptors `i` in `[0, 1]^K` and their families (paper, Section 3.1; METHOD.md,
+//! Invariance descriptors `i` in `[0, 1]^K` and their families (paper, Section 3.1; docs/method.md,
 //! "Invariance descriptors").
 //!
 //! | family       | K | entries                                                        | trained set        |
@@ -11,10 +11,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::CoreError;
+use crate::AugmentError;
 
 /// A family of invariance descriptors: what each entry of `i` switches on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
     /// K = 2: [spatial, appearance].
@@ -84,8 +85,8 @@ pub struct Descriptor(pub Vec<f32>);
 
 impl Descriptor {
     /// Parses `"1,0"` / `"0.5, 1"`; checks the length against `family` and the range `[0, 1]`.
-    pub fn parse(input: &str, family: Family) -> Result<Self, CoreError> {
-        let err = |reason: String| CoreError::Descriptor {
+    pub fn parse(input: &str, family: Family) -> Result<Self, AugmentError> {
+        let err = |reason: String| AugmentError::Descriptor {
             input: input.to_string(),
             reason,
         };

@@ -14,7 +14,8 @@
 //!   trains the same descriptor, on any number of devices and processes.
 //! - **Views**: made for the whole batch with the step's generator, then split: the same pixels
 //!   reach the same shard whatever the device count.
-//! - **BatchNorm**: batch statistics per shard (as the authors' release without SyncBN). burn keeps a
+//! - **BatchNorm**: batch statistics per shard (the authors' release uses SyncBatchNorm in
+//!   distributed runs; burn has no collective operation for it on these backends). burn keeps a
 //!   running-statistics value per worker thread and averages them when they are read
 //!   (`RunningState`), which is what checkpoints store.
 //! - **Negatives**: SimCLR contrasts within a shard. MoCo-v2 reads the descriptor's queue as it was
@@ -31,16 +32,17 @@
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
-use ail_core::method::ContrastiveModel;
-use anyhow::Context;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 
+use crate::CoreError;
+use crate::method::{ContrastiveModel, Method};
+
 /// The loss of one shard. `scale` multiplies it (1 / shards) so that summed gradients are the mean.
 #[derive(Clone)]
 pub struct Objective {
-    pub method: String,
+    pub method: Method,
     pub temperature: f32,
     pub scale: f32,
 }
@@ -57,14 +59,7 @@ impl Objective {
         index: usize,
         queue: Option<Tensor<2>>,
     ) -> (Tensor<1>, Option<Tensor<2>>) {
-        let (loss, keys) = match (self.method.as_str(), key, queue) {
-            ("mocov2", Some(key), Some(queue)) => {
-                let (loss, keys) = model.mocov2_loss(key, views, i, index, queue, self.temperature);
-                (loss, Some(keys))
-            }
-            ("mocov3", Some(key), _) => (model.mocov3_loss(key, views, i, index, self.temperature), None),
-            _ => (model.simclr_loss(views, i, index, self.temperature), None),
-        };
+        let (loss, keys) = self.method.loss(model, key, views, i, index, queue, self.temperature);
         if self.scale == 1.0 { (loss, keys) } else { (loss.mul_scalar(self.scale), keys) }
     }
 }
@@ -208,7 +203,7 @@ impl Replicas {
     }
 
     /// Runs one step's shards: shard `k` on device `k % devices`, all devices at once.
-    pub fn run(&self, job: Job) -> anyhow::Result<StepOutput> {
+    pub fn run(&self, job: Job) -> Result<StepOutput, CoreError> {
         let n = self.workers.len();
         let mut per_device: Vec<Vec<(usize, Tensor<4>)>> = vec![Vec::new(); n];
         for (k, views) in job.shards.iter().cloned() {
@@ -220,18 +215,18 @@ impl Replicas {
             let sender = self.workers[d].jobs.as_ref().expect("workers run until dropped");
             sender
                 .send(Job { shards, ..job.clone() })
-                .map_err(|_| anyhow::anyhow!("the replica on {} has stopped", self.descriptions[d]))?;
+                .map_err(|_| self.failed(d, "it has stopped".into()))?;
         }
         let mut outputs = Vec::new();
         for &d in &busy {
-            let reply = self.workers[d].replies.recv().map_err(|_| anyhow::anyhow!("the replica on {} has stopped", self.descriptions[d]))?;
-            outputs.extend(
-                reply
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("the replica on {} ({:?}) failed", self.descriptions[d], self.workers[d].device))?,
-            );
+            let reply = self.workers[d].replies.recv().map_err(|_| self.failed(d, "it has stopped".into()))?;
+            outputs.extend(reply.map_err(|reason| self.failed(d, reason))?);
         }
         Ok(combine(&job.model, outputs))
+    }
+
+    fn failed(&self, d: usize, reason: String) -> CoreError {
+        CoreError::Replica { device: format!("{} ({:?})", self.descriptions[d], self.workers[d].device), reason }
     }
 }
 

@@ -1,0 +1,234 @@
+//! The downstream commands: `ail fit`, `ail fewshot`, `ail lowshot`, `ail bound` and `ail finetune`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use ail_core::task::{TaskKind, TaskSpec, parse_takes};
+use ail_data::DataFormat;
+use ail_data::audio::AudioLabels;
+
+/// Which task, and how to split it.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    #[arg(long, value_enum, default_value_t = TaskKind::Classify)]
+    pub task: TaskKind,
+    /// The task's data (see --task); `builtin` is the built-in Fashion-MNIST subset.
+    #[arg(long, default_value = "builtin")]
+    pub data: String,
+    /// Format of --data for --task classify.
+    #[arg(long, value_enum, default_value_t = DataFormat::Auto)]
+    pub format: DataFormat,
+    /// Omniglot's strokes zip (strokes_background*.zip), for --task omniglot-pen.
+    #[arg(long)]
+    pub strokes: Option<PathBuf>,
+    /// Fraction of the training data carved out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Fraction carved out for testing when the data has no official test split.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Use at most this many training images (after carving validation and test).
+    #[arg(long)]
+    pub train_size: Option<usize>,
+    /// Use at most this many validation images.
+    #[arg(long)]
+    pub val_size: Option<usize>,
+    /// Use at most this many test images.
+    #[arg(long)]
+    pub test_size: Option<usize>,
+    /// Seed of the splits.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// --task audio: label clips by `class` (folder name; FSDD: the digit), `digit` or `speaker`.
+    #[arg(long, value_enum, default_value_t = AudioLabels::Class)]
+    pub audio_labels: AudioLabels,
+    /// --task audio on FSDD: only these takes, e.g. `5-9` (recordings held out of pretraining).
+    #[arg(long)]
+    pub takes: Option<String>,
+}
+
+impl TaskArgs {
+    /// The task these flags describe.
+    pub fn spec(&self) -> Result<TaskSpec, ail_core::CoreError> {
+        Ok(TaskSpec {
+            task: self.task,
+            data: self.data.clone(),
+            format: self.format,
+            strokes: self.strokes.clone(),
+            val_fraction: self.val_fraction,
+            test_fraction: self.test_fraction,
+            train_size: self.train_size,
+            val_size: self.val_size,
+            test_size: self.test_size,
+            split_seed: self.split_seed,
+            audio_labels: self.audio_labels,
+            takes: self.takes.as_deref().map(parse_takes).transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// A pretraining run directory (its newest checkpoint) or a checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Keep i at this descriptor and fit the head alone (the linear-readout baseline), e.g. 1,1.
+    #[arg(long)]
+    pub fixed_invariance: Option<String>,
+    /// Most epochs; the best epoch on the validation split is kept.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Head learning rates to choose from on the validation split (comma-separated).
+    #[arg(long, default_value = "0.001,0.01")]
+    pub lrs: String,
+    /// Weight decays to choose from on the validation split (comma-separated).
+    #[arg(long, default_value = "0,0.0001")]
+    pub weight_decays: String,
+    /// Learning rate of i (Adam).
+    #[arg(long, default_value_t = 0.01)]
+    pub i_lr: f64,
+    /// Initial value of every entry of i.
+    #[arg(long, default_value_t = 0.5)]
+    pub i_init: f32,
+    /// Train the head alone at the start descriptor for this many epochs (features computed once,
+    /// cheap) before the --epochs in which head and i are learned together.
+    #[arg(long, default_value_t = 0)]
+    pub warm_start_epochs: usize,
+    /// Also score the descriptor quantised to these bits per entry (comma-separated), for `ail bound`.
+    #[arg(long, default_value = "1")]
+    pub bits: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where fit.json goes.
+    #[arg(long, default_value = "runs/fit")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReadoutArg {
+    /// Ridge regression on one-hot targets; i descends its closed-form leave-one-out error.
+    Ridge,
+    /// A softmax linear head trained on the support set jointly with i.
+    Logistic,
+}
+
+#[derive(Debug, Args)]
+pub struct FewShotArgs {
+    /// A pretraining run directory or a checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Classes to sample episodes from: `omniglot` (--data images zip), `classify` (any image
+    /// dataset) or `audio` (an audio folder or FSDD, with an audio encoder).
+    #[arg(long, value_enum, default_value_t = TaskKind::Omniglot)]
+    pub task: TaskKind,
+    #[arg(long, default_value = "builtin")]
+    pub data: String,
+    /// --task audio: classes are the `class` (folder; FSDD: digit), the `digit` or the `speaker`.
+    #[arg(long, value_enum, default_value_t = AudioLabels::Class)]
+    pub audio_labels: AudioLabels,
+    /// --task audio on FSDD: only these takes, e.g. `5-9` (recordings held out of pretraining).
+    #[arg(long)]
+    pub takes: Option<String>,
+    /// N: classes per episode.
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
+    /// K: support images per class.
+    #[arg(long, default_value_t = 1)]
+    pub shots: usize,
+    /// Q: query images per class.
+    #[arg(long, default_value_t = 15)]
+    pub queries: usize,
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+    #[arg(long, value_enum, default_value_t = ReadoutArg::Ridge)]
+    pub readout: ReadoutArg,
+    /// Adam steps on i per episode.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub i_lr: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub i_init: f32,
+    /// Keep i fixed (e.g. 1,1): the baseline of one fixed invariance.
+    #[arg(long)]
+    pub fixed_invariance: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where fewshot.json goes.
+    #[arg(long, default_value = "runs/fewshot")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LowShotArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Fractions of the training split to train on.
+    #[arg(long, default_value = "0.05,0.1,0.2")]
+    pub fractions: String,
+    /// Random draws of the training subset per fraction.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Adam steps on i (through the ridge readout's leave-one-out error).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub i_lr: f64,
+    #[arg(long)]
+    pub fixed_invariance: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "runs/lowshot")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BoundArgs {
+    /// fit.json files of `ail fit` on classification tasks (amortised and plain readouts).
+    #[arg(long, required = true, num_args = 1..)]
+    pub fit: Vec<PathBuf>,
+    /// Confidence 1 - delta.
+    #[arg(long, default_value_t = 0.05)]
+    pub delta: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct FineTuneArgs {
+    /// A pretraining run directory or a checkpoint directory (a ResNet).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Stages to train, counted from the last (1..=4); earlier stages stay frozen in eval mode.
+    #[arg(long, default_value_t = 1)]
+    pub stages: usize,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Stop training after this many seconds.
+    #[arg(long, conflicts_with = "budget_from")]
+    pub time_budget: Option<f64>,
+    /// Use the wall time of this fit.json (an `ail fit` run) as the time budget.
+    #[arg(long)]
+    pub budget_from: Option<PathBuf>,
+    /// Descriptor an amortised encoder is read at while fine-tuning (plain encoders ignore it).
+    #[arg(long, default_value = "1,1")]
+    pub descriptor: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where fit.json goes (the same format as `ail fit`, for `ail pareto`).
+    #[arg(long, default_value = "runs/finetune")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,171 @@
+//! Command-line arguments. Values are only parsed here; `common` turns them into real objects.
+//!
+//! Every clap struct and enum of the command line is defined under this module (a downstream
+//! task's `TaskArgs` aside, in `task`): the arguments of each group of commands in a submodule, all
+//! re-exported here. Nothing here refers to a command's module.
+
+use std::path::PathBuf;
+
+use ail_core::Family;
+use clap::{Args, Parser, Subcommand};
+
+mod bench;
+mod data;
+mod downstream;
+mod measure;
+mod pretrain;
+mod report;
+
+pub use bench::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchFitArgs, BenchPretrainArgs, BenchProfileArgs, TorchArgs};
+pub use data::DataArgs;
+pub use downstream::{BoundArgs, FewShotArgs, FineTuneArgs, FitArgs, LowShotArgs, ReadoutArg};
+pub use measure::{InterpolateArgs, MeasureArgs, SourceArgs};
+pub use pretrain::PretrainArgs;
+pub use report::{ParetoArgs, ReportArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ail",
+    version,
+    about = "Amortised invariance learning for contrastive self-supervision (ICLR 2023)",
+    long_about = "Amortised invariance learning for contrastive self-supervision (ICLR 2023).\n\n\
+        One encoder, conditioned on an invariance descriptor i in [0,1]^K, is pretrained so that \
+        it can be dialled between invariances (K=2: [spatial, appearance]; K=5: [crop, colour \
+        jitter, grayscale, blur, solarize]). Run with no command for the built-in demo."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Where to compute: `auto` = a hardware GPU through wgpu if there is one, else the CPU
+    /// (burn's flex backend); `cpu`; `wgpu` = any wgpu adapter, software ones (Mesa lavapipe)
+    /// included.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
+    pub device: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a PNG grid of augmented views (rows: images; columns: the original, then views) for
+    /// one invariance descriptor, to judge an augmentation set by eye.
+    AugmentPreview(PreviewArgs),
+    /// Measure speed (images/s) against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Contrastive pretraining (SimCLR, MoCo-v2, MoCo-v3) of an amortised encoder: one descriptor drawn per step, both
+    /// views made with its augmentations. Writes config.json, metrics.csv (loss, lr, images/s, kNN
+    /// accuracy per descriptor), checkpoints and summary.json into --out.
+    Pretrain(PretrainArgs),
+    /// Serve this machine's device to `ail pretrain --hosts` on another machine (multi-node data
+    /// parallelism through burn's remote backend, WebSocket transport: use it on a trusted network).
+    /// Needs a build with `--features remote`. Runs until Ctrl-C.
+    Serve(ServeArgs),
+    /// Describe an encoder: parameters per part (static convs, generators, embeddings, BN, head)
+    /// and the FLOPs of one forward, computed from the config and checked against the built model.
+    Info(InfoArgs),
+    /// Export a run's encoder for the browser page (`--web`): one file with the description and
+    /// the tensors (weights in f16), which the page opens from its file picker.
+    Export(ExportArgs),
+    /// Measure how invariant a checkpoint's features are to each transform (flips, crops,
+    /// rotation, colour, ...) at one or more descriptors: Mahalanobis-whitened cosine similarity
+    /// of f(x) and f(t(x)) (Ericsson et al. 2022). Writes a CSV, a markdown table and a radar chart.
+    Measure(MeasureArgs),
+    /// Fit a linear head AND the invariance descriptor i (Adam, projected onto [0,1]) on a frozen
+    /// encoder in eval mode, for a classification or regression task; epochs, lr and weight decay
+    /// chosen on a validation split; the test split scored once. Writes fit.json.
+    Fit(FitArgs),
+    /// N-way K-shot episodes: a readout fitted on the support set alone, with i learned per
+    /// episode; mean accuracy with a 95% confidence interval, and the mean learned i.
+    Fewshot(FewShotArgs),
+    /// Low-shot regression: train on fractions of the training split over repeated random draws
+    /// (ridge readout, i learned through its leave-one-out error); test R^2 with 95% CI.
+    Lowshot(LowShotArgs),
+    /// Theorem 5.1's guaranteed error of fitted readouts (amortised and plain linear), each term
+    /// printed, from fit.json files.
+    Bound(BoundArgs),
+    /// The fine-tuning baseline: train the last 1..4 stages of a ResNet with a linear head,
+    /// optionally under a wall-time budget (e.g. an `ail fit` run's). Writes fit.json.
+    Finetune(FineTuneArgs),
+    /// Score against parameters updated and against wall time over several fit.json files, with
+    /// the Pareto front: a CSV and two SVG plots.
+    Pareto(ParetoArgs),
+    /// One markdown page with the tables and plots of pretraining runs and downstream outputs.
+    Report(ReportArgs),
+    /// Sweep the descriptor i over a grid (11 x 11 for K=2, a line between two corners otherwise)
+    /// and measure the invariance to one transform at each point: a heat map or curve plus CSV.
+    Interpolate(InterpolateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Encoder: hyper-resnet18|34|50, resnet18|34|50, prompt-vit-tiny|small|base, vit-tiny|small|base.
+    #[arg(long, default_value = "hyper-resnet18")]
+    pub model: String,
+    /// Width multiplier of ResNets (1.0 = 64 channels in the first stage).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    /// Descriptor family, which sets K (plain encoders ignore it).
+    #[arg(long, value_enum, default_value_t = Family::Groups)]
+    pub invariances: Family,
+    /// Input side in pixels (chooses the ResNet stem: CIFAR up to 64, ImageNet above).
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    /// Hidden units of each kernel generator.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Generate the stem's kernel from i too.
+    #[arg(long)]
+    pub condition_stem: bool,
+    /// Add a linear classification head with this many classes to the count.
+    #[arg(long, default_value_t = 0)]
+    pub num_classes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Invariance descriptor, comma-separated: for K=2 `1,0` spatial, `0,1` appearance, `1,1`
+    /// both (the default SimCLR set); for K=5 five values.
+    #[arg(long, default_value = "1,1")]
+    pub descriptor: String,
+    /// Descriptor family: which augmentation each entry switches on (groups or individual).
+    #[arg(long, value_enum, default_value_t = Family::Groups)]
+    pub family: Family,
+    /// Output PNG.
+    #[arg(long, default_value = "augment-preview.png")]
+    pub out: PathBuf,
+    /// Number of images (rows).
+    #[arg(long, default_value_t = 8)]
+    pub images: usize,
+    /// Views per image (columns after the original).
+    #[arg(long, default_value_t = 6)]
+    pub views: usize,
+    /// Seed of the image choice and the augmentation parameters.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP port to listen on (all interfaces).
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run directory (`ail pretrain --out`, its newest checkpoint) or one checkpoint directory
+    /// to export for the browser page.
+    #[arg(long, value_name = "RUN")]
+    pub web: PathBuf,
+    /// The file to write (default: encoder.ailweb inside RUN).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}

@@ -1,0 +1,121 @@
+//! `ail pretrain`.
+
+use std::path::PathBuf;
+
+use ail_core::ModelKind;
+use ail_core::method::Method;
+use ail_core::pretrain::Modality;
+use ail_core::sampler::Invariances;
+use ail_data::DataFormat;
+use ail_data::audio::AudioLabels;
+use clap::Args;
+
+impl PretrainArgs {
+    /// How many devices run the shards: the `--hosts` count, or `--devices`.
+    pub fn replicas(&self) -> usize {
+        match &self.hosts {
+            Some(h) => h.split(',').filter(|s| !s.trim().is_empty()).count().max(1),
+            None => (self.devices as usize).max(1),
+        }
+    }
+}
+
+/// Flags override the `--config` file, which overrides the defaults; unset flags keep the config's.
+#[derive(Debug, Args, Default)]
+pub struct PretrainArgs {
+    /// A TOML file with any setting of config.json (docs/configs/ has examples), e.g. `steps = 2000`
+    /// or `optimizer.lr = 0.003`; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run directory (config.json, metrics.csv, checkpoints/, summary.json).
+    #[arg(long, default_value = "runs/pretrain")]
+    pub out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint (same config, step, optimiser state,
+    /// data order and augmentation draws as an uninterrupted run).
+    #[arg(long)]
+    pub resume: bool,
+    /// Refuse to continue a run: by default, the same command on an --out that holds checkpoints
+    /// of the same run continues it.
+    #[arg(long, conflicts_with = "resume")]
+    pub no_resume: bool,
+    /// Dataset: `builtin`, a CIFAR binary folder, an IDX folder or an ImageFolder.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Format of --data; `auto` decides from the files present.
+    #[arg(long, value_enum)]
+    pub format: Option<DataFormat>,
+    /// Side of the square images.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Contrastive method: simclr, mocov2 (momentum encoder, one negative queue per descriptor) or
+    /// mocov3 (momentum encoder, predictor, symmetrised loss, cosine momentum).
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Encoder kind (hyper-resnet18, resnet18, prompt-vit-tiny, ...).
+    #[arg(long)]
+    pub model: Option<ModelKind>,
+    /// Width multiplier of ResNets (1.0 = 64 channels in the first stage).
+    #[arg(long)]
+    pub width: Option<f32>,
+    /// groups (K=2), individual (K=5), audio (K=7, with --modality audio), or fixed:<descriptor> for
+    /// a plain baseline (fixed:1,1 default set, fixed:0,1 appearance only, fixed:1,0 spatial only,
+    /// fixed:1,1,1,1,1,1,1 every audio augmentation).
+    #[arg(long)]
+    pub invariances: Option<Invariances>,
+    /// Optimisation steps in all.
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Passes over the training images (sets --steps).
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Images per step (each gives two views).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Data parallelism: run each batch's shards on this many devices at once (GPUs of the kind
+    /// --device picks, numbered 0..N; with --device cpu, N replicas share the CPU). Gradients are
+    /// averaged on the first device, which holds the parameters and optimiser. Not part of the
+    /// run's config: a run may continue on another number of devices.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub devices: u16,
+    /// Split each batch into this many shards (each with its own BatchNorm statistics and SimCLR
+    /// negatives; gradients averaged). Default: --devices. Fixed for the run, so that the result does
+    /// not depend on the number of devices: 2 shards on 1 device train exactly as on 2 devices.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Multi-node: run the replicas on these machines instead of local devices, one per address,
+    /// each running `ail serve --port P`: e.g. `ws://10.0.0.1:3000,ws://10.0.0.2:3000`. The first
+    /// holds the parameters and optimiser; this process drives them and writes the run. Needs a
+    /// build with `--features remote`.
+    #[arg(long, conflicts_with = "devices")]
+    pub hosts: Option<String>,
+    /// Peak learning rate of AdamW (after linear warm-up, then cosine decay).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of initialisation, data order, descriptor draws and augmentations.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Steps between log lines in metrics.csv.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Steps between checkpoints (one is always written at the end).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Steps between kNN evaluations of every trained descriptor (0: only at the end).
+    #[arg(long)]
+    pub monitor_every: Option<u64>,
+    /// `image` (default) or `audio`: --data is then an audio folder (`<class>/<file>.wav`) or FSDD
+    /// (`recordings/<digit>_<speaker>_<take>.wav`), views come from the seven CLAR augmentations
+    /// (--invariances audio, K = 7, 120 descriptors) and the encoder sees 128-bin log-mel
+    /// spectrograms of 1 s clips at 16 kHz.
+    #[arg(long, value_enum)]
+    pub modality: Option<Modality>,
+    /// Audio: the kNN monitor's labels: class (folder; FSDD: digit), digit or speaker.
+    #[arg(long, value_enum)]
+    pub audio_labels: Option<AudioLabels>,
+    /// Audio on FSDD: train on these takes only, e.g. `10-49` (hold the others out).
+    #[arg(long)]
+    pub takes: Option<String>,
+    /// Skip (and count) undecodable image or audio files instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+}

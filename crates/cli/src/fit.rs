@@ -1,0 +1,219 @@
+//! `ail fit`: a linear head and the invariance descriptor `i` fitted on a frozen encoder, written
+//! as fit.json (which `ail bound`, `ail finetune --budget-from`, `ail pareto` and `ail report` read).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ail_core::bound::ramp_risk;
+use ail_core::fit::{FitConfig, Readout, Scores, Split, Targets, fit};
+use ail_core::frozen::Frozen;
+use ail_core::metrics::quantise;
+use anyhow::Context;
+use burn::prelude::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::args::{FitArgs, Global};
+use crate::common;
+use crate::downstream::{bar, describe, open, write_json};
+use crate::parse::{ListError, parse_descriptor, parse_list};
+
+/// One point of the validation grid.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GridPoint {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub best_epoch: usize,
+    pub val_score: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Quantised {
+    pub bits: u32,
+    pub i: Vec<f32>,
+    pub train: Scores,
+    pub val: Scores,
+    pub test: Scores,
+}
+
+/// Terms `ail bound` needs, measured on the training split.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BoundTerms {
+    pub samples: usize,
+    pub classes: usize,
+    /// Largest feature norm at the chosen descriptor (X).
+    pub feature_norm: f64,
+    /// Frobenius norm of the head's weights (B).
+    pub weight_norm: f64,
+    /// Mean ramp loss on the training split, per quantisation (`bits`, risk); `bits` 0 is unquantised.
+    pub ramp_risk: Vec<(u32, f64)>,
+}
+
+/// fit.json.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FitReport {
+    pub checkpoint: PathBuf,
+    pub model: String,
+    pub task: String,
+    pub family: Option<String>,
+    pub learned_i: bool,
+    pub i: Vec<f32>,
+    /// i after each epoch of the chosen grid point (the first entry is the start).
+    pub trajectory: Vec<Vec<f32>>,
+    pub grid: Vec<GridPoint>,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// The chosen epoch (counting the warm-start epochs).
+    pub epochs: usize,
+    #[serde(default)]
+    pub warm_start_epochs: usize,
+    pub train: Scores,
+    pub val: Scores,
+    pub test: Scores,
+    pub quantised: Vec<Quantised>,
+    pub official_test: bool,
+    pub samples: [usize; 3],
+    pub parameters_updated: usize,
+    pub wall_time_s: f64,
+    pub bound: Option<BoundTerms>,
+    /// Fine-tuning runs: the stages trained (counted from the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetuned_stages: Option<usize>,
+}
+
+fn bound_terms(frozen: &Frozen, readout: &Readout, train: &Split, bits: &[u32]) -> Option<BoundTerms> {
+    let Targets::Classes { labels, classes } = &train.targets else { return None };
+    let d = frozen.feature_dim();
+    let mut descriptors = vec![readout.i.clone()];
+    if frozen.num_invariances() > 0 {
+        descriptors.extend(bits.iter().map(|&b| quantise(&readout.i, b)));
+    }
+    // X covers every descriptor scored; the bias is a weight on a constant feature 1, so the
+    // features are [f, 1] (norm sqrt(|f|^2 + 1)) and phi is [W, b].
+    let feature_norm = descriptors
+        .iter()
+        .flat_map(|i| {
+            let f = frozen.features_u8(&train.pixels, train.len(), train.shape, i);
+            f.chunks_exact(d).map(|r| (r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() + 1.0).sqrt()).collect::<Vec<_>>()
+        })
+        .fold(0.0, f64::max);
+    let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().ok();
+    let w = values(readout.head.weight.val())?;
+    let b = readout.head.bias.as_ref().and_then(|b| b.val().into_data().convert::<f32>().try_into_vec::<f32>().ok()).unwrap_or_default();
+    let weight_norm = w.iter().chain(&b).map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    let mut risks = vec![(0, ramp_risk(&readout.predict(frozen, train, None), labels, *classes))];
+    if frozen.num_invariances() > 0 {
+        for &b in bits {
+            let q = quantise(&readout.i, b);
+            risks.push((b, ramp_risk(&readout.predict(frozen, train, Some(&q)), labels, *classes)));
+        }
+    }
+    Some(BoundTerms { samples: train.len(), classes: *classes, feature_norm, weight_norm, ramp_risk: risks })
+}
+
+pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
+    common::prepare_out(&args.out)?;
+    let lrs: Vec<f64> = parse_list(&args.lrs, "--lrs", ListError::Long)?;
+    let wds: Vec<f64> = parse_list(&args.weight_decays, "--weight-decays", ListError::Long)?;
+    let bits: Vec<u32> = parse_list(&args.bits, "--bits", ListError::Long)?;
+    anyhow::ensure!(bits.iter().all(|b| (1..=16).contains(b)), "--bits: each entry must be 1..=16");
+    anyhow::ensure!(lrs.iter().all(|l| *l > 0.0) && wds.iter().all(|w| *w >= 0.0), "--lrs must be > 0 and --weight-decays >= 0");
+    anyhow::ensure!((0.0..=1.0).contains(&args.i_init), "--i-init must be in [0, 1]");
+    anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
+    let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
+    let (frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
+    if let Some(f) = &fixed {
+        frozen.check_descriptor(f).context("--fixed-invariance")?;
+    }
+    let start = Instant::now();
+    let mut runs = Vec::new();
+    let total = lrs.len() * wds.len();
+    for (g, (&lr, &wd)) in lrs.iter().flat_map(|l| wds.iter().map(move |w| (l, w))).enumerate() {
+        let config = FitConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr,
+            weight_decay: wd,
+            i_lr: args.i_lr,
+            i_init: args.i_init,
+            fixed: fixed.clone(),
+            seed: args.seed,
+            warm_start_epochs: args.warm_start_epochs,
+        };
+        let batches = task.train.len().div_ceil(args.batch_size) as u64;
+        let warm = if fixed.is_none() && frozen.num_invariances() > 0 { args.warm_start_epochs } else { 0 };
+        let pb = bar(batches * (warm + args.epochs) as u64, &format!("fit {}/{total} (lr {lr}, wd {wd})", g + 1));
+        let run = fit(&frozen, &task.train, &task.val, &config, &mut |e, _, _| {
+            pb.inc(1);
+            pb.set_message(format!("epoch {e}"));
+        })?;
+        pb.finish_and_clear();
+        eprintln!(
+            "lr {lr}, weight decay {wd}: best epoch {} of {}, validation {} (i = {:?})",
+            run.best_epoch,
+            warm + args.epochs,
+            describe(&run.val),
+            run.best.i
+        );
+        runs.push((lr, wd, run));
+    }
+    let grid: Vec<GridPoint> =
+        runs.iter().map(|(lr, wd, r)| GridPoint { lr: *lr, weight_decay: *wd, best_epoch: r.best_epoch, val_score: r.val.primary() }).collect();
+    let (lr, wd, best) = runs.into_iter().max_by(|a, b| a.2.val.primary().total_cmp(&b.2.val.primary())).expect("a grid point");
+    let readout = &best.best;
+    let train = readout.score(&frozen, &task.train, None);
+    let test = readout.score(&frozen, &task.test, None);
+    let quantised = if frozen.num_invariances() > 0 && best.learned_i {
+        bits.iter()
+            .map(|&b| {
+                let q = quantise(&readout.i, b);
+                Quantised {
+                    bits: b,
+                    train: readout.score(&frozen, &task.train, Some(&q)),
+                    val: readout.score(&frozen, &task.val, Some(&q)),
+                    test: readout.score(&frozen, &task.test, Some(&q)),
+                    i: q,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let wall = start.elapsed().as_secs_f64();
+    let report = FitReport {
+        checkpoint: frozen.checkpoint.clone(),
+        model: frozen.meta.encoder.kind.to_string(),
+        task: task.name.clone(),
+        family: frozen.family().map(|f| format!("{f:?}").to_lowercase()),
+        learned_i: best.learned_i,
+        i: readout.i.clone(),
+        trajectory: best.trajectory.clone(),
+        grid,
+        lr,
+        weight_decay: wd,
+        epochs: best.best_epoch,
+        warm_start_epochs: if best.learned_i { args.warm_start_epochs } else { 0 },
+        train,
+        val: best.val,
+        test,
+        quantised,
+        official_test: task.official_test,
+        samples: [task.train.len(), task.val.len(), task.test.len()],
+        parameters_updated: readout.head_parameters() + if best.learned_i { frozen.num_invariances() } else { 0 },
+        wall_time_s: wall,
+        bound: bound_terms(&frozen, readout, &task.train, &bits),
+        finetuned_stages: None,
+    };
+    let path = args.out.join("fit.json");
+    write_json(&path, &report)?;
+    println!("{} on {} ({}):", report.model, report.task, if report.learned_i { "head and i learned" } else { "head only, i fixed" });
+    println!("  chosen on validation: lr {lr}, weight decay {wd}, {} epochs", report.epochs);
+    println!("  i = {:?}", report.i);
+    println!("  train: {}", describe(&report.train));
+    println!("  val:   {}", describe(&report.val));
+    println!("  test:  {}", describe(&report.test));
+    for q in &report.quantised {
+        println!("  test with i quantised to {} bit(s) {:?}: {}", q.bits, q.i, describe(&q.test));
+    }
+    println!("  {} parameters updated, {:.1} s; written {}", report.parameters_updated, wall, path.display());
+    Ok(())
+}

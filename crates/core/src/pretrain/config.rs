@@ -1,0 +1,375 @@
+//! Every setting of a pretraining run, nested by part (data, encoder, heads, optimiser,
+//! augmentation, audio, monitor), with the defaults of docs/method.md. A run writes it to
+//! `config.json` before training; `ail pretrain --config run.toml` reads the same fields from TOML
+//! (`[optimizer]` tables or dotted keys such as `optimizer.lr = 0.003`).
+
+use ail_augment::AugmentConfig;
+use ail_augment::audio::AudioAugmentConfig;
+use ail_data::DataFormat;
+use ail_data::audio::AudioLabels;
+use serde::{Deserialize, Serialize};
+
+use crate::head::ProjectionHeadConfig;
+use crate::method::Method;
+use crate::sampler::Invariances;
+use crate::{CoreError, EncoderConfig, Family, ModelKind};
+
+/// What the encoder sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    #[default]
+    Image,
+    /// Waveforms: the seven CLAR augmentations on the host, log-mel spectrograms on the device.
+    Audio,
+}
+
+/// A pretraining run's settings; `config.json` of a run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub data: DataSettings,
+    pub modality: Modality,
+    pub method: Method,
+    /// The trained descriptors: a family's set, or one fixed descriptor (a plain baseline).
+    pub invariances: Invariances,
+    pub steps: u64,
+    /// Images per step (each gives two views).
+    pub batch_size: usize,
+    /// Each batch is split into this many shards, each with its own BatchNorm statistics and
+    /// (SimCLR) negatives; their gradients are averaged. One shard per device in data-parallel runs;
+    /// the result does not depend on how many devices run the shards.
+    pub shards: usize,
+    /// Seed of initialisation, data order, descriptor draws and augmentations.
+    pub seed: u64,
+    /// Temperature of NT-Xent / InfoNCE.
+    pub temperature: f32,
+    /// Momentum of the key encoder (MoCo; MoCo-v3 raises it to 1 along a cosine).
+    pub momentum: f64,
+    /// Negatives per descriptor queue (MoCo-v2).
+    pub queue_size: usize,
+    pub encoder: EncoderSettings,
+    pub heads: HeadSettings,
+    pub optimizer: OptimizerSettings,
+    pub augment: AugmentConfig,
+    pub audio: AudioSettings,
+    pub monitor: MonitorSettings,
+    /// Steps between log rows in `metrics.csv`.
+    pub log_every: u64,
+    /// Steps between checkpoints (one is always written at the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the newest).
+    pub keep_checkpoints: usize,
+}
+
+/// Where the images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSettings {
+    /// `builtin`, or a path in one of the official formats (an audio folder for audio runs).
+    pub source: String,
+    pub format: DataFormat,
+    /// Side of the square images fed to the encoder.
+    pub image_size: usize,
+}
+
+/// The encoder (`EncoderConfig` is derived from these and the family).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderSettings {
+    pub model: ModelKind,
+    /// Width multiplier of ResNets (1.0 = 64 channels in the first stage).
+    pub width: f32,
+    /// Hidden units of each kernel generator.
+    pub hidden: usize,
+    /// ViT patch side (default: 4 up to 64 px, 16 above).
+    pub patch_size: Option<usize>,
+    /// Prompt-ViT: projectors averaged into the invariance token (default 16).
+    pub num_projectors: Option<usize>,
+}
+
+/// The projection head(s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadSettings {
+    pub hidden: usize,
+    pub output: usize,
+    pub layers: usize,
+    /// One head per trained descriptor instead of one shared head.
+    pub per_descriptor: bool,
+}
+
+/// AdamW with a linear warm-up and a cosine decay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerSettings {
+    /// Peak learning rate (after the warm-up).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine.
+    pub min_lr: f64,
+    pub weight_decay: f32,
+    /// Clip each gradient's L2 norm to this value (none when absent).
+    pub grad_clip: Option<f32>,
+    pub warmup_steps: u64,
+}
+
+/// The kNN monitor: held-out training images classified against a bank of training images, once
+/// per monitored descriptor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorSettings {
+    /// Steps between evaluations (0: only before training and at the end).
+    pub every: u64,
+    /// Training images whose features form the bank.
+    pub bank: usize,
+    /// Held-out images (never trained on) that are classified.
+    pub queries: usize,
+    pub k: usize,
+    pub temperature: f32,
+}
+
+/// The audio side of a run (`modality = "audio"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioSettings {
+    /// Every view is this long (clips are centred and cut or padded after stretch and pitch shift).
+    pub clip_seconds: f32,
+    /// Labels of the kNN monitor: the folder (FSDD: the digit), the digit or the speaker.
+    pub labels: AudioLabels,
+    /// FSDD: train on these takes only (inclusive), holding the others out for evaluation.
+    pub takes: Option<[u32; 2]>,
+    pub mel: crate::mel::MelConfig,
+    pub augment: AudioAugmentConfig,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        Self {
+            data: DataSettings::default(),
+            modality: Modality::Image,
+            method: Method::Simclr,
+            invariances: Invariances::Family(Family::Groups),
+            steps: 300,
+            batch_size: 64,
+            shards: 1,
+            seed: 0,
+            temperature: 0.2,
+            momentum: 0.99,
+            queue_size: 4096,
+            encoder: EncoderSettings::default(),
+            heads: HeadSettings::default(),
+            optimizer: OptimizerSettings::default(),
+            augment: AugmentConfig::default(),
+            audio: AudioSettings::default(),
+            monitor: MonitorSettings::default(),
+            log_every: 10,
+            checkpoint_every: 100,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self { source: "builtin".into(), format: DataFormat::Auto, image_size: 32 }
+    }
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        Self { model: ModelKind::HyperResnet18, width: 0.25, hidden: 32, patch_size: None, num_projectors: None }
+    }
+}
+
+impl Default for HeadSettings {
+    fn default() -> Self {
+        Self { hidden: 512, output: 128, layers: 2, per_descriptor: false }
+    }
+}
+
+impl Default for OptimizerSettings {
+    fn default() -> Self {
+        Self { lr: 1e-3, min_lr: 0.0, weight_decay: 1e-4, grad_clip: None, warmup_steps: 20 }
+    }
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self { every: 100, bank: 2000, queries: 500, k: 200, temperature: 0.1 }
+    }
+}
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        Self { clip_seconds: 1.0, labels: AudioLabels::Class, takes: None, mel: Default::default(), augment: Default::default() }
+    }
+}
+
+impl AudioSettings {
+    pub fn front_end(&self) -> crate::mel::AudioFrontEnd {
+        crate::mel::AudioFrontEnd { mel: self.mel.clone(), clip_samples: (self.clip_seconds * self.mel.sample_rate as f32).round() as usize }
+    }
+}
+
+/// `Err(CoreError::Setting)` unless `ok`.
+fn ensure(ok: bool, setting: &str, reason: impl FnOnce() -> String) -> Result<(), CoreError> {
+    if ok { Ok(()) } else { Err(CoreError::setting(setting, reason())) }
+}
+
+impl PretrainConfig {
+    /// Parses a TOML config file's text (unchecked: [`PretrainConfig::validate`] checks the values).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks every value and how they fit together; the error names the setting and the fix.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let o = &self.optimizer;
+        ensure((0.0..1.0).contains(&self.momentum), "momentum", || "must be in [0, 1)".into())?;
+        ensure(self.queue_size >= 1, "queue_size", || "must be at least 1".into())?;
+        ensure(o.grad_clip.is_none_or(|c| c > 0.0), "optimizer.grad_clip", || "must be positive".into())?;
+        ensure(self.heads.hidden >= 1 && self.heads.output >= 1, "heads.hidden and heads.output", || "must be at least 1".into())?;
+        ensure(self.monitor.k >= 1 && self.monitor.temperature > 0.0, "monitor.k", || "must be >= 1 and monitor.temperature > 0".into())?;
+        ensure(self.monitor.bank >= 1 && self.monitor.queries >= 1, "monitor.bank and monitor.queries", || "must be at least 1".into())?;
+        ensure(self.steps > 0 && self.batch_size >= 2, "--steps", || {
+            format!("must be >= 1 and --batch-size >= 2 (got {} and {})", self.steps, self.batch_size)
+        })?;
+        ensure(
+            self.shards >= 1 && self.batch_size.is_multiple_of(self.shards) && self.batch_size / self.shards >= 2,
+            &format!("--batch-size {}", self.batch_size),
+            || format!("cannot be split into {} shards of at least 2 images: use a batch size that is a multiple of 2 x shards", self.shards),
+        )?;
+        ensure(o.lr > 0.0 && o.lr.is_finite(), "--lr", || format!("must be positive (got {})", o.lr))?;
+        ensure((0.0..=o.lr).contains(&o.min_lr), "optimizer.min_lr", || "must be in [0, lr]".into())?;
+        ensure(self.temperature > 0.0, "temperature", || "must be positive".into())?;
+        ensure(self.log_every > 0 && self.checkpoint_every > 0, "log_every / checkpoint_every", || "must be >= 1".into())?;
+        ensure(self.heads.layers >= 2, "heads.layers", || "must be at least 2".into())?;
+        ensure(self.keep_checkpoints >= 1, "keep_checkpoints", || "must be at least 1".into())?;
+        ensure((1..=4096).contains(&self.data.image_size), "--image-size", || {
+            format!("must be between 1 and 4096 (got {})", self.data.image_size)
+        })?;
+        self.augment.validate()?;
+        let audio_family = self.invariances.family() == Family::Audio;
+        match self.modality {
+            Modality::Image => ensure(!audio_family, &format!("--invariances {}", self.invariances), || {
+                "is the audio family (K = 7): add --modality audio and audio --data".into()
+            })?,
+            Modality::Audio => {
+                ensure(audio_family, "--modality audio", || {
+                    format!(
+                        "trains the K = 7 audio augmentations: use --invariances audio (AI-SimCLR) or \
+                         fixed:1,1,1,1,1,1,1 (plain SimCLR with all seven), not {}",
+                        self.invariances
+                    )
+                })?;
+                ensure(!self.encoder.model.is_vit(), "--modality audio", || "needs a ResNet encoder (hyper-resnet18, resnet18, ...)".into())?;
+                self.audio.mel.validate().map_err(|reason| CoreError::setting("audio.mel", reason))?;
+                self.audio.augment.validate()?;
+                ensure(self.audio.clip_seconds > 0.0 && self.audio.clip_seconds <= 60.0, "audio.clip_seconds", || {
+                    format!("must be in (0, 60] (got {})", self.audio.clip_seconds)
+                })?;
+                ensure(self.data.source != "builtin", "--modality audio", || {
+                    "needs --data: an audio folder (`<class>/<file>.wav`) or FSDD's folder".into()
+                })?;
+            }
+        }
+        self.encoder_config().validate()?;
+        Ok(())
+    }
+
+    /// The encoder this config trains.
+    pub fn encoder_config(&self) -> EncoderConfig {
+        let s = &self.encoder;
+        let mut e = EncoderConfig::new(s.model, self.invariances.family().num_invariances())
+            .with_width(s.width)
+            .with_image_size(self.data.image_size);
+        e.hidden = s.hidden;
+        e.patch_size = s.patch_size;
+        if s.num_projectors.is_some() {
+            e.num_projectors = s.num_projectors;
+        }
+        if self.modality == Modality::Audio {
+            // One input channel; the mel axis chooses the stem (128 bins: the ImageNet stem).
+            e.in_channels = 1;
+            e.image_size = self.audio.mel.n_mels;
+        }
+        e
+    }
+
+    /// The projection head on top of `encoder`'s features.
+    pub fn head_config(&self, encoder: &EncoderConfig) -> ProjectionHeadConfig {
+        ProjectionHeadConfig::new(encoder.feature_dim())
+            .with_hidden_dim(self.heads.hidden)
+            .with_output_dim(self.heads.output)
+            .with_num_layers(self.heads.layers)
+    }
+
+    /// The settings (other than the length, logging, checkpoint and monitor intervals) in which
+    /// `self` (a run's saved config) and `asked` differ, named by their path (`optimizer.lr`).
+    pub fn differences(&self, asked: &PretrainConfig) -> Vec<String> {
+        const FREE: [&str; 4] = ["steps", "log_every", "checkpoint_every", "monitor.every"];
+        let (a, b) = (serde_json::to_value(self).unwrap_or_default(), serde_json::to_value(asked).unwrap_or_default());
+        let mut out = Vec::new();
+        diff_values("", &a, &b, &mut out);
+        out.retain(|(k, _)| !FREE.contains(&k.as_str()));
+        out.into_iter().map(|(_, text)| text).collect()
+    }
+}
+
+/// Leaf-by-leaf differences of two JSON values, as `(path, "path A there, B here")`.
+fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                diff_values(&p, v, b.get(k).unwrap_or(&serde_json::Value::Null), out);
+            }
+        }
+        _ if a != b => out.push((path.to_string(), format!("{path} {a} there, {b} here"))),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_json_and_toml() {
+        let c = PretrainConfig::default();
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<PretrainConfig>(&json).unwrap(), c);
+        let t = PretrainConfig::from_toml("method = \"mocov2\"\ninvariances = \"fixed:0,1\"\noptimizer.lr = 0.01\n[encoder]\nwidth = 0.5\n").unwrap();
+        assert_eq!(t.method, Method::Mocov2);
+        assert_eq!(t.invariances.to_string(), "fixed:0,1");
+        assert_eq!((t.optimizer.lr, t.encoder.width, t.steps), (0.01, 0.5, 300));
+        let err = PretrainConfig::from_toml("stepz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("stepz"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_setting_and_the_fix() {
+        let bad = PretrainConfig { batch_size: 6, shards: 4, ..Default::default() };
+        let msg = bad.validate().unwrap_err().to_string();
+        assert!(msg.contains("--batch-size") && msg.contains("multiple of 2 x shards"), "{msg}");
+        let audio = PretrainConfig { modality: Modality::Audio, ..Default::default() };
+        assert!(audio.validate().unwrap_err().to_string().contains("use --invariances audio"));
+        let lr = PretrainConfig { optimizer: OptimizerSettings { lr: -1.0, ..Default::default() }, ..Default::default() };
+        assert!(lr.validate().unwrap_err().to_string().contains("--lr"));
+    }
+
+    #[test]
+    fn differences_name_nested_settings_and_ignore_the_length() {
+        let a = PretrainConfig::default();
+        let mut b = a.clone();
+        b.steps = 1000;
+        b.monitor.every = 7;
+        assert!(a.differences(&b).is_empty());
+        b.optimizer.lr = 0.5;
+        let d = a.differences(&b);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("optimizer.lr 0.001 there, 0.5 here"), "{d:?}");
+    }
+}

@@ -1,0 +1,270 @@
+//! A pretraining run's directory:
+//!
+//! ```text
+//! config.json                    every setting, written before training
+//! metrics.csv                    step, descriptor, loss, lr, images_per_s, knn_accuracy
+//! checkpoints/step-NNNNNNN/      encoder (model.safetensors, checkpoint.json, optimizer.bpk),
+//!                                heads, predictor, MoCo key model and queues, training.json
+//! summary.json                   written when the run ends
+//! ```
+//!
+//! Checkpoints are written in `step-N.partial` and renamed when complete; old ones are renamed to
+//! `step-N.deleting` before they are deleted, so a kill at any moment leaves each whole or gone.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use serde::{Deserialize, Serialize};
+
+use super::config::PretrainConfig;
+use super::step::Stepper;
+use crate::checkpoint::{self, CheckpointMeta};
+use crate::io::write_atomic;
+use crate::method::ContrastiveModel;
+use crate::queue::DescriptorQueues;
+use crate::{CoreError, Descriptor};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// What travels beside the encoder checkpoint to resume training.
+#[derive(Serialize, Deserialize)]
+struct TrainingState {
+    heads_param_ids: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    predictor_param_ids: std::collections::BTreeMap<String, u64>,
+    /// MoCo-v2: the queue pointers (their values are in queues.bin, f32 little-endian).
+    #[serde(default)]
+    queue_pointers: Vec<usize>,
+}
+
+/// A run directory.
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join(CONFIG_FILE)
+    }
+
+    /// The run's saved `config.json`.
+    pub fn read_config(&self) -> Result<PretrainConfig, CoreError> {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            CoreError::RunDirectory(format!("reading {} (is {} a run directory?): {e}", path.display(), self.path.display()))
+        })?;
+        serde_json::from_str(&text).map_err(|e| CoreError::RunDirectory(format!("{} is not a run config: {e}", path.display())))
+    }
+
+    /// Creates the directory (when new) and writes `config.json`.
+    pub fn write_config(&self, config: &PretrainConfig) -> Result<(), CoreError> {
+        std::fs::create_dir_all(&self.path).map_err(|e| CoreError::io("creating", &self.path, crate::io::with_hint(e, &self.path)))?;
+        let path = self.config_path();
+        write_atomic(&path, &to_json(config)).map_err(|e| CoreError::io("writing", path, e))
+    }
+
+    pub fn checkpoint_dir(&self, step: u64) -> PathBuf {
+        self.path.join("checkpoints").join(format!("step-{step:07}"))
+    }
+
+    /// The complete checkpoint directories of the run, oldest first.
+    pub fn checkpoints(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path.join("checkpoints"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        // Only complete ones: `step-NNNNNNN` (an interrupted write leaves `step-NNNNNNN.partial`).
+        dirs.retain(|p| p.join(checkpoint::META_FILE).exists() && p.file_name().is_some_and(|n| crate::frozen::is_checkpoint_name(&n.to_string_lossy())));
+        dirs.sort();
+        dirs
+    }
+
+    /// Deletes what interrupted writes and deletions leave behind (`*.partial`, `*.deleting`).
+    pub fn sweep(&self) {
+        for entry in std::fs::read_dir(self.path.join("checkpoints")).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "partial" || e == "deleting") {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+
+    /// Writes the checkpoint of `step` (in a `.partial` directory, renamed when complete) and keeps
+    /// the newest `keep` checkpoints.
+    pub fn save(
+        &self,
+        model: &ContrastiveModel,
+        optim: &burn::optim::ModuleOptimizer,
+        stepper: &Stepper,
+        meta: &CheckpointMeta,
+        keep: usize,
+    ) -> Result<PathBuf, CoreError> {
+        let dir = self.checkpoint_dir(meta.step);
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| CoreError::io("creating", &tmp, crate::io::with_hint(e, &tmp)))?;
+        // Eval copies: they carry the latest BatchNorm running statistics (and keep parameter ids).
+        let heads_param_ids = checkpoint::save_module(&tmp.join("heads.safetensors"), &model.heads.valid())?;
+        let predictor_param_ids = match &model.predictor {
+            Some(p) => checkpoint::save_module(&tmp.join("predictor.safetensors"), &p.valid())?,
+            None => Default::default(),
+        };
+        if let Some(key) = &stepper.key {
+            checkpoint::save_module(&tmp.join("key.safetensors"), &key.valid())?;
+        }
+        let mut queue_pointers = Vec::new();
+        if let Some(queues) = &stepper.queues {
+            let (data, pointers) = queues.export();
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let path = tmp.join("queues.bin");
+            write_atomic(&path, &bytes).map_err(|e| CoreError::io("writing", path, e))?;
+            queue_pointers = pointers;
+        }
+        let state = TrainingState { heads_param_ids, predictor_param_ids, queue_pointers };
+        let path = tmp.join("training.json");
+        write_atomic(&path, &to_json(&state)).map_err(|e| CoreError::io("writing", path, e))?;
+        checkpoint::save(&tmp, &model.encoder, meta, Some(optim.to_record()))?;
+        remove_checkpoint(&dir);
+        std::fs::rename(&tmp, &dir).map_err(|e| CoreError::io("moving the checkpoint into", &dir, e))?;
+        let all = self.checkpoints();
+        for old in &all[..all.len().saturating_sub(keep)] {
+            remove_checkpoint(old);
+        }
+        Ok(dir)
+    }
+
+    /// Loads the heads, predictor and optimiser state of checkpoint `dir` into `model` and `optim`
+    /// (the encoder comes from `checkpoint::load`), and returns the step it was written at.
+    pub fn load_model(
+        dir: &Path,
+        model: &mut ContrastiveModel,
+        optim: &mut Option<burn::optim::ModuleOptimizer>,
+        expected: &crate::EncoderConfig,
+        device: &burn::prelude::Device,
+    ) -> Result<(u64, Vec<usize>), CoreError> {
+        let ckpt = checkpoint::load(dir, device)?;
+        if &ckpt.meta.encoder != expected {
+            return Err(CoreError::RunDirectory(format!("{}: the checkpoint's encoder differs from config.json", dir.display())));
+        }
+        let state = read_state(dir)?;
+        let mut heads = model.heads.clone();
+        checkpoint::load_module(&dir.join("heads.safetensors"), &mut heads, &state.heads_param_ids)?;
+        let mut predictor = model.predictor.clone();
+        if let Some(p) = predictor.as_mut() {
+            checkpoint::load_module(&dir.join("predictor.safetensors"), p, &state.predictor_param_ids)?;
+        }
+        *model = ContrastiveModel { encoder: ckpt.encoder, heads, predictor };
+        if let (Some(record), Some(o)) = (ckpt.optimizer, optim.take()) {
+            *optim = Some(o.load_record(record));
+        }
+        Ok((ckpt.meta.step, state.queue_pointers))
+    }
+
+    /// Loads MoCo's key model and queues of checkpoint `dir` into `stepper`.
+    pub fn load_stepper(dir: &Path, stepper: &mut Stepper, pointers: Vec<usize>, config: &PretrainConfig, device: &burn::prelude::Device) -> Result<(), CoreError> {
+        if let Some(key) = stepper.key.as_mut() {
+            checkpoint::load_module(&dir.join("key.safetensors"), key, &Default::default())?;
+        }
+        if stepper.queues.is_some() {
+            let path = dir.join("queues.bin");
+            let bytes = std::fs::read(&path).map_err(|e| CoreError::io("reading", path, e))?;
+            let data: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            stepper.queues = Some(DescriptorQueues::import(&data, pointers, config.queue_size, config.heads.output, device)?);
+        }
+        Ok(())
+    }
+
+    /// Keeps the metrics rows a resumed run does not write again: those up to `start_step` (not
+    /// the closing kNN rows at `steps`), dropping a last row torn by a kill.
+    pub fn truncate_metrics(&self, start_step: u64, steps: u64) -> Result<(), CoreError> {
+        let path = self.path.join(METRICS_FILE);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let kept: Vec<&str> = text
+                .split_inclusive('\n')
+                // A last line without its newline was torn by a kill in the middle of writing it.
+                .filter_map(|l| l.strip_suffix('\n'))
+                .filter(|l| {
+                    let step = l.split(',').next().and_then(|s| s.parse::<u64>().ok());
+                    // The closing kNN rows (at the last step, after the loop) are written again.
+                    let closing = step == Some(steps) && !l.ends_with(',');
+                    step.is_none_or(|s| s <= start_step) && !closing
+                })
+                .collect();
+            write_atomic(&path, format!("{}\n", kept.join("\n")).as_bytes()).map_err(|e| CoreError::io("writing", path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the metrics of an earlier run that left no checkpoint.
+    pub fn remove_stale_metrics(&self) -> Result<(), CoreError> {
+        let path = self.path.join(METRICS_FILE);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| CoreError::io("removing the stale", path, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn write_summary(&self, summary: &impl Serialize) -> Result<(), CoreError> {
+        let path = self.path.join(SUMMARY_FILE);
+        write_atomic(&path, &to_json(summary)).map_err(|e| CoreError::io("writing", path, e))
+    }
+
+    pub fn has_summary(&self) -> bool {
+        self.path.join(SUMMARY_FILE).exists()
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("plain data serialises to JSON")
+}
+
+fn read_state(dir: &Path) -> Result<TrainingState, CoreError> {
+    let path = dir.join("training.json");
+    let bytes = std::fs::read(&path).map_err(|e| CoreError::io("reading", &path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| CoreError::Checkpoint { path, reason: format!("not a training state: {e}") })
+}
+
+/// Removes a checkpoint directory so that a kill at any moment leaves it whole or gone: it is first
+/// renamed (atomically) to `step-N.deleting`, then deleted.
+fn remove_checkpoint(dir: &Path) {
+    let trash = dir.with_extension("deleting");
+    let _ = std::fs::remove_dir_all(&trash);
+    if std::fs::rename(dir, &trash).is_ok() {
+        let _ = std::fs::remove_dir_all(&trash);
+    }
+}
+
+/// `metrics.csv`, appended row by row (flushed after each).
+pub struct Metrics(std::fs::File);
+
+impl Metrics {
+    pub const HEADER: &str = "step,descriptor,loss,lr,images_per_s,knn_accuracy";
+
+    pub fn open(run: &RunDir) -> Result<Self, CoreError> {
+        let path = run.path.join(METRICS_FILE);
+        let new = !path.exists();
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| CoreError::io("opening", &path, e))?;
+        if new {
+            writeln!(file, "{}", Self::HEADER).map_err(|e| CoreError::io("writing", &path, e))?;
+        }
+        Ok(Self(file))
+    }
+
+    pub fn row(&mut self, step: u64, descriptor: &Descriptor, loss: Option<f32>, lr: Option<f64>, ips: Option<f64>, knn: Option<f64>) -> Result<(), CoreError> {
+        let f = |v: Option<String>| v.unwrap_or_default();
+        let line = format!(
+            "{step},\"{descriptor}\",{},{},{},{}\n",
+            f(loss.map(|l| format!("{l:.6}"))),
+            f(lr.map(|l| format!("{l:.6e}"))),
+            f(ips.map(|v| format!("{v:.1}"))),
+            f(knn.map(|v| format!("{v:.4}")))
+        );
+        self.0.write_all(line.as_bytes()).and_then(|_| self.0.flush()).map_err(|e| CoreError::io("writing", METRICS_FILE, e))
+    }
+}
