@@ -21,10 +21,13 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
 cargo test --release --workspace "$@"
 
-# The library's pretraining example: 20 steps on the built-in data through the library API alone.
+# The library's pretraining example (`cargo run --release -p ail-core --example pretrain`): 20 steps
+# on the built-in data through the library API alone. `cargo test --workspace` has built it with
+# the workspace's features; `cargo run -p ail-core` would build burn a second time for ail-core's
+# own feature set, so the binary it built is run directly.
 if [ "$#" -eq 0 ]; then
   example_out="$(mktemp -d)"
-  cargo run --release -p ail-core --example pretrain -- "$example_out/run"
+  "${CARGO_TARGET_DIR:-target}/release/examples/pretrain" "$example_out/run"
   rm -rf "$example_out"
 fi
 

@@ -15,6 +15,7 @@
 
 pub mod affine;
 mod descriptor;
+mod error;
 pub mod audio;
 pub mod blur_solarize;
 pub mod color_jitter;
@@ -27,18 +28,6 @@ mod pipeline;
 
 pub use affine::Affine;
 pub use descriptor::{Descriptor, Family};
+pub use error::AugmentError;
 pub use params::{AugmentConfig, OpSet, PARAM_STRIDE, ViewParams, resized_crop_box, sample_views};
 pub use pipeline::{Augmenter, augment_reference, pack_params, pack_u8};
-
-/// Errors of the augmentation crate.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum AugmentError {
-    #[error("invalid augmentation config: {0}")]
-    Config(String),
-    #[error("{0}")]
-    Device(String),
-    #[error("invalid invariance descriptor `{input}`: {reason}")]
-    Descriptor { input: String, reason: String },
-    #[error("augmentation input does not match its shape: {0}")]
-    Shape(String),
-}

@@ -128,20 +128,19 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
         let file = |name: &str| if run.is_dir() { run.join(name) } else { run.clone() };
         let has = |name: &str| run.join(name).exists() || run.file_name().is_some_and(|n| n == name);
         if run.is_dir() && run.join("metrics.csv").exists() && run.join("config.json").exists() {
-            let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json"))?)
-                .with_context(|| format!("{}/config.json", run.display()))?;
+            let config = ail_core::pretrain::RunDir::new(run).read_config()?;
             let _ = writeln!(md, "## Pretraining: {}\n", run.display());
             let _ = writeln!(
                 md,
                 "{} with {}, {} (width {}), invariances `{}`, {} steps of {} images, lr {}.\n",
-                config["method"].as_str().unwrap_or("?"),
-                config["model"].as_str().unwrap_or("?"),
-                config["data"].as_str().unwrap_or("?"),
-                config["width"],
-                config["invariances"].as_str().unwrap_or("?"),
-                config["steps"],
-                config["batch_size"],
-                config["lr"]
+                config.method,
+                config.encoder.model,
+                config.data.source,
+                config.encoder.width,
+                config.invariances,
+                config.steps,
+                config.batch_size,
+                config.optimizer.lr
             );
             let metrics = std::fs::read_to_string(run.join("metrics.csv"))?;
             let curves = knn_curves(&metrics);

@@ -244,7 +244,7 @@ fn pretrain_lowers_the_loss_writes_its_outputs_and_resumes_exactly() {
     }
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["steps"], 20);
-    assert_eq!(config["width"], 0.0625);
+    assert_eq!(config["encoder"]["width"], 0.0625);
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["knn_accuracy"].as_array().unwrap().len(), 3);
 

@@ -45,6 +45,7 @@ fn main() -> Result<(), CoreError> {
     let mut config = PretrainConfig { steps: 20, batch_size: 32, log_every: 5, checkpoint_every: 10, ..Default::default() };
     config.data.image_size = 16;
     config.encoder.width = 0.125;
+    config.optimizer.warmup_steps = 5;
     config.monitor.every = 10;
     config.monitor.bank = 500;
     config.monitor.queries = 200;

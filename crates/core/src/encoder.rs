@@ -62,6 +62,12 @@ impl ModelKind {
         }
     }
 
+    /// The descriptor as this encoder's input: its values for an amortised encoder, an empty tensor
+    /// for a plain one (which takes no descriptor).
+    pub fn descriptor_input(self, values: &[f32], device: &Device) -> Tensor<1> {
+        if self.is_amortised() { Tensor::from_floats(values, device) } else { Tensor::zeros([0], device) }
+    }
+
     /// Whether the encoder is conditioned on the invariance descriptor.
     pub fn is_amortised(self) -> bool {
         matches!(

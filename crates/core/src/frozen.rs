@@ -202,7 +202,7 @@ impl Frozen {
 
     /// A descriptor as the encoder's input tensor (empty for a plain encoder).
     pub fn descriptor(&self, i: &[f32], device: &Device) -> Tensor<1> {
-        if self.num_invariances() == 0 { Tensor::zeros([0], device) } else { Tensor::from_floats(i, device) }
+        self.meta.encoder.kind.descriptor_input(i, device)
     }
 }
 

@@ -223,6 +223,26 @@ impl PretrainConfig {
         toml::from_str(text)
     }
 
+    /// Reads a run's `config.json`, also in the flat layout of runs written before the settings were
+    /// nested (`lr`, `width`, `monitor_every`, ... at the top level), so that older runs still
+    /// continue and report.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(object) = value.as_object_mut() {
+            for (flat, [table, key]) in FLAT_LAYOUT {
+                // `data` was the source's path; it is now the `[data]` table.
+                let legacy = *flat != "data" || object.get("data").is_some_and(|v| v.is_string());
+                if let Some(v) = legacy.then(|| object.remove(*flat)).flatten() {
+                    let entry = object.entry(*table).or_insert_with(|| serde_json::json!({}));
+                    if let Some(t) = entry.as_object_mut() {
+                        t.insert((*key).to_string(), v);
+                    }
+                }
+            }
+        }
+        serde_json::from_value(value)
+    }
+
     /// Checks every value and how they fit together; the error names the setting and the fix.
     pub fn validate(&self) -> Result<(), CoreError> {
         let o = &self.optimizer;
@@ -317,6 +337,32 @@ impl PretrainConfig {
     }
 }
 
+/// Where each setting of the flat layout (before the settings were nested) lives now.
+const FLAT_LAYOUT: &[(&str, [&str; 2])] = &[
+    ("data", ["data", "source"]),
+    ("format", ["data", "format"]),
+    ("image_size", ["data", "image_size"]),
+    ("model", ["encoder", "model"]),
+    ("width", ["encoder", "width"]),
+    ("hidden", ["encoder", "hidden"]),
+    ("patch_size", ["encoder", "patch_size"]),
+    ("num_projectors", ["encoder", "num_projectors"]),
+    ("head_hidden", ["heads", "hidden"]),
+    ("head_output", ["heads", "output"]),
+    ("head_layers", ["heads", "layers"]),
+    ("per_descriptor_heads", ["heads", "per_descriptor"]),
+    ("lr", ["optimizer", "lr"]),
+    ("min_lr", ["optimizer", "min_lr"]),
+    ("weight_decay", ["optimizer", "weight_decay"]),
+    ("grad_clip", ["optimizer", "grad_clip"]),
+    ("warmup_steps", ["optimizer", "warmup_steps"]),
+    ("monitor_every", ["monitor", "every"]),
+    ("monitor_bank", ["monitor", "bank"]),
+    ("monitor_queries", ["monitor", "queries"]),
+    ("knn_k", ["monitor", "k"]),
+    ("knn_temperature", ["monitor", "temperature"]),
+];
+
 /// Leaf-by-leaf differences of two JSON values, as `(path, "path A there, B here")`.
 fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<(String, String)>) {
     match (a.as_object(), b.as_object()) {
@@ -347,6 +393,20 @@ mod tests {
         assert_eq!((t.optimizer.lr, t.encoder.width, t.steps), (0.01, 0.5, 300));
         let err = PretrainConfig::from_toml("stepz = 3\n").unwrap_err().to_string();
         assert!(err.contains("stepz"), "{err}");
+    }
+
+    #[test]
+    fn a_config_json_in_the_flat_layout_still_reads() {
+        let flat = r#"{"data": "cifar", "format": "cifar", "image_size": 32, "method": "mocov2", "model": "hyper-resnet18",
+            "width": 0.5, "invariances": "fixed:0,1", "steps": 40, "lr": 0.01, "monitor_every": 5, "head_hidden": 64,
+            "modality": "image", "augment": {"hflip_p": 0.3}}"#;
+        let c = PretrainConfig::from_json(flat).unwrap();
+        assert_eq!((c.data.source.as_str(), c.data.format, c.method), ("cifar", DataFormat::Cifar, Method::Mocov2));
+        assert_eq!((c.encoder.width, c.optimizer.lr, c.monitor.every, c.heads.hidden, c.steps), (0.5, 0.01, 5, 64, 40));
+        assert_eq!((c.invariances.to_string(), c.augment.hflip_p), ("fixed:0,1".to_string(), 0.3));
+        let nested = serde_json::to_string(&c).unwrap();
+        assert_eq!(PretrainConfig::from_json(&nested).unwrap(), c, "the nested layout reads back unchanged");
+        assert!(PretrainConfig::from_json(r#"{"stepz": 1}"#).unwrap_err().to_string().contains("stepz"));
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use ail_data::{ImageSet, epoch_order};
 
-
 use super::config::PretrainConfig;
 use crate::checkpoint::{CheckpointMeta, Normalization};
 use crate::frozen::Frozen;

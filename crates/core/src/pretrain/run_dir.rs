@@ -60,7 +60,7 @@ impl RunDir {
         let text = std::fs::read_to_string(&path).map_err(|e| {
             CoreError::RunDirectory(format!("reading {} (is {} a run directory?): {e}", path.display(), self.path.display()))
         })?;
-        serde_json::from_str(&text).map_err(|e| CoreError::RunDirectory(format!("{} is not a run config: {e}", path.display())))
+        PretrainConfig::from_json(&text).map_err(|e| CoreError::RunDirectory(format!("{} is not a run config: {e}", path.display())))
     }
 
     /// Creates the directory (when new) and writes `config.json`.

@@ -20,7 +20,7 @@ use crate::method::{ContrastiveModel, ema_update};
 use crate::queue::DescriptorQueues;
 use crate::sampler::Invariances;
 use crate::schedule::warmup_cosine;
-use crate::{CoreError, Descriptor, ModelKind};
+use crate::{CoreError, Descriptor};
 
 /// What a step returns besides the new model.
 pub struct StepResult {
@@ -67,7 +67,7 @@ impl Stepper {
             queues: method
                 .uses_queues()
                 .then(|| DescriptorQueues::new(invariances.trained().len(), config.queue_size, config.heads.output, device)),
-            descriptors: invariances.trained().iter().map(|d| descriptor_tensor(config.encoder.model, d, device)).collect(),
+            descriptors: invariances.trained().iter().map(|d| config.encoder.model.descriptor_input(d.values(), device)).collect(),
             invariances,
             augmenter: Augmenter::new(device),
             stats: stats_tensors(normalization, device),
@@ -201,7 +201,3 @@ pub fn stats_tensors(n: &Normalization, device: &Device) -> (Tensor<4>, Tensor<4
     (t(&n.mean), t(&n.std))
 }
 
-/// A descriptor as the encoder's input: its values, or an empty tensor for a plain encoder.
-pub fn descriptor_tensor(model: ModelKind, d: &Descriptor, device: &Device) -> Tensor<1> {
-    if model.is_amortised() { Tensor::from_floats(d.values(), device) } else { Tensor::zeros([0], device) }
-}
