@@ -89,7 +89,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         Some(hosts) => common::remote_devices(hosts)?,
         None => common::devices(global, args.replicas())?,
     };
-    let options = RunOptions { out: args.out.clone(), devices, resume, epochs: args.epochs, skip_bad: args.skip_bad };
+    let options = RunOptions { out: args.out.clone(), devices, resume, epochs: args.epochs, skip_bad: args.skip_bad, overwrite: args.overwrite };
     let mut progress = Progress::new().with_stop_signals();
     let summary = pretrain(&config, Data::FromConfig, &options, &mut progress);
     progress.finish();

@@ -378,3 +378,31 @@ fn a_torn_last_metrics_row_is_dropped_when_the_run_continues() {
     let steps: Vec<u64> = losses(&path).into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, (1..=12).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_second_pretrain_on_the_same_out_is_refused_while_the_first_finishes_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_pretraining_setup(dir.path(), &[("steps", "600"), ("checkpoint_every", "200"), ("monitor.every", "0")]);
+    let args = ["pretrain", "--device", "cpu", "--data", "imgs", "--config", "run.toml", "--out", "run"];
+    let first = Command::new(env!("CARGO_BIN_EXE_ail")).args(args).current_dir(dir.path()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait until the first is training (its lock is taken before anything is written).
+    let metrics = dir.path().join("run/metrics.csv");
+    let started = std::time::Instant::now();
+    while losses_if_any(&metrics).is_empty() {
+        assert!(started.elapsed().as_secs() < 120, "the first run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = ail(&args, dir.path());
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("is being written by another process") && err.contains(&format!("PID {}", first.id())), "{err}");
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    // The first run is whole: every step logged once, its checkpoints complete.
+    let steps: Vec<u64> = losses(&metrics).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, (1..=600).collect::<Vec<_>>());
+    for step in [400, 600] {
+        assert!(dir.path().join(format!("run/checkpoints/step-{step:07}/checkpoint.json")).exists());
+    }
+    assert!(dir.path().join("run/summary.json").exists());
+}

@@ -35,12 +35,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CoreError> {
     if path.join(checkpoint::META_FILE).exists() {
         return Ok(path.to_path_buf());
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(path.join("checkpoints"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    dirs.retain(|p| p.join(checkpoint::META_FILE).exists() && p.file_name().is_some_and(|n| is_checkpoint_name(&n.to_string_lossy())));
-    dirs.sort();
-    dirs.pop().ok_or_else(|| CoreError::Checkpoint {
+    run_checkpoints(path).pop().ok_or_else(|| CoreError::Checkpoint {
         path: path.to_path_buf(),
         reason: format!(
             "neither a checkpoint (no {}) nor a run directory with checkpoints/step-*: pass the --out of `ail pretrain` or one of its checkpoints",
@@ -52,7 +47,28 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CoreError> {
 /// `step-` followed by digits only: a complete checkpoint directory of a run (interrupted writes
 /// leave `step-NNNNNNN.partial`).
 pub fn is_checkpoint_name(name: &str) -> bool {
-    name.strip_prefix("step-").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    checkpoint_step(name).is_some()
+}
+
+/// The step a checkpoint directory's name `step-N` holds (`N` has at least 7 digits, more past step
+/// 9,999,999), or `None` for any other name.
+pub fn checkpoint_step(name: &str) -> Option<u64> {
+    name.strip_prefix("step-").filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())).and_then(|d| d.parse().ok())
+}
+
+/// The complete checkpoints (`checkpoints/step-N` holding `checkpoint.json`) of the run directory
+/// `run`, oldest first: ordered by step number, not by name, so `step-10000000` comes after
+/// `step-9999999`.
+pub fn run_checkpoints(run: &Path) -> Vec<PathBuf> {
+    let mut steps: Vec<(u64, PathBuf)> = std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((checkpoint_step(&e.file_name().to_string_lossy())?, e.path())))
+        .filter(|(_, p)| p.join(checkpoint::META_FILE).exists())
+        .collect();
+    steps.sort();
+    steps.into_iter().map(|(_, p)| p).collect()
 }
 
 impl Frozen {

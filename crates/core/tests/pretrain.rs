@@ -153,3 +153,96 @@ fn a_different_run_in_the_same_directory_is_refused_and_bad_configs_name_the_fix
     let err = run(&big, &dir.path().join("big"), &mut Silent).unwrap_err().to_string();
     assert!(err.contains("too few") && err.contains("lower --batch-size"), "{err}");
 }
+
+#[test]
+fn checkpoints_are_ordered_by_step_number_past_step_9999999() {
+    let dir = tempfile::tempdir().unwrap();
+    for step in [2u64, 9_999_999, 10_000_000, 123_456_789] {
+        let d = dir.path().join("checkpoints").join(format!("step-{step:07}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(ail_core::checkpoint::META_FILE), "{}").unwrap();
+    }
+    // An interrupted write and a directory of another name are not checkpoints.
+    std::fs::create_dir_all(dir.path().join("checkpoints/step-99999999.partial")).unwrap();
+    std::fs::create_dir_all(dir.path().join("checkpoints/notes")).unwrap();
+    let names: Vec<String> = ail_core::pretrain::RunDir::new(dir.path())
+        .checkpoints()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["step-0000002", "step-9999999", "step-10000000", "step-123456789"]);
+    let newest = ail_core::frozen::resolve_checkpoint(dir.path()).unwrap();
+    assert!(newest.ends_with("step-123456789"), "{}", newest.display());
+    assert_eq!(ail_core::frozen::checkpoint_step("step-10000000"), Some(10_000_000));
+    assert_eq!(ail_core::frozen::checkpoint_step("step-1.partial"), None);
+}
+
+/// Collects the observer's messages.
+#[derive(Default)]
+struct Messages(Vec<String>, Option<(u64, u64)>);
+
+impl Observer for Messages {
+    fn message(&mut self, text: &str) {
+        self.0.push(text.to_string());
+    }
+    fn started(&mut self, start: u64, steps: u64) {
+        self.1 = Some((start, steps));
+    }
+}
+
+#[test]
+fn a_run_continues_from_the_newest_checkpoint_that_loads() {
+    let _serial = ail_core::serial_draws();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let config = PretrainConfig { monitor: ail_core::pretrain::MonitorSettings { every: 0, ..tiny_config().monitor }, ..tiny_config() };
+    run(&config, &out, &mut Silent).unwrap();
+    // step-4 and step-6 are kept; a torn write leaves step-6's weights truncated.
+    let newest = out.join("checkpoints/step-0000006");
+    let model = std::fs::read(newest.join("model.safetensors")).unwrap();
+    std::fs::write(newest.join("model.safetensors"), &model[..model.len() / 2]).unwrap();
+    let longer = PretrainConfig { steps: 8, ..config };
+    let mut seen = Messages::default();
+    let summary = run(&longer, &out, &mut seen).unwrap();
+    assert_eq!(seen.1, Some((4, 8)), "continued from step 4: {:?}", seen.0);
+    assert!(seen.0.iter().any(|m| m.contains("skipping the checkpoint") && m.contains("step-0000006") && m.contains("truncated")), "{:?}", seen.0);
+    assert_eq!(summary.steps, 8);
+    assert!(summary.checkpoint.ends_with("step-0000008"));
+}
+
+#[test]
+fn one_writer_per_run_directory_and_another_runs_files_are_not_overwritten() {
+    let _serial = ail_core::serial_draws();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let config = PretrainConfig { steps: 2, checkpoint_every: 2, ..tiny_config() };
+    let run_dir = ail_core::pretrain::RunDir::new(&out);
+    {
+        // Another writer holds the directory: refused with its PID, and nothing is written.
+        let _held = run_dir.lock(&mut Silent).unwrap();
+        let err = run(&config, &out, &mut Silent).unwrap_err().to_string();
+        assert!(err.contains("is being written by another process") && err.contains(&format!("PID {}", std::process::id())), "{err}");
+        assert!(!out.join("config.json").exists());
+    }
+    // A lock file left by a writer that died (its PID still in it): taken over, and said.
+    std::fs::write(out.join(".lock"), "4194303").unwrap();
+    let mut seen = Messages::default();
+    run(&config, &out, &mut seen).unwrap();
+    assert!(seen.0.iter().any(|m| m.contains("PID 4194303") && m.contains("without releasing")), "{:?}", seen.0);
+
+    // Another run's files without checkpoints (a run killed before its first checkpoint) are not
+    // overwritten by a different run, unless asked to.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut theirs = config.clone();
+    theirs.optimizer.lr = 0.01;
+    std::fs::write(other.join("config.json"), serde_json::to_vec(&theirs).unwrap()).unwrap();
+    std::fs::write(other.join("metrics.csv"), "step,descriptor,loss,lr,images_per_s,knn_accuracy\n1,\"1,1\",4.0,1e-3,10.0,\n").unwrap();
+    let err = run(&config, &other, &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("already holds a different run") && err.contains("--overwrite"), "{err}");
+    assert!(std::fs::read_to_string(other.join("metrics.csv")).unwrap().contains("4.0"), "the other run's metrics are kept");
+    let options = RunOptions { overwrite: true, ..RunOptions::new(&other, vec![select(DeviceChoice::Cpu).unwrap()]) };
+    pretrain(&config, Data::Images(images()), &options, &mut Silent).unwrap();
+    let metrics = std::fs::read_to_string(other.join("metrics.csv")).unwrap();
+    assert!(!metrics.contains(",4.0,"), "{metrics}");
+}

@@ -38,6 +38,10 @@ pub struct PretrainArgs {
     /// of the same run continues it.
     #[arg(long, conflicts_with = "resume")]
     pub no_resume: bool,
+    /// Replace the files of another run in --out (its config, metrics, checkpoints and summary)
+    /// instead of refusing; files that are not a run's are left alone.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Dataset: `builtin`, a CIFAR binary folder, an IDX folder or an ImageFolder.
     #[arg(long)]
     pub data: Option<String>,

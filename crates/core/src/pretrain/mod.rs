@@ -73,11 +73,14 @@ pub struct RunOptions {
     pub epochs: Option<u64>,
     /// Skip (and count) undecodable image or audio files instead of stopping at the first.
     pub skip_bad: bool,
+    /// Replace the files of another run in `out` (its config, metrics, checkpoints and summary)
+    /// instead of refusing to.
+    pub overwrite: bool,
 }
 
 impl RunOptions {
     pub fn new(out: impl Into<PathBuf>, devices: Vec<SelectedDevice>) -> Self {
-        Self { out: out.into(), devices, resume: Resume::IfSameRun, epochs: None, skip_bad: false }
+        Self { out: out.into(), devices, resume: Resume::IfSameRun, epochs: None, skip_bad: false, overwrite: false }
     }
 }
 
@@ -141,35 +144,6 @@ pub struct Summary {
     pub checkpoint: PathBuf,
 }
 
-/// The run directory's config after applying `resume`: the config to train with, and whether the
-/// run continues from a checkpoint.
-fn settle_run_directory(config: &PretrainConfig, run_dir: &RunDir, resume: Resume, observer: &mut dyn Observer) -> Result<(PretrainConfig, bool), CoreError> {
-    let has_checkpoints = !run_dir.checkpoints().is_empty();
-    let out = run_dir.path.display();
-    match (resume, has_checkpoints) {
-        (Resume::Never, true) => Err(CoreError::RunDirectory(format!(
-            "{out} already holds a run with checkpoints (--no-resume): choose another --out, or drop --no-resume to continue it"
-        ))),
-        (Resume::Required, false) => Err(CoreError::RunDirectory(format!("--resume: no checkpoint in {out}/checkpoints"))),
-        (_, false) => Ok((config.clone(), false)),
-        (_, true) => {
-            let saved = run_dir.read_config()?;
-            let differences = saved.differences(config);
-            if !differences.is_empty() {
-                return Err(CoreError::RunDirectory(format!(
-                    "{out} already holds a different run (these settings differ from its config.json: {}): pass --resume to continue it \
-                     as configured, or choose another --out",
-                    differences.join(", ")
-                )));
-            }
-            if resume == Resume::IfSameRun {
-                observer.message(&format!("{out} holds this run's checkpoints: continuing it (--no-resume refuses)"));
-            }
-            Ok((config.clone(), true))
-        }
-    }
-}
-
 /// The training images (and, for audio, the clips they were made from), loaded as `config` says.
 fn load_data(config: &PretrainConfig, data: Data, skip_bad: bool, device: &burn::prelude::Device, observer: &mut dyn Observer) -> Result<(Arc<ImageSet>, Option<Vec<Vec<f32>>>), CoreError> {
     match (data, config.modality) {
@@ -220,13 +194,17 @@ pub fn load_images(data: &DataSettings, skip_bad: bool, observer: &mut dyn Obser
 /// Pretrains as `config` says, in the run directory `run.out`, reporting to `observer`.
 ///
 /// A new run writes `config.json` first; a run directory that holds checkpoints is continued from
-/// the latest (same step, optimiser state, learning-rate schedule, queues, data order and
-/// augmentation draws as an uninterrupted run), as `run.resume` allows.
+/// the newest one that loads (same step, optimiser state, learning-rate schedule, queues, data order
+/// and augmentation draws as an uninterrupted run), as `run.resume` allows. The run holds the run
+/// directory's writer lock throughout: a second call on the same directory is refused.
 pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer: &mut dyn Observer) -> Result<Summary, CoreError> {
     // --- the run directory: new, or continued ------------------------------------------------------
     config.validate()?;
     let run_dir = RunDir::new(&run.out);
-    let (mut config, resume) = settle_run_directory(config, &run_dir, run.resume, observer)?;
+    // One writer per run directory, for the whole run (released on any exit).
+    let _lock = run_dir.lock(observer)?;
+    let resume = run_dir.settle(config, run.resume, run.overwrite, observer)?;
+    let mut config = config.clone();
     run_dir.sweep();
     let num_devices = run.devices.len();
     if num_devices == 0 {
@@ -275,8 +253,7 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
     let mut start_step = 0;
     let mut resumed_from = None;
     if resume {
-        let dir = run_dir.checkpoints().pop().expect("settled: the run has checkpoints");
-        let (step, pointers) = RunDir::load_model(&dir, &mut model, &mut optim, &encoder_config, &device)?;
+        let (dir, step, pointers) = run_dir.load_newest(&config, &mut model, &mut optim, &device, observer)?;
         start_step = step;
         // A run interrupted after its last checkpoint but before its summary only has the summary
         // left to do; a complete run needs more steps to continue.

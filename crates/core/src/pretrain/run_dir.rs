@@ -10,6 +10,13 @@
 //!
 //! Checkpoints are written in `step-N.partial` and renamed when complete; old ones are renamed to
 //! `step-N.deleting` before they are deleted, so a kill at any moment leaves each whole or gone.
+//! Checkpoints are ordered by step number (`step-10000000` after `step-9999999`), and a run continues
+//! from the newest one that loads, skipping (and naming) damaged ones.
+//!
+//! A run directory has one writer: `.lock` is locked (an advisory lock of the operating system)
+//! for the whole run, so a second process on the same directory is refused with the first one's
+//! PID. The operating system releases the lock when its process ends, however it ends; the file
+//! stays, and a PID left in it names a writer that ended without releasing it (killed, say).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::PretrainConfig;
 use super::step::Stepper;
+use super::{Observer, Resume};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::io::write_atomic;
 use crate::method::ContrastiveModel;
@@ -28,6 +36,20 @@ use crate::{CoreError, Descriptor};
 pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const SUMMARY_FILE: &str = "summary.json";
+pub const LOCK_FILE: &str = ".lock";
+
+/// The writer lock of a run directory, held until dropped (or until the process ends).
+pub struct WriterLock {
+    file: std::fs::File,
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // An empty lock file says the last writer released it; the lock itself goes with the file
+        // handle.
+        let _ = self.file.set_len(0);
+    }
+}
 
 /// What travels beside the encoder checkpoint to resume training.
 #[derive(Serialize, Deserialize)]
@@ -63,6 +85,128 @@ impl RunDir {
         PretrainConfig::from_json(&text).map_err(|e| CoreError::RunDirectory(format!("{} is not a run config: {e}", path.display())))
     }
 
+    /// Takes the directory's writer lock (creating the directory), or says which process holds it.
+    pub fn lock(&self, observer: &mut dyn Observer) -> Result<WriterLock, CoreError> {
+        std::fs::create_dir_all(&self.path).map_err(|e| CoreError::io("creating", &self.path, crate::io::with_hint(e, &self.path)))?;
+        let path = self.path.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| CoreError::io("opening", &path, crate::io::with_hint(e, &path)))?;
+        let mut previous = String::new();
+        use std::io::Read;
+        let _ = file.read_to_string(&mut previous);
+        let previous = previous.trim().to_string();
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let who = if previous.is_empty() { "another process".to_string() } else { format!("another process (PID {previous})") };
+                return Err(CoreError::RunDirectory(format!(
+                    "{} is being written by {who}: wait for it to finish, or choose another --out",
+                    self.path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(CoreError::io("locking", &path, e)),
+        }
+        if !previous.is_empty() && previous != std::process::id().to_string() {
+            observer.message(&format!(
+                "{}: the previous writer (PID {previous}) ended without releasing its lock (killed?); taking over",
+                self.path.display()
+            ));
+        }
+        let pid = std::process::id().to_string();
+        file.set_len(0)
+            .and_then(|_| std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(pid.as_bytes()))
+            .and_then(|_| file.flush())
+            .map_err(|e| CoreError::io("writing", &path, e))?;
+        Ok(WriterLock { file })
+    }
+
+    /// Decides what a run asking for `config` does with this directory: `true` continues it from a
+    /// checkpoint, `false` starts it afresh (after removing another run's files when `overwrite`).
+    /// Refuses, naming the fix, a directory that holds another run (or `Resume::Never` one that
+    /// holds checkpoints, or `Resume::Required` one without any).
+    pub fn settle(&self, config: &PretrainConfig, resume: Resume, overwrite: bool, observer: &mut dyn Observer) -> Result<bool, CoreError> {
+        let has_checkpoints = !self.checkpoints().is_empty();
+        let out = self.path.display();
+        let saved = self.config_path().exists().then(|| self.read_config());
+        let differences = match &saved {
+            Some(Ok(saved)) => saved.differences(config),
+            Some(Err(e)) => vec![format!("its config.json does not read ({e})")],
+            None if self.path.join(METRICS_FILE).exists() || has_checkpoints => vec!["it has metrics or checkpoints but no config.json".into()],
+            None => Vec::new(),
+        };
+        if !differences.is_empty() && overwrite {
+            observer.message(&format!("{out}: replacing the files of another run (--overwrite)"));
+            for file in [CONFIG_FILE, METRICS_FILE, SUMMARY_FILE] {
+                let path = self.path.join(file);
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(|e| CoreError::io("removing", &path, e))?;
+                }
+            }
+            let checkpoints = self.path.join("checkpoints");
+            if checkpoints.exists() {
+                std::fs::remove_dir_all(&checkpoints).map_err(|e| CoreError::io("removing", &checkpoints, e))?;
+            }
+            return match resume {
+                Resume::Required => Err(CoreError::RunDirectory(format!("--resume: no checkpoint in {out}/checkpoints"))),
+                _ => Ok(false),
+            };
+        }
+        match (resume, has_checkpoints) {
+            (Resume::Never, true) => Err(CoreError::RunDirectory(format!(
+                "{out} already holds a run with checkpoints (--no-resume): choose another --out, or drop --no-resume to continue it"
+            ))),
+            (Resume::Required, false) => Err(CoreError::RunDirectory(format!("--resume: no checkpoint in {out}/checkpoints"))),
+            _ if !differences.is_empty() => Err(CoreError::RunDirectory(format!(
+                "{out} already holds a different run ({}): {}choose another --out, or pass --overwrite to replace it",
+                differences.join(", "),
+                if has_checkpoints { "pass --resume to continue it as configured, " } else { "" }
+            ))),
+            (_, false) => Ok(false),
+            (_, true) => {
+                if resume == Resume::IfSameRun {
+                    observer.message(&format!("{out} holds this run's checkpoints: continuing it (--no-resume refuses)"));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Loads the newest checkpoint that loads whole into `model` and `optim` (see
+    /// [`RunDir::load_model`]), naming each newer one it skips and why. Returns its directory, its
+    /// step and the MoCo queue pointers.
+    pub fn load_newest(
+        &self,
+        config: &PretrainConfig,
+        model: &mut ContrastiveModel,
+        optim: &mut Option<burn::optim::ModuleOptimizer>,
+        device: &burn::prelude::Device,
+        observer: &mut dyn Observer,
+    ) -> Result<(PathBuf, u64, Vec<usize>), CoreError> {
+        let encoder = config.encoder_config();
+        let mut skipped = Vec::new();
+        for dir in self.checkpoints().into_iter().rev() {
+            let loaded = check_training_files(&dir, config).and_then(|_| Self::load_model(&dir, model, optim, &encoder, device));
+            match loaded {
+                Ok((step, pointers)) => return Ok((dir, step, pointers)),
+                Err(e) => {
+                    observer.message(&format!("skipping the checkpoint {}: {e}", dir.display()));
+                    skipped.push(format!("{}: {e}", dir.display()));
+                }
+            }
+        }
+        Err(CoreError::RunDirectory(format!(
+            "no checkpoint of {} loads: {}; start the run afresh in another --out",
+            self.path.display(),
+            skipped.join("; ")
+        )))
+    }
+
     /// Creates the directory (when new) and writes `config.json`.
     pub fn write_config(&self, config: &PretrainConfig) -> Result<(), CoreError> {
         std::fs::create_dir_all(&self.path).map_err(|e| CoreError::io("creating", &self.path, crate::io::with_hint(e, &self.path)))?;
@@ -74,15 +218,9 @@ impl RunDir {
         self.path.join("checkpoints").join(format!("step-{step:07}"))
     }
 
-    /// The complete checkpoint directories of the run, oldest first.
+    /// The complete checkpoint directories of the run, oldest first (by step number).
     pub fn checkpoints(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path.join("checkpoints"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        // Only complete ones: `step-NNNNNNN` (an interrupted write leaves `step-NNNNNNN.partial`).
-        dirs.retain(|p| p.join(checkpoint::META_FILE).exists() && p.file_name().is_some_and(|n| crate::frozen::is_checkpoint_name(&n.to_string_lossy())));
-        dirs.sort();
-        dirs
+        crate::frozen::run_checkpoints(&self.path)
     }
 
     /// Deletes what interrupted writes and deletions leave behind (`*.partial`, `*.deleting`).
@@ -218,6 +356,23 @@ impl RunDir {
     pub fn has_summary(&self) -> bool {
         self.path.join(SUMMARY_FILE).exists()
     }
+}
+
+/// Checks what [`RunDir::load_stepper`] will read: MoCo's key model file, and MoCo-v2's queues at
+/// their full size.
+fn check_training_files(dir: &Path, config: &PretrainConfig) -> Result<(), CoreError> {
+    let bad = |reason: String| Err(CoreError::Checkpoint { path: dir.to_path_buf(), reason });
+    if config.method.uses_key_model() && !dir.join("key.safetensors").is_file() {
+        return bad("key.safetensors (MoCo's key model) is missing".into());
+    }
+    if config.method.uses_queues() {
+        let expected = (config.invariances.trained().len() * config.queue_size * config.heads.output * 4) as u64;
+        let found = std::fs::metadata(dir.join("queues.bin")).map(|m| m.len()).unwrap_or(0);
+        if found != expected {
+            return bad(format!("queues.bin holds {found} bytes, the run's queues take {expected}"));
+        }
+    }
+    Ok(())
 }
 
 fn to_json(value: &impl Serialize) -> Vec<u8> {
