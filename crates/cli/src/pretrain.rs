@@ -89,7 +89,15 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
         Some(hosts) => common::remote_devices(hosts)?,
         None => common::devices(global, args.replicas())?,
     };
-    let options = RunOptions { out: args.out.clone(), devices, resume, epochs: args.epochs, skip_bad: args.skip_bad, overwrite: args.overwrite };
+    let mut options = RunOptions::new(&args.out, devices);
+    options.resume = resume;
+    options.epochs = args.epochs;
+    options.skip_bad = args.skip_bad;
+    options.overwrite = args.overwrite;
+    if let Some(gib) = args.max_memory {
+        anyhow::ensure!(gib > 0.0, "--max-memory {gib}: give a positive number of GiB");
+        options.max_memory = Some(gib * (1u64 << 30) as f64);
+    }
     let mut progress = Progress::new().with_stop_signals();
     let summary = pretrain(&config, Data::FromConfig, &options, &mut progress);
     progress.finish();

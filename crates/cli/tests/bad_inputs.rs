@@ -222,3 +222,40 @@ fn a_diverging_run_stops_naming_step_descriptor_and_lr_and_saves_no_diverged_che
         assert!(n < step, "checkpoint {name} was written at or after the divergence at step {step}");
     }
 }
+
+/// Runs `ail` under a 2 GB address-space limit (`ulimit -v` in a shell that then runs it) and
+/// expects exit 1 with a message naming each of `needles`, never an abort.
+fn refused_within_2gb(args: &[&str], cwd: &Path, needles: &[&str]) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 2000000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_ail"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("sh runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "`ail {}` should exit 1 (not abort):\n{err}", args.join(" "));
+    assert!(!err.contains("panicked") && !err.contains("memory allocation"), "`ail {}`:\n{err}", args.join(" "));
+    for n in needles {
+        assert!(err.contains(n), "`ail {}`: expected `{n}` in:\n{err}", args.join(" "));
+    }
+}
+
+#[test]
+fn configs_too_large_for_the_machine_are_refused_with_an_estimate_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 6,000 built-in images at 4096 x 4096 alone would take about 280 GiB.
+    refused_within_2gb(&["pretrain", "--device", "cpu", "--image-size", "4096", "--out", "big"], d, &["--max-memory", "needs about", "--image-size"]);
+    std::fs::write(d.join("head.toml"), "heads.hidden = 100000000000\n").unwrap();
+    refused_within_2gb(&["pretrain", "--device", "cpu", "--config", "head.toml", "--out", "head"], d, &["--max-memory", "heads.hidden"]);
+    std::fs::write(d.join("queue.toml"), "method = \"mocov2\"\nqueue_size = 100000000000\n").unwrap();
+    refused_within_2gb(&["pretrain", "--device", "cpu", "--config", "queue.toml", "--out", "queue"], d, &["--max-memory", "queue_size"]);
+    // The ceiling is the user's to set: a small one refuses the default run, and says so.
+    refused_within_2gb(&["pretrain", "--device", "cpu", "--max-memory", "0.01", "--out", "small"], d, &["--max-memory is 0.0 GiB"]);
+    for out in ["big", "head", "queue", "small"] {
+        assert!(!d.join(out).exists(), "nothing is written for a refused run ({out})");
+    }
+}

@@ -95,6 +95,41 @@ pub fn flops(config: &EncoderConfig) -> FlopSummary {
     }
 }
 
+/// Activation values one image keeps for the backward pass through `config`'s encoder (each conv's
+/// output with its BatchNorm and ReLU outputs; each ViT layer's tokens, attention and MLP): what a
+/// training step's memory grows with, per view.
+pub fn activations_per_image(config: &EncoderConfig) -> u64 {
+    match config.arch() {
+        ArchConfig::ResNet(c) => {
+            let mut total = 0u64;
+            let mut conv = |spec: &crate::resnet::ConvSpec, side: usize| -> usize {
+                let out = side.div_ceil(spec.stride);
+                total += 3 * (spec.out_channels * out * out) as u64;
+                out
+            };
+            let mut side = conv(&c.stem(), config.image_size);
+            if !c.cifar_stem {
+                side = side.div_ceil(2);
+            }
+            for block in c.blocks() {
+                let input = side;
+                for spec in &block.body {
+                    side = conv(spec, side);
+                }
+                if let Some(spec) = &block.shortcut {
+                    conv(spec, input);
+                }
+            }
+            total
+        }
+        ArchConfig::Vit(c) => {
+            let t = (2 + c.num_patches()) as u64;
+            let (d, f, h) = (c.embed_dim as u64, (c.mlp_ratio * c.embed_dim) as u64, c.num_heads as u64);
+            c.depth as u64 * (t * (6 * d + 2 * f) + 2 * h * t * t)
+        }
+    }
+}
+
 fn resnet_flops(c: &ResNetConfig, image_size: usize) -> FlopSummary {
     // With padding k / 2, every conv (and the stem's max-pool) maps a side s to ceil(s / stride).
     let mut per_image = 0u64;

@@ -12,6 +12,9 @@ const LABELS: &[u8] = include_bytes!("../builtin/fashion-mnist-6k-labels-idx1-ub
 /// The name users pass as `--data` to select the built-in set.
 pub const NAME: &str = "builtin";
 
+/// How many images the built-in set holds.
+pub const LEN: usize = 6000;
+
 /// Decodes the built-in set: 6,000 grey 28x28 images, 10 classes.
 pub fn fashion_mnist() -> Result<ImageSet> {
     let images_path = Path::new("builtin:fashion-mnist-6k-images-idx3-ubyte.gz");

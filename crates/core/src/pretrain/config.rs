@@ -298,6 +298,27 @@ impl PretrainConfig {
         Ok(())
     }
 
+    /// About how many bytes a run of this config holds at once, the training images aside: the
+    /// encoder's and heads' parameters with their gradients and AdamW moments (4 copies), MoCo's key
+    /// model and queues, and a step's two views with the activations the backward pass keeps.
+    /// An estimate to refuse a config that cannot fit before allocating it, not a measurement.
+    pub fn memory_estimate(&self) -> f64 {
+        let encoder = self.encoder_config();
+        let params = crate::summary::params(&encoder, 0).total() as f64;
+        let feature = encoder.feature_dim() as f64;
+        let (hidden, output) = (self.heads.hidden as f64, self.heads.output as f64);
+        let num_trained = self.invariances.family().num_trained().max(1) as f64;
+        let num_trained = if matches!(self.invariances, crate::sampler::Invariances::Fixed(..)) { 1.0 } else { num_trained };
+        let head = feature * hidden + (self.heads.layers.saturating_sub(2)) as f64 * hidden * hidden + hidden * output;
+        let heads = head * if self.heads.per_descriptor { num_trained } else { 1.0 };
+        let key = if self.method.uses_key_model() { params + heads } else { 0.0 };
+        let queues = if self.method.uses_queues() { num_trained * self.queue_size as f64 * output } else { 0.0 };
+        let views = 2.0 * self.batch_size as f64;
+        let [c, h, w] = [encoder.in_channels, encoder.image_size, encoder.image_size].map(|v| v as f64);
+        let step = views * (c * h * w * 2.0 + 2.0 * crate::summary::activations_per_image(&encoder) as f64);
+        4.0 * (4.0 * (params + heads) + key + queues + step)
+    }
+
     /// The encoder this config trains.
     pub fn encoder_config(&self) -> EncoderConfig {
         let s = &self.encoder;
@@ -418,6 +439,23 @@ mod tests {
         assert!(audio.validate().unwrap_err().to_string().contains("use --invariances audio"));
         let lr = PretrainConfig { optimizer: OptimizerSettings { lr: -1.0, ..Default::default() }, ..Default::default() };
         assert!(lr.validate().unwrap_err().to_string().contains("--lr"));
+    }
+
+    #[test]
+    fn memory_estimates_grow_with_what_allocates() {
+        let base = PretrainConfig::default();
+        let m = base.memory_estimate();
+        assert!((1e7..2e9).contains(&m), "the default run: {m} bytes");
+        let wide = PretrainConfig { batch_size: 256, encoder: EncoderSettings { width: 0.5, ..Default::default() }, ..Default::default() };
+        assert!(wide.memory_estimate() < 8e9, "EXPERIMENTS' CIFAR run fits a laptop: {}", wide.memory_estimate());
+        let head = PretrainConfig { heads: HeadSettings { hidden: 100_000_000_000, ..Default::default() }, ..Default::default() };
+        assert!(head.memory_estimate() > 1e13);
+        let queue = PretrainConfig { method: Method::Mocov2, queue_size: 100_000_000_000, ..Default::default() };
+        assert!(queue.memory_estimate() > 1e13);
+        let simclr_queue = PretrainConfig { queue_size: 100_000_000_000, ..Default::default() };
+        assert!(simclr_queue.memory_estimate() < 2e9, "SimCLR keeps no queue");
+        let large = PretrainConfig { data: DataSettings { image_size: 4096, ..Default::default() }, ..Default::default() };
+        assert!(large.memory_estimate() > 1e11, "{}", large.memory_estimate());
     }
 
     #[test]

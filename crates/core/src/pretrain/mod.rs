@@ -76,12 +76,55 @@ pub struct RunOptions {
     /// Replace the files of another run in `out` (its config, metrics, checkpoints and summary)
     /// instead of refusing to.
     pub overwrite: bool,
+    /// Refuse a run whose estimated memory ([`PretrainConfig::memory_estimate`] and, for the
+    /// built-in data, its images) exceeds this many bytes; `None` never refuses. Default: the
+    /// machine's physical memory where it can be read.
+    pub max_memory: Option<f64>,
 }
 
 impl RunOptions {
     pub fn new(out: impl Into<PathBuf>, devices: Vec<SelectedDevice>) -> Self {
-        Self { out: out.into(), devices, resume: Resume::IfSameRun, epochs: None, skip_bad: false, overwrite: false }
+        Self {
+            out: out.into(),
+            devices,
+            resume: Resume::IfSameRun,
+            epochs: None,
+            skip_bad: false,
+            overwrite: false,
+            max_memory: physical_memory(),
+        }
     }
+}
+
+/// The machine's physical memory in bytes (Linux: `MemTotal` of `/proc/meminfo`), if known.
+pub fn physical_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: f64 = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+/// Refuses a run that would not fit in `limit` bytes, before anything large is allocated.
+fn check_memory(config: &PretrainConfig, limit: Option<f64>) -> Result<(), CoreError> {
+    let Some(limit) = limit else { return Ok(()) };
+    let training = config.memory_estimate();
+    let side = config.data.image_size as f64;
+    // The built-in images are held at the run's size (other sources are only known once read).
+    let images = if config.data.source == ail_data::builtin::NAME { ail_data::builtin::LEN as f64 * 3.0 * side * side } else { 0.0 };
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    if training + images > limit {
+        return Err(CoreError::setting(
+            "--max-memory",
+            format!(
+                "is {:.1} GiB, but this run needs about {:.1} GiB (model, optimiser and a step's activations {:.1} GiB, images {:.1} GiB): \
+                 lower --batch-size, --image-size, encoder.width, heads.hidden or queue_size, or raise --max-memory (GiB)",
+                gib(limit),
+                gib(training + images),
+                gib(training),
+                gib(images)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The images a run trains on.
@@ -200,6 +243,7 @@ pub fn load_images(data: &DataSettings, skip_bad: bool, observer: &mut dyn Obser
 pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer: &mut dyn Observer) -> Result<Summary, CoreError> {
     // --- the run directory: new, or continued ------------------------------------------------------
     config.validate()?;
+    check_memory(config, run.max_memory)?;
     let run_dir = RunDir::new(&run.out);
     // One writer per run directory, for the whole run (released on any exit).
     let _lock = run_dir.lock(observer)?;
