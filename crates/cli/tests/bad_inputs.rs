@@ -259,3 +259,51 @@ fn configs_too_large_for_the_machine_are_refused_with_an_estimate_not_an_abort()
         assert!(!d.join(out).exists(), "nothing is written for a refused run ({out})");
     }
 }
+
+#[test]
+fn hostile_data_files_are_refused_within_2gb_naming_the_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let preview = |data: &str| vec!["augment-preview".to_string(), "--device".into(), "cpu".into(), "--data".into(), data.into(), "--out".into(), "p.png".into()];
+    let run = |args: Vec<String>, needles: &[&str]| refused_within_2gb(&args.iter().map(String::as_str).collect::<Vec<_>>(), d, needles);
+
+    // An IDX image of 1 x 4,000,000 pixels (resizing it used to take gigabytes).
+    std::fs::create_dir_all(d.join("strip")).unwrap();
+    std::fs::write(d.join("strip/train-images-idx3-ubyte"), ail_data::idx::encode(&[1, 1, 4_000_000], &vec![7; 4_000_000])).unwrap();
+    std::fs::write(d.join("strip/train-labels-idx1-ubyte"), ail_data::idx::encode(&[1], &[0])).unwrap();
+    run(preview("strip"), &["train-images-idx3-ubyte", "4000000"]);
+
+    // A gzip bomb: a small file that inflates to 1.5 GB.
+    std::fs::create_dir_all(d.join("bomb")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&ail_data::idx::encode(&[60_000, 28, 28], &[])).unwrap();
+    let zeros = vec![0u8; 1 << 24];
+    for _ in 0..96 {
+        gz.write_all(&zeros).unwrap();
+    }
+    std::fs::write(d.join("bomb/train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(d.join("bomb/train-labels-idx1-ubyte"), ail_data::idx::encode(&[1], &[0])).unwrap();
+    assert!(std::fs::metadata(d.join("bomb/train-images-idx3-ubyte.gz")).unwrap().len() < 8 << 20);
+    run(preview("bomb"), &["train-images-idx3-ubyte.gz", "inflates to more than"]);
+
+    // A 20000 x 20000 grey PNG (small on disk, 400 MB decoded).
+    std::fs::create_dir_all(d.join("huge/a")).unwrap();
+    image::GrayImage::new(20_000, 20_000).save(d.join("huge/a/big.png")).unwrap();
+    run(preview("huge"), &["big.png", "20000"]);
+
+    // WAV headers that declare 1 Hz (the resampler would make 16,000 samples of each) and 2^32 - 1 Hz.
+    for (name, rate) in [("slow", 1u32), ("fast", u32::MAX)] {
+        let rec = d.join(name).join("recordings");
+        std::fs::create_dir_all(&rec).unwrap();
+        let mut wav = ail_data::audio::encode_wav16(&vec![0.1; 10_000], 8000);
+        // As 8-bit mono, so that the header stays consistent: rate, bytes per second, block, bits.
+        wav[24..28].copy_from_slice(&rate.to_le_bytes());
+        wav[28..32].copy_from_slice(&rate.to_le_bytes());
+        wav[32..34].copy_from_slice(&1u16.to_le_bytes());
+        wav[34..36].copy_from_slice(&8u16.to_le_bytes());
+        std::fs::write(rec.join("0_ann_0.wav"), wav).unwrap();
+        let args = ["pretrain", "--device", "cpu", "--modality", "audio", "--invariances", "audio", "--data", name, "--out", "a"];
+        run(args.iter().map(|s| s.to_string()).collect(), &["0_ann_0.wav", &format!("{rate} Hz")]);
+    }
+}

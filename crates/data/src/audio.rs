@@ -32,8 +32,16 @@ pub fn decode_wav(bytes: &[u8]) -> std::result::Result<(Vec<f32>, u32), String> 
     })?;
     let spec = reader.spec();
     let channels = spec.channels as usize;
-    if channels == 0 || spec.sample_rate == 0 {
-        return Err(format!("{} channels at {} Hz", spec.channels, spec.sample_rate));
+    if channels == 0 {
+        return Err("the header declares 0 channels".into());
+    }
+    if !crate::limits::SAMPLE_RATES.contains(&spec.sample_rate) {
+        return Err(format!(
+            "the header declares {} Hz; sample rates of {}-{} Hz are accepted (is the header damaged?)",
+            spec.sample_rate,
+            crate::limits::SAMPLE_RATES.start(),
+            crate::limits::SAMPLE_RATES.end()
+        ));
     }
     if reader.duration() as usize > MAX_FRAMES {
         return Err(format!("{} samples per channel, more than the {MAX_FRAMES} accepted", reader.duration()));

@@ -153,7 +153,19 @@ pub fn decode_bytes(bytes: &[u8], side: usize, channels: usize) -> std::result::
     let format = image::guess_format(bytes).map_err(|_| {
         format!("not a PNG or JPEG image (found {})", crate::describe_bytes(bytes))
     })?;
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| e.to_string())?;
+    // The declared size first (reading it allocates nothing), then the decode under the limits.
+    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions().map_err(|e| e.to_string())?;
+    if w as u64 * h as u64 > crate::limits::MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "{w}x{h} pixels; at most {} Mpx per image are accepted (shrink it first)",
+            crate::limits::MAX_IMAGE_PIXELS >> 20
+        ));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(crate::limits::MAX_DECODE_ALLOC);
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| e.to_string())?;
     if img.width() == 0 || img.height() == 0 {
         return Err("the image has no pixels".into());
     }

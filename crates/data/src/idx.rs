@@ -3,7 +3,6 @@
 //! Header: two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions, then one
 //! big-endian `u32` per dimension; the data follow, row-major. Images are `[N, H, W]`, labels `[N]`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::{DataError, ImageSet, Result, OfficialSplit, describe_bytes};
@@ -34,30 +33,21 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     gunzip_if_needed(path, raw)
 }
 
-/// Largest decompressed size accepted (a guard against gzip bombs): 4 GiB.
-pub const MAX_DECOMPRESSED: u64 = 4 << 30;
+/// Largest decompressed size accepted (a guard against gzip bombs).
+pub const MAX_DECOMPRESSED: u64 = crate::limits::MAX_INFLATED;
 
 pub fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&raw[..])
-        .take(MAX_DECOMPRESSED + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| DataError::WrongFormat {
-            path: path.to_path_buf(),
-            expected: "a complete gzip stream".into(),
-            found: format!("a damaged or truncated gzip file ({e})"),
-        })?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(DataError::WrongFormat {
-            path: path.to_path_buf(),
-            expected: "a gzip file that decompresses to at most 4 GiB".into(),
-            found: "more data than that".into(),
-        });
-    }
-    Ok(out)
+    crate::limits::read_bounded(flate2::read::MultiGzDecoder::new(&raw[..]), MAX_DECOMPRESSED).map_err(|why| DataError::WrongFormat {
+        path: path.to_path_buf(),
+        expected: "a complete gzip stream of a size this machine can hold".into(),
+        found: match why {
+            crate::limits::Unbounded::Damaged(e) => format!("a damaged or truncated gzip file ({e})"),
+            crate::limits::Unbounded::TooLarge(e) => format!("a gzip file that {e}"),
+        },
+    })
 }
 
 /// Parses IDX bytes whose element type must be unsigned byte and whose rank must be `rank`.
@@ -95,6 +85,13 @@ pub fn parse(path: &Path, bytes: &[u8], rank: usize) -> Result<IdxArray> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| wrong(format!("dimensions {dims:?} whose product overflows")))?;
+    if let Some(&side) = dims.iter().skip(1).find(|&&d| d as u64 > crate::limits::MAX_IMAGE_SIDE) {
+        return Err(wrong(format!(
+            "images with a side of {side} pixels ({}); at most {} are accepted",
+            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+            crate::limits::MAX_IMAGE_SIDE
+        )));
+    }
     let body = &bytes[header..];
     if body.len() < count {
         return Err(DataError::Truncated {

@@ -20,6 +20,7 @@ mod dataset;
 mod error;
 pub mod folder;
 pub mod idx;
+pub mod limits;
 mod loader;
 pub mod omniglot;
 pub mod tasks;

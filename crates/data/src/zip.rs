@@ -1,7 +1,7 @@
 //! A minimal reader of ZIP archives (stored and deflated entries, the central directory): enough for
 //! the official Omniglot zips, with every malformed field reported instead of panicking.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::{DataError, Result};
@@ -72,6 +72,13 @@ impl ZipArchive {
             });
             at += 46 + name_len + extra_len + comment_len;
         }
+        // Entries whose data is shared (several names on one local header) make a small archive
+        // decode the same large file many times: a crafted archive, refused.
+        let mut headers: Vec<(usize, &str)> = entries.iter().map(|e| (e.local_header, e.name.as_str())).collect();
+        headers.sort_unstable();
+        if let Some(w) = headers.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(bad(format!("entries `{}` and `{}` share their data (a crafted archive)", w[0].1, w[1].1)));
+        }
         Ok(Self { path: path.to_path_buf(), bytes, entries })
     }
 
@@ -96,12 +103,16 @@ impl ZipArchive {
         match entry.method {
             0 => Ok(data.to_vec()),
             8 => {
-                let mut out = Vec::with_capacity(entry.uncompressed_size);
-                // Cap what a corrupt size field can make us inflate.
-                flate2::read::DeflateDecoder::new(data)
-                    .take(entry.uncompressed_size as u64 + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|e| bad(format!("deflate error: {e}")))?;
+                if entry.uncompressed_size as u64 > crate::limits::MAX_INFLATED {
+                    return Err(bad(format!(
+                        "the directory says it inflates to {} bytes, more than the {:.0} GiB accepted",
+                        entry.uncompressed_size,
+                        crate::limits::gib(crate::limits::MAX_INFLATED)
+                    )));
+                }
+                // The declared size is only believed up to the data: the buffer grows as it fills.
+                let out = crate::limits::read_bounded(flate2::read::DeflateDecoder::new(data), entry.uncompressed_size as u64 + 1)
+                    .map_err(|e| bad(format!("deflate: {e}")))?;
                 if out.len() != entry.uncompressed_size {
                     return Err(bad(format!("inflated to {} bytes, the directory says {}", out.len(), entry.uncompressed_size)));
                 }
@@ -182,5 +193,28 @@ mod tests {
         cut[n - 3] = 0xff; // the directory offset now points past the end
         let e = ZipArchive::from_bytes(Path::new("t.zip"), cut).err().unwrap().to_string();
         assert!(e.contains("truncated"), "{e}");
+    }
+
+    /// The offsets of the central directory's entries.
+    fn directory_entries(bytes: &[u8]) -> Vec<usize> {
+        (0..bytes.len() - 4).filter(|&i| bytes[i..i + 4] == [0x50, 0x4b, 0x01, 0x02]).collect()
+    }
+
+    #[test]
+    fn entries_that_share_data_or_declare_more_than_the_limit_are_refused() {
+        // Two names on one local header: one file decoded as many times as it is named.
+        let mut shared = write_zip(&[("a/x.png", b"first entry's bytes"), ("a/y.png", b"second entry's bytes")]);
+        let dir = directory_entries(&shared);
+        let first_offset: [u8; 4] = shared[dir[0] + 42..dir[0] + 46].try_into().unwrap();
+        shared[dir[1] + 42..dir[1] + 46].copy_from_slice(&first_offset);
+        let e = ZipArchive::from_bytes(Path::new("s.zip"), shared).err().unwrap().to_string();
+        assert!(e.contains("s.zip") && e.contains("share their data") && e.contains("a/y.png"), "{e}");
+        // A directory that declares 4 GiB for a small entry is refused before inflating anything.
+        let mut big = write_zip(&[("a.txt", b"some text that deflates, some text that deflates")]);
+        let dir = directory_entries(&big);
+        big[dir[0] + 24..dir[0] + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+        let zip = ZipArchive::from_bytes(Path::new("b.zip"), big).unwrap();
+        let e = zip.read(&zip.entries[0]).unwrap_err().to_string();
+        assert!(e.contains("b.zip") && e.contains("more than the 1 GiB accepted"), "{e}");
     }
 }

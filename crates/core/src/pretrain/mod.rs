@@ -78,7 +78,8 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Refuse a run whose estimated memory ([`PretrainConfig::memory_estimate`] and, for the
     /// built-in data, its images) exceeds this many bytes; `None` never refuses. Default: the
-    /// machine's physical memory where it can be read.
+    /// machine's memory budget ([`ail_data::limits::memory_budget`]: physical memory, or the
+    /// address-space limit when lower).
     pub max_memory: Option<f64>,
 }
 
@@ -91,16 +92,9 @@ impl RunOptions {
             epochs: None,
             skip_bad: false,
             overwrite: false,
-            max_memory: physical_memory(),
+            max_memory: ail_data::limits::memory_budget().map(|b| b as f64),
         }
     }
-}
-
-/// The machine's physical memory in bytes (Linux: `MemTotal` of `/proc/meminfo`), if known.
-pub fn physical_memory() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: f64 = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024.0)
 }
 
 /// Refuses a run that would not fit in `limit` bytes, before anything large is allocated.
