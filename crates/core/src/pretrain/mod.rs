@@ -238,12 +238,6 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
     // --- the run directory: new, or continued ------------------------------------------------------
     config.validate()?;
     check_memory(config, run.max_memory)?;
-    let run_dir = RunDir::new(&run.out);
-    // One writer per run directory, for the whole run (released on any exit).
-    let _lock = run_dir.lock(observer)?;
-    let resume = run_dir.settle(config, run.resume, run.overwrite, observer)?;
-    let mut config = config.clone();
-    run_dir.sweep();
     let num_devices = run.devices.len();
     if num_devices == 0 {
         return Err(CoreError::setting("--devices", "a run needs at least one device"));
@@ -255,6 +249,12 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
             config.shards
         )));
     }
+    let run_dir = RunDir::new(&run.out);
+    // One writer per run directory, for the whole run (released on any exit).
+    let _lock = run_dir.lock(observer)?;
+    let resume = run_dir.settle(config, run.resume, run.overwrite, observer)?;
+    let mut config = config.clone();
+    run_dir.sweep();
     let selected = &run.devices[0];
     let device = selected.device.clone().autodiff();
     device.seed(config.seed);
