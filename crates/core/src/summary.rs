@@ -102,24 +102,7 @@ pub fn activations_per_image(config: &EncoderConfig) -> u64 {
     match config.arch() {
         ArchConfig::ResNet(c) => {
             let mut total = 0u64;
-            let mut conv = |spec: &crate::resnet::ConvSpec, side: usize| -> usize {
-                let out = side.div_ceil(spec.stride);
-                total += 3 * (spec.out_channels * out * out) as u64;
-                out
-            };
-            let mut side = conv(&c.stem(), config.image_size);
-            if !c.cifar_stem {
-                side = side.div_ceil(2);
-            }
-            for block in c.blocks() {
-                let input = side;
-                for spec in &block.body {
-                    side = conv(spec, side);
-                }
-                if let Some(spec) = &block.shortcut {
-                    conv(spec, input);
-                }
-            }
+            for_each_conv(&c, config.image_size, |spec, out| total += 3 * (spec.out_channels * out * out) as u64);
             total
         }
         ArchConfig::Vit(c) => {
@@ -130,16 +113,12 @@ pub fn activations_per_image(config: &EncoderConfig) -> u64 {
     }
 }
 
-fn resnet_flops(c: &ResNetConfig, image_size: usize) -> FlopSummary {
-    // With padding k / 2, every conv (and the stem's max-pool) maps a side s to ceil(s / stride).
-    let mut per_image = 0u64;
-    let mut per_forward = 0u64;
+/// Calls `visit` with every conv of the ResNet `c` on `image_size` images and the side of its
+/// output. With padding k / 2, every conv (and the stem's max-pool) maps a side s to ceil(s / stride).
+fn for_each_conv(c: &ResNetConfig, image_size: usize, mut visit: impl FnMut(&crate::resnet::ConvSpec, usize)) {
     let mut conv = |spec: &crate::resnet::ConvSpec, side: usize| -> usize {
         let out = side.div_ceil(spec.stride);
-        per_image += 2 * (spec.numel() * out * out) as u64;
-        if spec.conditioned {
-            per_forward += 2 * (EMBED_DIM * c.hidden + c.hidden * spec.numel()) as u64;
-        }
+        visit(spec, out);
         out
     };
     let mut side = conv(&c.stem(), image_size);
@@ -155,6 +134,17 @@ fn resnet_flops(c: &ResNetConfig, image_size: usize) -> FlopSummary {
             conv(spec, input);
         }
     }
+}
+
+fn resnet_flops(c: &ResNetConfig, image_size: usize) -> FlopSummary {
+    let mut per_image = 0u64;
+    let mut per_forward = 0u64;
+    for_each_conv(c, image_size, |spec, out| {
+        per_image += 2 * (spec.numel() * out * out) as u64;
+        if spec.conditioned {
+            per_forward += 2 * (EMBED_DIM * c.hidden + c.hidden * spec.numel()) as u64;
+        }
+    });
     FlopSummary { per_image, per_forward }
 }
 
