@@ -253,9 +253,15 @@ fn configs_too_large_for_the_machine_are_refused_with_an_estimate_not_an_abort()
     refused_within_2gb(&["pretrain", "--device", "cpu", "--config", "head.toml", "--out", "head"], d, &["--max-memory", "heads.hidden"]);
     std::fs::write(d.join("queue.toml"), "method = \"mocov2\"\nqueue_size = 100000000000\n").unwrap();
     refused_within_2gb(&["pretrain", "--device", "cpu", "--config", "queue.toml", "--out", "queue"], d, &["--max-memory", "queue_size"]);
+    // A data set whose header announces more images than memory holds at the asked size is refused
+    // from its header, before any image is read (this one has no images at all).
+    std::fs::create_dir_all(d.join("many")).unwrap();
+    std::fs::write(d.join("many/train-images-idx3-ubyte"), ail_data::idx::encode(&[100_000, 28, 28], &[])).unwrap();
+    std::fs::write(d.join("many/train-labels-idx1-ubyte"), ail_data::idx::encode(&[1], &[0])).unwrap();
+    refused_within_2gb(&["pretrain", "--device", "cpu", "--data", "many", "--image-size", "1024", "--out", "many-run"], d, &["--max-memory", "images 29"]);
     // The ceiling is the user's to set: a small one refuses the default run, and says so.
     refused_within_2gb(&["pretrain", "--device", "cpu", "--max-memory", "0.01", "--out", "small"], d, &["--max-memory is 0.0 GiB"]);
-    for out in ["big", "head", "queue", "small"] {
+    for out in ["big", "head", "queue", "many-run", "small"] {
         assert!(!d.join(out).exists(), "nothing is written for a refused run ({out})");
     }
 }

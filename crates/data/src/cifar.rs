@@ -78,6 +78,17 @@ pub fn read(path: &Path, split: OfficialSplit) -> Result<ImageSet> {
     ImageSet::new(pixels, labels, class_names, [3, SIDE, SIDE])
 }
 
+/// How many images `read` would return, from the files' sizes alone (nothing is read).
+pub fn count(path: &Path, split: OfficialSplit) -> Option<usize> {
+    let (variant, files) = if path.is_dir() {
+        locate(path, split).ok()?
+    } else {
+        let variant = if path.file_name().is_some_and(|n| n == "train.bin" || n == "test.bin") { Variant::Cifar100 } else { Variant::Cifar10 };
+        (variant, vec![path.to_path_buf()])
+    };
+    files.iter().map(|f| std::fs::metadata(f).ok().map(|m| m.len() as usize / variant.record_len())).sum()
+}
+
 fn locate(dir: &Path, split: OfficialSplit) -> Result<(Variant, Vec<PathBuf>)> {
     let names10: Vec<String> = match split {
         OfficialSplit::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),

@@ -195,6 +195,31 @@ pub fn read(path: &Path, split: OfficialSplit) -> Result<ImageSet> {
     read_pair(&images, &labels, names)
 }
 
+/// How many images the `split` of an IDX source holds, from its header alone (the first 8 bytes,
+/// inflated when gzipped); `None` when the header cannot be read.
+pub fn count(path: &Path, split: OfficialSplit) -> Option<usize> {
+    use std::io::Read;
+    let images = if path.is_dir() {
+        let prefix = match split {
+            OfficialSplit::Train => "train",
+            OfficialSplit::Test => "t10k",
+        };
+        find(path, &format!("{prefix}-images-idx3-ubyte")).ok()?
+    } else {
+        path.to_path_buf()
+    };
+    let file = std::fs::File::open(&images).ok()?;
+    let mut head = [0u8; 8];
+    let mut magic = [0u8; 2];
+    std::fs::File::open(&images).ok()?.read_exact(&mut magic).ok()?;
+    if magic == [0x1f, 0x8b] {
+        flate2::read::MultiGzDecoder::new(file).read_exact(&mut head).ok()?;
+    } else {
+        std::io::BufReader::new(file).read_exact(&mut head).ok()?;
+    }
+    (head[..4] == [0, 0, 0x08, 3]).then(|| u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize)
+}
+
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     [stem.to_string(), format!("{stem}.gz")]
         .into_iter()

@@ -82,6 +82,20 @@ impl Default for LoadOptions {
 }
 
 impl DataSource {
+    /// How many training images loading this source would give, from file sizes, headers and
+    /// directory listings alone (nothing is decoded); `None` when that cannot be told. A memory
+    /// estimate uses it before anything large is allocated.
+    pub fn count_images(&self, format: DataFormat) -> Option<usize> {
+        match self {
+            DataSource::Builtin => Some(builtin::LEN),
+            DataSource::Path(path) => match resolve_format(path, format).ok()? {
+                DataFormat::Cifar => cifar::count(path, OfficialSplit::Train),
+                DataFormat::Idx => idx::count(path, OfficialSplit::Train),
+                _ => folder::list(path).ok().map(|(files, _)| files.len()),
+            },
+        }
+    }
+
     /// Loads, converts to `options.channels` and resizes to `options.side`. `on_progress` receives the
     /// number of files decoded so far (ImageFolder only).
     pub fn load(
@@ -155,6 +169,35 @@ pub fn resolve_format(path: &Path, format: DataFormat) -> Result<DataFormat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_counts_come_from_sizes_headers_and_listings_without_decoding() {
+        use std::io::Write;
+        assert_eq!(DataSource::parse("builtin").count_images(DataFormat::Auto), Some(6000));
+        let dir = tempfile::tempdir().unwrap();
+        // CIFAR-10: five batches of 3073-byte records (the pixels are never read).
+        std::fs::create_dir_all(dir.path().join("cifar")).unwrap();
+        for b in 1..=5 {
+            std::fs::write(dir.path().join(format!("cifar/data_batch_{b}.bin")), vec![0u8; 3073 * (b + 1)]).unwrap();
+        }
+        assert_eq!(DataSource::parse(dir.path().join("cifar").to_str().unwrap()).count_images(DataFormat::Auto), Some(2 + 3 + 4 + 5 + 6));
+        // IDX, gzipped: the header's count, even when the body is missing.
+        std::fs::create_dir_all(dir.path().join("idx")).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&idx::encode(&[123_456, 28, 28], &[])).unwrap();
+        std::fs::write(dir.path().join("idx/train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::write(dir.path().join("idx/train-labels-idx1-ubyte"), idx::encode(&[1], &[0])).unwrap();
+        assert_eq!(DataSource::parse(dir.path().join("idx").to_str().unwrap()).count_images(DataFormat::Auto), Some(123_456));
+        // An ImageFolder: its listing.
+        for (class, n) in [("a", 3), ("b", 2)] {
+            std::fs::create_dir_all(dir.path().join("folder").join(class)).unwrap();
+            for k in 0..n {
+                std::fs::write(dir.path().join("folder").join(class).join(format!("{k}.png")), b"not decoded").unwrap();
+            }
+        }
+        assert_eq!(DataSource::parse(dir.path().join("folder").to_str().unwrap()).count_images(DataFormat::Folder), Some(5));
+        assert_eq!(DataSource::parse(dir.path().join("missing").to_str().unwrap()).count_images(DataFormat::Auto), None);
+    }
 
     #[test]
     fn builtin_loads_as_rgb_at_the_requested_side() {

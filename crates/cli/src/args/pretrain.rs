@@ -119,8 +119,9 @@ pub struct PretrainArgs {
     /// Audio on FSDD: train on these takes only, e.g. `10-49` (hold the others out).
     #[arg(long)]
     pub takes: Option<String>,
-    /// Refuse a run whose estimated memory (model, optimiser, a step's activations, the built-in
-    /// images) exceeds this many GiB. Default: this machine's physical memory.
+    /// Refuse a run whose estimated memory (model, optimiser, a step's activations, the training
+    /// images at --image-size) exceeds this many GiB. Default: this machine's memory (or the
+    /// address-space limit, `ulimit -v`, when lower).
     #[arg(long)]
     pub max_memory: Option<f64>,
     /// Skip (and count) undecodable image or audio files instead of stopping at the first.

@@ -76,8 +76,8 @@ pub struct RunOptions {
     /// Replace the files of another run in `out` (its config, metrics, checkpoints and summary)
     /// instead of refusing to.
     pub overwrite: bool,
-    /// Refuse a run whose estimated memory ([`PretrainConfig::memory_estimate`] and, for the
-    /// built-in data, its images) exceeds this many bytes; `None` never refuses. Default: the
+    /// Refuse a run whose estimated memory ([`PretrainConfig::memory_estimate`] and its training
+    /// images) exceeds this many bytes; `None` never refuses. Default: the
     /// machine's memory budget ([`ail_data::limits::memory_budget`]: physical memory, or the
     /// address-space limit when lower).
     pub max_memory: Option<f64>,
@@ -102,8 +102,13 @@ fn check_memory(config: &PretrainConfig, limit: Option<f64>) -> Result<(), CoreE
     let Some(limit) = limit else { return Ok(()) };
     let training = config.memory_estimate();
     let side = config.data.image_size as f64;
-    // The built-in images are held at the run's size (other sources are only known once read).
-    let images = if config.data.source == ail_data::builtin::NAME { ail_data::builtin::LEN as f64 * 3.0 * side * side } else { 0.0 };
+    // The training images are held in memory at the run's size (their number from file sizes,
+    // headers or listings; audio clips and sources that cannot tell are left out).
+    let count = match config.modality {
+        Modality::Image => ail_data::DataSource::parse(&config.data.source).count_images(config.data.format),
+        Modality::Audio => None,
+    };
+    let images = count.map_or(0.0, |n| n as f64 * 3.0 * side * side);
     let gib = |b: f64| b / (1u64 << 30) as f64;
     if training + images > limit {
         return Err(CoreError::setting(
