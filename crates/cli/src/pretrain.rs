@@ -33,7 +33,7 @@ fn apply_flags(config: &mut PretrainConfig, args: &PretrainArgs) -> anyhow::Resu
 fn asked_config(args: &PretrainArgs) -> anyhow::Result<PretrainConfig> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = ail_data::limits::read_text(path, ail_data::limits::MAX_TEXT_FILE).with_context(|| format!("reading {}", path.display()))?;
             PretrainConfig::from_toml(&text).with_context(|| format!("{} is not a valid pretraining config", path.display()))?
         }
         None => PretrainConfig::default(),

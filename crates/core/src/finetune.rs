@@ -112,7 +112,7 @@ pub fn finetune(
     };
     let trainable = trainable_parameters(&model);
     let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).init();
-    let it = if k == 0 { Tensor::<1>::zeros([0], &device) } else { Tensor::from_floats(i.as_slice(), &device) };
+    let it = checkpoint.meta.encoder.kind.descriptor_input(&i, &device);
     let len = train.shape.iter().product::<usize>();
     let batches = train.len().div_ceil(config.batch_size);
     let start = Instant::now();

@@ -179,7 +179,7 @@ fn classes_of(set: &ImageSet) -> Targets {
 /// Reads a CSV of `path,target1,...` (an optional header line is skipped).
 fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreError> {
     let bad = |reason: String| CoreError::setting(format!("--data {}", path.display()), reason);
-    let text = std::fs::read_to_string(path).map_err(|e| CoreError::io("reading", path, e))?;
+    let text = ail_data::limits::read_text(path, ail_data::limits::MAX_TEXT_FILE).map_err(|e| CoreError::io("reading", path, e))?;
     let root = path.parent().unwrap_or(Path::new("."));
     let mut files = Vec::new();
     let mut values = Vec::new();

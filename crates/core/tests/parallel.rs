@@ -2,7 +2,6 @@
 //! turn and draw the same descriptors, and the shard machinery computes the direct step.
 
 use ail_core::checkpoint::Normalization;
-use ail_core::head::ProjectionHeadConfig;
 use ail_core::method::{ContrastiveModel, Method};
 use ail_core::pretrain::{PretrainConfig, Replicas, Stepper, optimizer};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -49,7 +48,7 @@ fn train(method: Method, batch: usize, shards: usize, devices: usize, steps: u64
     device.seed(7);
     let invariances = &config.invariances;
     let encoder = config.encoder_config();
-    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.heads.hidden).with_output_dim(config.heads.output);
+    let head = config.head_config(&encoder);
     let mut model = ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, &device).unwrap();
     if method == Method::Mocov3 {
         model = model.with_predictor(&head, &device);
@@ -112,7 +111,7 @@ fn shards_compute_the_direct_loss_gradients_and_step() {
     device.seed(11);
     let invariances = &config.invariances;
     let encoder = config.encoder_config();
-    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(32).with_output_dim(16);
+    let head = config.head_config(&encoder);
     let model = ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, &device).unwrap();
     let x = Tensor::<4>::random([16, 3, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     let i = Tensor::<1>::from_floats([1.0, 0.0], &device);

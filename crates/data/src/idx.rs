@@ -208,14 +208,13 @@ pub fn count(path: &Path, split: OfficialSplit) -> Option<usize> {
     } else {
         path.to_path_buf()
     };
-    let file = std::fs::File::open(&images).ok()?;
+    let mut file = std::io::BufReader::new(std::fs::File::open(&images).ok()?);
+    let gzipped = std::io::BufRead::fill_buf(&mut file).ok()?.starts_with(&[0x1f, 0x8b]);
     let mut head = [0u8; 8];
-    let mut magic = [0u8; 2];
-    std::fs::File::open(&images).ok()?.read_exact(&mut magic).ok()?;
-    if magic == [0x1f, 0x8b] {
+    if gzipped {
         flate2::read::MultiGzDecoder::new(file).read_exact(&mut head).ok()?;
     } else {
-        std::io::BufReader::new(file).read_exact(&mut head).ok()?;
+        file.read_exact(&mut head).ok()?;
     }
     (head[..4] == [0, 0, 0x08, 3]).then(|| u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize)
 }

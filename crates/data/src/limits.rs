@@ -17,6 +17,29 @@ pub const MAX_DECODE_ALLOC: u64 = 512 << 20;
 /// The most bytes one gzip stream or ZIP entry may inflate to.
 pub const MAX_INFLATED: u64 = 1 << 30;
 
+/// The most bytes a file of settings or state may hold (a run's `config.json` and `training.json`, a
+/// `--config` TOML, a task's CSV): far above any real one, far below what would hurt.
+pub const MAX_TEXT_FILE: u64 = 64 << 20;
+
+/// Reads the file `path` whole when it holds at most `limit` bytes (its size is checked before
+/// anything is reserved); a larger file is an `InvalidData` error that says so.
+pub fn read_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{len} bytes, more than the {limit} accepted")));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    file.take(limit).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// [`read_file`] as UTF-8 text.
+pub fn read_text(path: &std::path::Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_file(path, limit)?).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Sample rates accepted for audio: telephone quality to studio quality.
 pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=384_000;
 

@@ -15,7 +15,6 @@ use crate::parse::{ListError, parse_list};
 /// Median seconds of our pretraining step for `config` on `devices` (autodiff; several: replicas).
 fn time_pretrain_step(name: &str, config: &PretrainConfig, devices: &[Device], args: &BenchPretrainArgs) -> anyhow::Result<f64> {
     use ail_core::checkpoint::Normalization;
-    use ail_core::head::ProjectionHeadConfig;
     use ail_core::method::ContrastiveModel;
     use ail_core::pretrain::{Replicas, Stepper};
     use rand::Rng;
@@ -24,7 +23,7 @@ fn time_pretrain_step(name: &str, config: &PretrainConfig, devices: &[Device], a
     let device = &devices[0];
     let invariances = &config.invariances;
     let encoder = config.encoder_config();
-    let head = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.heads.hidden).with_output_dim(config.heads.output);
+    let head = config.head_config(&encoder);
     device.seed(0);
     let mut model = Some(ContrastiveModel::new(&encoder, &head, invariances.trained().len(), false, device)?);
     let mut optim = ail_core::pretrain::optimizer(config);

@@ -8,7 +8,6 @@
 //! exactly (the step also reshapes, adds residuals and applies ReLUs; the rows each pay one wait).
 
 use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
-use ail_core::head::ProjectionHeadConfig;
 use ail_core::hypernet::{HyperConvConfig, descriptor_embedding, embed};
 use ail_core::loss::nt_xent;
 use ail_core::method::ContrastiveModel;
@@ -164,7 +163,7 @@ pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()
     // projection head + NT-Xent on the features, forward + backward
     let invariances = &config.invariances;
     let encoder = config.encoder_config();
-    let head_config = ProjectionHeadConfig::new(encoder.feature_dim()).with_hidden_dim(config.heads.hidden).with_output_dim(config.heads.output);
+    let head_config = config.head_config(&encoder);
     let model = ContrastiveModel::new(&encoder, &head_config, invariances.trained().len(), false, &device)?;
     let features = Tensor::<2>::random([b2, encoder.feature_dim()], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let head_time = median_of(runs, || {

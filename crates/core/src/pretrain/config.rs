@@ -307,8 +307,7 @@ impl PretrainConfig {
         let params = crate::summary::params(&encoder, 0).total() as f64;
         let feature = encoder.feature_dim() as f64;
         let (hidden, output) = (self.heads.hidden as f64, self.heads.output as f64);
-        let num_trained = self.invariances.family().num_trained().max(1) as f64;
-        let num_trained = if matches!(self.invariances, crate::sampler::Invariances::Fixed(..)) { 1.0 } else { num_trained };
+        let num_trained = self.invariances.trained().len() as f64;
         let head = feature * hidden + (self.heads.layers.saturating_sub(2)) as f64 * hidden * hidden + hidden * output;
         let heads = head * if self.heads.per_descriptor { num_trained } else { 1.0 };
         let key = if self.method.uses_key_model() { params + heads } else { 0.0 };

@@ -98,18 +98,19 @@ impl RunOptions {
 }
 
 /// Refuses a run that would not fit in `limit` bytes, before anything large is allocated.
-fn check_memory(config: &PretrainConfig, limit: Option<f64>) -> Result<(), CoreError> {
+fn check_memory(config: &PretrainConfig, data: &Data, limit: Option<f64>) -> Result<(), CoreError> {
     let Some(limit) = limit else { return Ok(()) };
     let training = config.memory_estimate();
     let side = config.data.image_size as f64;
-    // The training images are held in memory at the run's size (their number from file sizes,
-    // headers or listings; audio clips and sources that cannot tell are left out).
-    let count = match config.modality {
-        Modality::Image => ail_data::DataSource::parse(&config.data.source).count_images(config.data.format),
-        Modality::Audio => None,
+    // Images read from `config.data` are held in memory at the run's size (their number from file
+    // sizes, headers or listings; audio clips and sources that cannot tell are left out). Images
+    // passed in are already in memory.
+    let count = match (data, config.modality) {
+        (Data::FromConfig, Modality::Image) => ail_data::DataSource::parse(&config.data.source).count_images(config.data.format),
+        _ => None,
     };
     let images = count.map_or(0.0, |n| n as f64 * 3.0 * side * side);
-    let gib = |b: f64| b / (1u64 << 30) as f64;
+    let gib = |b: f64| ail_data::limits::gib(b as u64);
     if training + images > limit {
         return Err(CoreError::setting(
             "--max-memory",
@@ -242,7 +243,10 @@ pub fn load_images(data: &DataSettings, skip_bad: bool, observer: &mut dyn Obser
 pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer: &mut dyn Observer) -> Result<Summary, CoreError> {
     // --- the run directory: new, or continued ------------------------------------------------------
     config.validate()?;
-    check_memory(config, run.max_memory)?;
+    if matches!(data, Data::Images(_)) && config.modality == Modality::Audio {
+        return Err(CoreError::setting("modality", "audio reads its clips from data.source: pass Data::FromConfig"));
+    }
+    check_memory(config, &data, run.max_memory)?;
     let num_devices = run.devices.len();
     if num_devices == 0 {
         return Err(CoreError::setting("--devices", "a run needs at least one device"));
@@ -292,7 +296,7 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
     if config.method.uses_predictor() {
         model = model.with_predictor(&head_config, &device);
     }
-    let mut optim = Some(optimizer(&config));
+    let mut optim = optimizer(&config);
     let mut start_step = 0;
     let mut resumed_from = None;
     if resume {
@@ -314,7 +318,6 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
         run_dir.write_config(&config)?;
         run_dir.remove_stale_metrics()?;
     }
-    let mut optim = optim.expect("an optimiser");
     let mut metrics = run_dir::Metrics::open(&run_dir)?;
     let mut stepper = Stepper::new(&config, &device, &normalization, train.shape(), &model);
     if let Some(clips) = train_clips {

@@ -58,14 +58,14 @@ impl Monitor {
     pub fn accuracies(&self, model: &ContrastiveModel, meta: &CheckpointMeta, descriptors: &[Descriptor]) -> Result<Vec<f64>, CoreError> {
         let frozen = Frozen::from_encoder(model.encoder.clone(), meta.clone(), PathBuf::from("(the model being trained)"))?;
         let device = frozen.device().clone().without_autodiff();
+        // Uploaded once for every descriptor.
+        let upload = |set: &ImageSet| Frozen::upload_u8(&set.pixels, set.len(), set.shape(), &device);
+        let (queries, bank) = (upload(&self.queries), upload(&self.bank));
         descriptors
             .iter()
             .map(|d| {
-                let features = |set: &ImageSet| {
-                    let x01 = Frozen::upload_u8(&set.pixels, set.len(), set.shape(), &device);
-                    crate::loss::normalize_rows(frozen.features(x01, d.values()))
-                };
-                let sim = features(&self.queries).matmul(features(&self.bank).transpose());
+                let features = |x01: &burn::prelude::Tensor<4>| crate::loss::normalize_rows(frozen.features(x01.clone(), d.values()));
+                let sim = features(&queries).matmul(features(&bank).transpose());
                 let sim: Vec<f32> = sim.into_data().try_to_vec().map_err(|e| CoreError::Numeric(format!("reading similarities: {e:?}")))?;
                 Ok(knn_accuracy(&sim, &self.bank.labels, &self.queries.labels, self.bank.num_classes(), self.k, self.temperature))
             })

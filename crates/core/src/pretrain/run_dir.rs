@@ -79,7 +79,7 @@ impl RunDir {
     /// The run's saved `config.json`.
     pub fn read_config(&self) -> Result<PretrainConfig, CoreError> {
         let path = self.config_path();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let text = ail_data::limits::read_text(&path, ail_data::limits::MAX_TEXT_FILE).map_err(|e| {
             CoreError::RunDirectory(format!("reading {} (is {} a run directory?): {e}", path.display(), self.path.display()))
         })?;
         PretrainConfig::from_json(&text).map_err(|e| CoreError::RunDirectory(format!("{} is not a run config: {e}", path.display())))
@@ -96,9 +96,9 @@ impl RunDir {
             .truncate(false)
             .open(&path)
             .map_err(|e| CoreError::io("opening", &path, crate::io::with_hint(e, &path)))?;
+        // A PID: the first few bytes are all that is read of it.
         let mut previous = String::new();
-        use std::io::Read;
-        let _ = file.read_to_string(&mut previous);
+        let _ = std::io::Read::read_to_string(&mut std::io::Read::take(&mut file, 32), &mut previous);
         let previous = previous.trim().to_string();
         match file.try_lock() {
             Ok(()) => {}
@@ -184,14 +184,13 @@ impl RunDir {
         &self,
         config: &PretrainConfig,
         model: &mut ContrastiveModel,
-        optim: &mut Option<burn::optim::ModuleOptimizer>,
+        optim: &mut burn::optim::ModuleOptimizer,
         device: &burn::prelude::Device,
         observer: &mut dyn Observer,
     ) -> Result<(PathBuf, u64, Vec<usize>), CoreError> {
-        let encoder = config.encoder_config();
         let mut skipped = Vec::new();
         for dir in self.checkpoints().into_iter().rev() {
-            let loaded = check_training_files(&dir, config).and_then(|_| Self::load_model(&dir, model, optim, &encoder, device));
+            let loaded = check_training_files(&dir, config).and_then(|_| Self::load_model(&dir, config, model, optim, device));
             match loaded {
                 Ok((step, pointers)) => return Ok((dir, step, pointers)),
                 Err(e) => {
@@ -277,17 +276,18 @@ impl RunDir {
         Ok(dir)
     }
 
-    /// Loads the heads, predictor and optimiser state of checkpoint `dir` into `model` and `optim`
-    /// (the encoder comes from `checkpoint::load`), and returns the step it was written at.
+    /// Loads checkpoint `dir` of a run of `config` into `model` (encoder, heads, predictor) and
+    /// `optim` (the run's optimiser with the saved state), and returns the step it was written at
+    /// and MoCo's queue pointers. Nothing is changed unless all of it loads.
     pub fn load_model(
         dir: &Path,
+        config: &PretrainConfig,
         model: &mut ContrastiveModel,
-        optim: &mut Option<burn::optim::ModuleOptimizer>,
-        expected: &crate::EncoderConfig,
+        optim: &mut burn::optim::ModuleOptimizer,
         device: &burn::prelude::Device,
     ) -> Result<(u64, Vec<usize>), CoreError> {
         let ckpt = checkpoint::load(dir, device)?;
-        if &ckpt.meta.encoder != expected {
+        if ckpt.meta.encoder != config.encoder_config() {
             return Err(CoreError::RunDirectory(format!("{}: the checkpoint's encoder differs from config.json", dir.display())));
         }
         let state = read_state(dir)?;
@@ -298,8 +298,8 @@ impl RunDir {
             checkpoint::load_module(&dir.join("predictor.safetensors"), p, &state.predictor_param_ids)?;
         }
         *model = ContrastiveModel { encoder: ckpt.encoder, heads, predictor };
-        if let (Some(record), Some(o)) = (ckpt.optimizer, optim.take()) {
-            *optim = Some(o.load_record(record));
+        if let Some(record) = ckpt.optimizer {
+            *optim = super::step::optimizer(config).load_record(record);
         }
         Ok((ckpt.meta.step, state.queue_pointers))
     }
@@ -381,7 +381,7 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 
 fn read_state(dir: &Path) -> Result<TrainingState, CoreError> {
     let path = dir.join("training.json");
-    let bytes = std::fs::read(&path).map_err(|e| CoreError::io("reading", &path, e))?;
+    let bytes = ail_data::limits::read_file(&path, ail_data::limits::MAX_TEXT_FILE).map_err(|e| CoreError::io("reading", &path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| CoreError::Checkpoint { path, reason: format!("not a training state: {e}") })
 }
 
@@ -396,7 +396,10 @@ fn remove_checkpoint(dir: &Path) {
 }
 
 /// `metrics.csv`, appended row by row (flushed after each).
-pub struct Metrics(std::fs::File);
+pub struct Metrics {
+    file: std::fs::File,
+    path: PathBuf,
+}
 
 impl Metrics {
     pub const HEADER: &str = "step,descriptor,loss,lr,images_per_s,knn_accuracy";
@@ -408,7 +411,7 @@ impl Metrics {
         if new {
             writeln!(file, "{}", Self::HEADER).map_err(|e| CoreError::io("writing", &path, e))?;
         }
-        Ok(Self(file))
+        Ok(Self { file, path })
     }
 
     pub fn row(&mut self, step: u64, descriptor: &Descriptor, loss: Option<f32>, lr: Option<f64>, ips: Option<f64>, knn: Option<f64>) -> Result<(), CoreError> {
@@ -420,6 +423,6 @@ impl Metrics {
             f(ips.map(|v| format!("{v:.1}"))),
             f(knn.map(|v| format!("{v:.4}")))
         );
-        self.0.write_all(line.as_bytes()).and_then(|_| self.0.flush()).map_err(|e| CoreError::io("writing", METRICS_FILE, e))
+        self.file.write_all(line.as_bytes()).and_then(|_| self.file.flush()).map_err(|e| CoreError::io("writing", &self.path, e))
     }
 }

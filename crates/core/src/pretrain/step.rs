@@ -39,7 +39,9 @@ pub struct Stepper {
     /// MoCo-v2's negatives, one queue per trained descriptor.
     pub queues: Option<DescriptorQueues>,
     invariances: Invariances,
-    /// Each trained descriptor as a device tensor, uploaded once.
+    /// The trained descriptors (indexed by [`Invariances::draw`]) and each as a device tensor,
+    /// built once: a step only picks one.
+    trained: Vec<Descriptor>,
     descriptors: Vec<Tensor<1>>,
     augmenter: Augmenter,
     stats: (Tensor<4>, Tensor<4>),
@@ -56,6 +58,7 @@ impl Stepper {
     /// `image` `[C, H, W]`; `model` seeds MoCo's key model.
     pub fn new(config: &PretrainConfig, device: &Device, normalization: &Normalization, [c, h, w]: [usize; 3], model: &ContrastiveModel) -> Self {
         let invariances = config.invariances.clone();
+        let trained = invariances.trained();
         let method = config.method;
         Self {
             // The key model never uses MoCo-v3's predictor: leave it out.
@@ -66,8 +69,9 @@ impl Stepper {
             }),
             queues: method
                 .uses_queues()
-                .then(|| DescriptorQueues::new(invariances.trained().len(), config.queue_size, config.heads.output, device)),
-            descriptors: invariances.trained().iter().map(|d| config.encoder.model.descriptor_input(d.values(), device)).collect(),
+                .then(|| DescriptorQueues::new(trained.len(), config.queue_size, config.heads.output, device)),
+            descriptors: trained.iter().map(|d| config.encoder.model.descriptor_input(d.values(), device)).collect(),
+            trained,
             invariances,
             augmenter: Augmenter::new(device),
             stats: stats_tensors(normalization, device),
@@ -148,10 +152,9 @@ impl Stepper {
     ) -> Result<(ContrastiveModel, StepResult), CoreError> {
         // views: the step's descriptor, its augmentations
         let index = self.invariances.draw(self.config.seed, step);
-        let descriptor = self.invariances.trained()[index].clone();
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(step);
-        let x = self.views(&descriptor, pixels, indices, &mut rng)?;
+        let x = self.views(&self.trained[index], pixels, indices, &mut rng)?;
         let c = &self.config;
         // forward, loss, step
         let i = self.descriptors[index].clone();
