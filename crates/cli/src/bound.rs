@@ -10,8 +10,7 @@ use crate::fit::FitReport;
 pub fn run(args: &BoundArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.delta > 0.0 && args.delta < 1.0, "--delta must be in (0, 1)");
     for path in &args.fit {
-        let report: FitReport = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-            .with_context(|| format!("{} is not a fit.json of `ail fit`", path.display()))?;
+        let report = FitReport::read(path)?;
         let terms = report.bound.as_ref().with_context(|| {
             format!("{}: no bound terms: the bound is for `ail fit` readouts on classification tasks (not regression, not fine-tuning)", path.display())
         })?;

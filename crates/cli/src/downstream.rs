@@ -15,9 +15,18 @@ use crate::args::Global;
 use crate::common;
 use ail_core::task::{Task, TaskSpec};
 
-/// Opens the checkpoint; inputs are normalised with its recorded statistics, or the task's
-/// training images' when it has none.
-pub(crate) fn open(global: &Global, checkpoint: &Path, task: &TaskSpec) -> anyhow::Result<(Frozen, Task)> {
+/// What a downstream command starts from: its device, the checkpoint directory, its description and
+/// the task loaded at the encoder's input shape.
+pub(crate) struct Opened {
+    pub selected: ail_augment::device::SelectedDevice,
+    pub dir: std::path::PathBuf,
+    pub meta: ail_core::checkpoint::CheckpointMeta,
+    pub task: Task,
+}
+
+/// Selects the device, finds the checkpoint `checkpoint` names and loads `task` for it (printing
+/// the task and any notes).
+pub(crate) fn open_task(global: &Global, checkpoint: &Path, task: &TaskSpec) -> anyhow::Result<Opened> {
     let selected = common::device(global)?;
     let dir = ail_core::frozen::resolve_checkpoint(checkpoint)?;
     let meta = ail_core::checkpoint::read_meta(&dir)?;
@@ -26,10 +35,20 @@ pub(crate) fn open(global: &Global, checkpoint: &Path, task: &TaskSpec) -> anyho
         eprintln!("{note}");
     }
     eprintln!("{}", task.describe());
-    let frozen = Frozen::open(&dir, &selected.device, || {
-        eprintln!("the checkpoint records no input normalisation: using the task's training images' statistics");
-        channel_statistics(&task.train.pixels, task.train.shape)
-    })?;
+    Ok(Opened { selected, dir, meta, task })
+}
+
+/// The input normalisation recorded with the encoder, or the task's training images' when the
+/// checkpoint has none.
+pub(crate) fn task_normalization(task: &Task) -> ail_core::checkpoint::Normalization {
+    eprintln!("the checkpoint records no input normalisation: using the task's training images' statistics");
+    channel_statistics(&task.train.pixels, task.train.shape)
+}
+
+/// Opens the checkpoint frozen, with its task (see [`open_task`] and [`task_normalization`]).
+pub(crate) fn open(global: &Global, checkpoint: &Path, task: &TaskSpec) -> anyhow::Result<(Frozen, Task)> {
+    let Opened { selected, dir, task, .. } = open_task(global, checkpoint, task)?;
+    let frozen = Frozen::open(&dir, &selected.device, || task_normalization(&task))?;
     eprintln!(
         "encoder: {} from {} (step {}, K = {}, {} features)",
         frozen.meta.encoder.kind,

@@ -4,12 +4,10 @@
 use std::time::Instant;
 
 use ail_core::fit::Split;
-use ail_core::frozen::channel_statistics;
-use anyhow::Context;
 
 use crate::args::{FineTuneArgs, Global};
 use crate::common;
-use crate::downstream::{bar, describe, write_json};
+use crate::downstream::{Opened, bar, describe, open_task, task_normalization, write_json};
 use crate::fit::{FitReport, GridPoint};
 use crate::parse::parse_descriptor;
 
@@ -17,26 +15,14 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
     common::prepare_out(&args.out)?;
     let budget = match (&args.budget_from, args.time_budget) {
         (Some(path), _) => {
-            let fit: FitReport = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-                .with_context(|| format!("{} is not a fit.json", path.display()))?;
-            Some(fit.wall_time_s)
+            Some(FitReport::read(path)?.wall_time_s)
         }
         (None, t) => t,
     };
     anyhow::ensure!(budget.is_none_or(|t| t > 0.0), "the time budget must be positive");
     anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
-    let selected = common::device(global)?;
-    let dir = ail_core::frozen::resolve_checkpoint(&args.checkpoint)?;
-    let meta = ail_core::checkpoint::read_meta(&dir)?;
-    let task = args.task.spec()?.load(&meta, &selected.device)?;
-    for note in &task.notes {
-        eprintln!("{note}");
-    }
-    eprintln!("{}", task.describe());
-    let normalization = meta.normalization.clone().unwrap_or_else(|| {
-        eprintln!("the checkpoint records no input normalisation: using the task's training images' statistics");
-        channel_statistics(&task.train.pixels, task.train.shape)
-    });
+    let Opened { selected, dir, meta, task } = open_task(global, &args.checkpoint, &args.task.spec()?)?;
+    let normalization = meta.normalization.clone().unwrap_or_else(|| task_normalization(&task));
     let device = selected.device.clone().autodiff();
     let checkpoint = ail_core::checkpoint::load(&dir, &device)?;
     let descriptor = parse_descriptor(&args.descriptor, "--descriptor")?;

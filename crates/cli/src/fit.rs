@@ -80,6 +80,16 @@ pub struct FitReport {
     pub finetuned_stages: Option<usize>,
 }
 
+impl FitReport {
+    /// Reads `fit.json` (or the `fit.json` in the directory `path`) of `ail fit` or `ail finetune`,
+    /// within the size bound of settings files.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let path = if path.is_dir() { path.join("fit.json") } else { path.to_path_buf() };
+        let bytes = ail_data::limits::read_file(&path, ail_data::limits::MAX_TEXT_FILE).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a fit.json of `ail fit` or `ail finetune`", path.display()))
+    }
+}
+
 fn bound_terms(frozen: &Frozen, readout: &Readout, train: &Split, bits: &[u32]) -> Option<BoundTerms> {
     let Targets::Classes { labels, classes } = &train.targets else { return None };
     let d = frozen.feature_dim();

@@ -32,13 +32,13 @@
 //! `D`; `--images` only sets how many images are averaged. Compare numbers measured with the same
 //! `--stats-images` on encoders of the same `D`.
 //!
-//! The measurement itself lives in [`ail_augment::invariance`] (re-exported here), shared with the
-//! browser page: [`Reference`] and [`invariance_table`] only see a feature function
+//! The measurement itself lives in `ail_core::invariance` (with the transforms of
+//! `ail_augment::invariance`), shared with the browser page: [`Reference`] and [`invariance_table`] only see a feature function
 //! `(images in [0, 1], n) -> [n, D]`, so they are tested on hand-made functions.
 
 use std::path::Path;
 
-pub use ail_core::invariance::*;
+use ail_core::invariance::*;
 use ail_core::checkpoint;
 use ail_core::frozen::{Frozen, channel_statistics, resolve_checkpoint};
 use ail_core::io::write_atomic;
@@ -254,10 +254,6 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
-fn create_out(out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating the output directory {}", out.display()))
-}
-
 // ---------------------------------------------------------------------------------------------
 // ail measure
 // ---------------------------------------------------------------------------------------------
@@ -279,7 +275,7 @@ pub fn run_measure(global: &Global, args: &MeasureArgs) -> anyhow::Result<()> {
     };
     let transforms = parse_transforms(&args.transforms, setup.shape).context("--transforms")?;
     anyhow::ensure!(!transforms.is_empty(), "--transforms names no transform");
-    create_out(&args.out)?;
+    common::prepare_out(&args.out)?;
 
     // Measure: every descriptor sees the same transformed batches.
     let total = num_forwards(descriptors.len(), setup.num_statistics, setup.num_images, &transforms, setup.metric);
@@ -397,7 +393,7 @@ pub fn run_interpolate(global: &Global, args: &InterpolateArgs) -> anyhow::Resul
             (0..g).map(|j| from.iter().zip(to).map(|(a, b)| round(a + (b - a) * step(j))).collect()).collect()
         }
     };
-    create_out(&args.out)?;
+    common::prepare_out(&args.out)?;
 
     let transforms = std::slice::from_ref(&transform);
     let total = num_forwards(points.len(), setup.num_statistics, setup.num_images, transforms, setup.metric);

@@ -1,4 +1,4 @@
-//! `ail augment-preview` and the built-in demo: grids of augmented views, to judge by eye.
+//! `ail augment-preview`: grids of augmented views, to judge by eye.
 
 use std::path::Path;
 

@@ -11,10 +11,13 @@ use crate::args::{ParetoArgs, ReportArgs};
 use crate::fit::FitReport;
 use crate::svg::{self, Curve};
 
-fn read_fit(path: &Path) -> anyhow::Result<FitReport> {
-    let path = if path.is_dir() { path.join("fit.json") } else { path.to_path_buf() };
-    serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-        .with_context(|| format!("{} is not a fit.json of `ail fit` or `ail finetune`", path.display()))
+/// A file of `ail`'s outputs as text, within the size bound of settings files.
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    ail_data::limits::read_text(path, ail_data::limits::MAX_TEXT_FILE).with_context(|| format!("reading {}", path.display()))
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(&read_text(path)?).with_context(|| format!("{} is not JSON", path.display()))
 }
 
 /// What a fit is, in a few words: `learned i`, `fixed i = [1, 1]`, `fine-tune 2 stages`.
@@ -50,7 +53,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
 }
 
 pub fn run_pareto(args: &ParetoArgs) -> anyhow::Result<()> {
-    let fits: Vec<(String, FitReport)> = args.fit.iter().map(|p| read_fit(p).map(|f| (label(p, &f), f))).collect::<anyhow::Result<_>>()?;
+    let fits: Vec<(String, FitReport)> = args.fit.iter().map(|p| FitReport::read(p).map(|f| (label(p, &f), f))).collect::<anyhow::Result<_>>()?;
     let score = |f: &FitReport| f.test.accuracy.or(f.test.r2).unwrap_or(f64::NAN);
     let metric = score_name(&fits[0].1);
     anyhow::ensure!(fits.iter().all(|(_, f)| score_name(f) == metric), "the fits mix classification and regression tasks: compare one task at a time");
@@ -142,7 +145,7 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
                 config.batch_size,
                 config.optimizer.lr
             );
-            let metrics = std::fs::read_to_string(run.join("metrics.csv"))?;
+            let metrics = read_text(&run.join("metrics.csv"))?;
             let curves = knn_curves(&metrics);
             if !curves.is_empty() {
                 md += "| descriptor | kNN, first | kNN, last |\n|---|---:|---:|\n";
@@ -157,17 +160,17 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
                 let _ = writeln!(md, "\n![kNN accuracy]({})\n", link(out, &assets.join(&name)));
             }
         } else if has("fit.json") {
-            let f = read_fit(&file("fit.json"))?;
+            let f = FitReport::read(&file("fit.json"))?;
             fits.push((label(run, &f), f));
         } else if has("fewshot.json") {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file("fewshot.json"))?)?;
+            let v = read_json(&file("fewshot.json"))?;
             fewshots.push((run.display().to_string(), v));
         } else if has("lowshot.json") {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file("lowshot.json"))?)?;
+            let v = read_json(&file("lowshot.json"))?;
             lowshots.push((run.display().to_string(), v));
         } else if run.is_dir() && run.join("invariance.md").exists() {
             let _ = writeln!(md, "## Invariance: {}\n", run.display());
-            md += &std::fs::read_to_string(run.join("invariance.md"))?;
+            md += &read_text(&run.join("invariance.md"))?;
             if run.join("radar.svg").exists() {
                 let _ = writeln!(md, "\n![radar]({})\n", link(out, &run.join("radar.svg")));
             }

@@ -102,7 +102,7 @@ pub fn activations_per_image(config: &EncoderConfig) -> u64 {
     match config.arch() {
         ArchConfig::ResNet(c) => {
             let mut total = 0u64;
-            for_each_conv(&c, config.image_size, |spec, out| total += 3 * (spec.out_channels * out * out) as u64);
+            for_each_conv(&c, config.image_size, |spec, _, out| total += 3 * (spec.out_channels * out * out) as u64);
             total
         }
         ArchConfig::Vit(c) => {
@@ -113,12 +113,13 @@ pub fn activations_per_image(config: &EncoderConfig) -> u64 {
     }
 }
 
-/// Calls `visit` with every conv of the ResNet `c` on `image_size` images and the side of its
-/// output. With padding k / 2, every conv (and the stem's max-pool) maps a side s to ceil(s / stride).
-fn for_each_conv(c: &ResNetConfig, image_size: usize, mut visit: impl FnMut(&crate::resnet::ConvSpec, usize)) {
+/// Calls `visit` with every conv of the ResNet `c` on `image_size` images, in order, with the sides
+/// of its input and output. With padding k / 2, every conv (and the stem's max-pool) maps a side s
+/// to ceil(s / stride).
+pub fn for_each_conv(c: &ResNetConfig, image_size: usize, mut visit: impl FnMut(&crate::resnet::ConvSpec, usize, usize)) {
     let mut conv = |spec: &crate::resnet::ConvSpec, side: usize| -> usize {
         let out = side.div_ceil(spec.stride);
-        visit(spec, out);
+        visit(spec, side, out);
         out
     };
     let mut side = conv(&c.stem(), image_size);
@@ -139,7 +140,7 @@ fn for_each_conv(c: &ResNetConfig, image_size: usize, mut visit: impl FnMut(&cra
 fn resnet_flops(c: &ResNetConfig, image_size: usize) -> FlopSummary {
     let mut per_image = 0u64;
     let mut per_forward = 0u64;
-    for_each_conv(c, image_size, |spec, out| {
+    for_each_conv(c, image_size, |spec, _, out| {
         per_image += 2 * (spec.numel() * out * out) as u64;
         if spec.conditioned {
             per_forward += 2 * (EMBED_DIM * c.hidden + c.hidden * spec.numel()) as u64;

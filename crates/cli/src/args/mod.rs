@@ -1,8 +1,8 @@
 //! Command-line arguments. Values are only parsed here; `common` turns them into real objects.
 //!
-//! Every clap struct and enum of the command line is defined under this module (a downstream
-//! task's `TaskArgs` aside, in `task`): the arguments of each group of commands in a submodule, all
-//! re-exported here. Nothing here refers to a command's module.
+//! Every clap struct and enum of the command line is defined under this module (the enums of the
+//! library's own types, such as `DataFormat` or `Method`, come with them behind their `clap`
+//! feature): the arguments of each group of commands in a submodule, all re-exported here. Nothing here refers to a command's module.
 
 use std::path::PathBuf;
 

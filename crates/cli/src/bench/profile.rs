@@ -27,26 +27,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::args::{BenchProfileArgs, Global};
 use crate::common;
 
-/// Every conv of the encoder with the side of its input.
+/// Every conv of the encoder with the side of its input (the walk `ail info` counts FLOPs with).
 fn convs_with_sides(config: &PretrainConfig) -> Vec<(ConvSpec, usize)> {
-    let arch = match config.encoder_config().arch() {
-        ail_core::encoder::ArchConfig::ResNet(r) => r,
-        _ => unreachable!("bench profile builds a Hyper-ResNet"),
-    };
-    let stem = arch.stem();
-    let mut side = config.data.image_size / stem.stride;
-    let mut out = vec![(stem, config.data.image_size)];
-    for block in arch.blocks() {
-        let input = side;
-        let stride = block.body.iter().map(|c| c.stride).max().unwrap_or(1);
-        for (n, conv) in block.body.into_iter().enumerate() {
-            out.push((conv, if n == 0 { input } else { input / stride }));
-        }
-        if let Some(s) = block.shortcut {
-            out.push((s, input));
-        }
-        side = input / stride;
-    }
+    let encoder = config.encoder_config();
+    let ail_core::encoder::ArchConfig::ResNet(arch) = encoder.arch() else { unreachable!("bench profile builds a Hyper-ResNet") };
+    let mut out = Vec::new();
+    ail_core::summary::for_each_conv(&arch, encoder.image_size, |spec, input, _| out.push((spec.clone(), input)));
     out
 }
 
@@ -73,15 +59,14 @@ fn wait_model(model: &ContrastiveModel) {
 /// The median seconds of `runs` runs of `work`, after one warm-up run.
 fn median_of(runs: usize, mut work: impl FnMut()) -> f64 {
     work();
-    let mut times: Vec<f64> = (0..runs)
+    let times: Vec<f64> = (0..runs)
         .map(|_| {
             let t0 = std::time::Instant::now();
             work();
             t0.elapsed().as_secs_f64()
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    super::timing::median(times)
 }
 
 pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()> {
@@ -200,8 +185,7 @@ pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()
         }
         current = Some(m);
     }
-    times.sort_by(f64::total_cmp);
-    let optimizer_time = times[times.len() / 2];
+    let optimizer_time = super::timing::median(times);
     rows.push(("AdamW over all parameters", optimizer_time));
 
     // augmentation of the two views (host draws, CPU or device kernels, upload)

@@ -119,7 +119,7 @@ pub struct OptimizerSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MonitorSettings {
-    /// Steps between evaluations (0: only before training and at the end).
+    /// Steps between evaluations (0: only at the end; otherwise also before training).
     pub every: u64,
     /// Training images whose features form the bank.
     pub bank: usize,
