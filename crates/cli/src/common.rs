@@ -13,10 +13,17 @@ use crate::progress::Progress;
 
 /// Selects the device and prints it once.
 pub fn device(global: &Global) -> anyhow::Result<SelectedDevice> {
+    select_cpu_kernels(global);
     let choice: DeviceChoice = global.device.parse()?;
     let selected = select(choice)?;
     eprintln!("device: {}", selected.description);
     Ok(selected)
+}
+
+/// Applies `--cpu-kernels` for the whole process.
+fn select_cpu_kernels(global: &Global) {
+    use ail_core::kernels::{CpuKernels, set_cpu_kernels};
+    set_cpu_kernels(if global.cpu_kernels == "burn" { CpuKernels::Burn } else { CpuKernels::Own });
 }
 
 /// Selects `n` devices for data parallelism (the first is the main one) and prints them.
@@ -24,6 +31,7 @@ pub fn devices(global: &Global, n: usize) -> anyhow::Result<Vec<SelectedDevice>>
     if n <= 1 {
         return Ok(vec![device(global)?]);
     }
+    select_cpu_kernels(global);
     let choice: DeviceChoice = global.device.parse()?;
     let all = select_many(choice, n)?;
     for (k, d) in all.iter().enumerate() {

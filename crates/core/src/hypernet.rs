@@ -20,7 +20,6 @@ use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::relu;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
 /// Size of the per-block descriptor embedding (16 in the paper).
@@ -90,7 +89,7 @@ impl HyperConv {
     /// - `z`: `[1, 16]` (the block's embedding of `i`)
     /// - output: `[out_channels, in_channels, kernel, kernel]`
     pub fn kernel(&self, z: Tensor<2>) -> Tensor<4> {
-        let flat = self.output.forward(relu(self.hidden.forward(z))); // [1, out * in * k * k]
+        let flat = crate::kernels::row_linear(&self.output, relu(self.hidden.forward(z))); // [1, out * in * k * k]
         flat.reshape([self.out_channels, self.in_channels, self.kernel, self.kernel])
     }
 
@@ -102,7 +101,7 @@ impl HyperConv {
     pub fn forward(&self, x: Tensor<4>, z: Tensor<2>) -> Tensor<4> {
         let p = self.padding;
         let options = ConvOptions::new([self.stride; 2], [p, p], [1, 1], 1);
-        conv2d(x, self.kernel(z), None, options)
+        crate::kernels::conv2d(x, self.kernel(z), None, options)
     }
 
     /// The static conv this generator replaces (same padding and stride), for reference.

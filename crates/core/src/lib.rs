@@ -19,6 +19,7 @@ pub mod frozen;
 pub mod head;
 pub mod hypernet;
 pub mod invariance;
+pub mod kernels;
 pub mod io;
 pub mod knn;
 pub mod linalg;

@@ -9,6 +9,10 @@
 //! and shift. autodiff differentiates these operations; the result equals burn's `BatchNorm`
 //! (same parameters, same running statistics and momentum, same names in checkpoints), which the
 //! tests check, forward and backward.
+//!
+//! On burn's CPU backend a training pass goes further: the statistics and the normalisation are
+//! one backend operation with its own backward step (`crate::kernels::batch_norm_train`), unless
+//! `crate::kernels::set_cpu_kernels` chose burn's operations.
 
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::prelude::*;
@@ -63,17 +67,17 @@ impl BatchNorm2d {
         let device = x.device();
         let training = device.is_autodiff() && self.training.is_enabled();
         let [n, c, h, w] = x.dims();
+        if training && x.dtype() == burn::tensor::DType::F32 && crate::kernels::own_kernels_on(&device) {
+            let (y, mean, var) = crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+            self.update_running(mean, var, &device);
+            return y;
+        }
         let (mean, var) = if training {
             let count = (n * h * w) as f64;
             let mean = channel_sums(x.clone()).div_scalar(count);
             let centred = x.clone() - mean.clone().reshape([1, c, 1, 1]);
             let var = channel_sums(centred.clone() * centred).div_scalar(count);
-            let m = self.momentum;
-            let running_mean = self.running_mean.value_sync().to_device(&device);
-            let running_var = self.running_var.value_sync().to_device(&device);
-            // burn's BatchNorm keeps the biased variance in its running estimate too.
-            self.running_mean.update(running_mean.mul_scalar(1.0 - m).add(mean.clone().detach().mul_scalar(m)).detach());
-            self.running_var.update(running_var.mul_scalar(1.0 - m).add(var.clone().detach().mul_scalar(m)).detach());
+            self.update_running(mean.clone(), var.clone(), &device);
             (mean, var)
         } else {
             (self.running_mean.value().to_device(&device), self.running_var.value().to_device(&device))
@@ -81,6 +85,16 @@ impl BatchNorm2d {
         let scale = self.gamma.val() * var.add_scalar(self.epsilon).sqrt().recip();
         let shift = self.beta.val() - mean * scale.clone();
         x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
+    }
+
+    /// Moves the running statistics toward a batch's `mean` and biased `var` (as burn's
+    /// BatchNorm, which keeps the biased variance in its running estimate too).
+    fn update_running(&self, mean: Tensor<1>, var: Tensor<1>, device: &Device) {
+        let m = self.momentum;
+        let running_mean = self.running_mean.value_sync().to_device(device);
+        let running_var = self.running_var.value_sync().to_device(device);
+        self.running_mean.update(running_mean.mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m)).detach());
+        self.running_var.update(running_var.mul_scalar(1.0 - m).add(var.detach().mul_scalar(m)).detach());
     }
 }
 

@@ -243,7 +243,7 @@ impl ConvLayer {
     /// - `x`: `[batch, in, height, width]`; `z`: `[1, 16]` (used by generated convs only)
     fn forward(&self, x: Tensor<4>, z: Option<&Tensor<2>>) -> Tensor<4> {
         match (self, z) {
-            (ConvLayer::Static(conv), _) => conv.forward(x),
+            (ConvLayer::Static(conv), _) => crate::kernels::conv2d_module(conv, x),
             (ConvLayer::Hyper(conv), Some(z)) => conv.forward(x, z.clone()),
             (ConvLayer::Hyper(_), None) => unreachable!("conditioned blocks always embed i"),
         }

@@ -170,7 +170,7 @@ impl Vit {
             "ViT built for {0}x{0} images got {height}x{width}",
             self.image_size
         );
-        let patches = self.patch_embed.forward(images); // [batch, D, h, w]
+        let patches = crate::kernels::conv2d_module(&self.patch_embed, images); // [batch, D, h, w]
         let [_, d, h, w] = patches.dims();
         let patches = patches.reshape([batch, d, h * w]).swap_dims(1, 2); // [batch, N, D]
         let cls = self.cls_token.val().expand([batch, 1, d]);

@@ -19,7 +19,7 @@ use burn::nn::BatchNormConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::module::conv2d;
+use ail_core::kernels::{CpuKernels, conv2d, cpu_kernels, set_cpu_kernels};
 use burn::tensor::ops::ConvOptions;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -87,6 +87,8 @@ pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()
     let mut conv_time = 0.0;
     let mut conv_forward = 0.0;
     let mut weight_backward = 0.0;
+    let mut burn_conv_time = 0.0;
+    let own = cpu_kernels();
     for (c, s) in &convs {
         let x = Tensor::<4>::random([b2, c.in_channels, *s, *s], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let w = Tensor::<4>::random([c.out_channels, c.in_channels, c.kernel, c.kernel], Distribution::Normal(0.0, 0.1), &device).require_grad();
@@ -104,10 +106,23 @@ pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()
             let grads = conv2d(x_const.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1)).sum().backward();
             wait(w.grad(&grads).expect("kernel gradient"));
         });
+        if !selected.is_gpu && own == CpuKernels::Own {
+            set_cpu_kernels(CpuKernels::Burn);
+            burn_conv_time += median_of(runs, || {
+                let y = conv2d(x.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1));
+                let grads = y.sum().backward();
+                wait(w.grad(&grads).expect("kernel gradient"));
+                wait(x.grad(&grads).expect("input gradient"));
+            });
+            set_cpu_kernels(own);
+        }
     }
     rows.push(("convs (fwd + bwd)", conv_time));
     rows.push(("  of which forward", conv_forward));
     rows.push(("  forward + kernel gradient", weight_backward));
+    if burn_conv_time > 0.0 {
+        rows.push(("  the same with burn's conv2d", burn_conv_time));
+    }
 
     // BatchNorm after every conv, forward + backward: the encoder's, and burn's for reference
     let mut bn_time = 0.0;

@@ -1,0 +1,139 @@
+//! Training-mode BatchNorm as one backend operation on `flex` (see `norm_cpu` for the kernels):
+//! the statistics are computed once, outside the graph, and the normalisation registers one
+//! backward step for `x`, `γ` and `β` instead of the dozen steps of the composed version.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension, tensor::FloatTensor};
+use burn::prelude::*;
+
+use super::norm_cpu::{self as cpu, Dims};
+use super::{contiguous, flex_tensor, slice};
+
+/// BatchNorm's training pass as burn backend operations: implemented for `flex` and for
+/// autodiff over it.
+#[backend_extension(Flex, Autodiff)]
+pub trait NormOps: Backend {
+    /// Per-channel batch mean and biased variance of `x` `[N, C, H, W]` as `[2, C]` (not
+    /// differentiated: a constant of the graph).
+    fn ail_channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `γ (x - mean) / sqrt(var + ε) + β` with `stats` = [`NormOps::ail_channel_stats`] of `x`,
+    /// differentiated in `x` (through the statistics too), `γ` and `β`.
+    fn ail_batch_norm(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+}
+
+fn dims(x: &FlexTensor) -> Dims {
+    let s = x.layout().shape();
+    Dims { batch: s[0], channels: s[1], plane: s[2] * s[3] }
+}
+
+impl NormOps for Flex {
+    fn ail_channel_stats(x: FlexTensor) -> FlexTensor {
+        let d = dims(&x);
+        let x = contiguous(&x);
+        flex_tensor(cpu::stats(slice(&x), d), [2, d.channels])
+    }
+
+    fn ail_batch_norm(x: FlexTensor, stats: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
+        let d = dims(&x);
+        let shape = x.layout().shape().dims::<4>();
+        let (x, stats, gamma, beta) = (contiguous(&x), contiguous(&stats), contiguous(&gamma), contiguous(&beta));
+        flex_tensor(cpu::forward(slice(&x), slice(&stats), slice(&gamma), slice(&beta), epsilon, d), shape)
+    }
+}
+
+/// A constant of the graph (the statistics): nothing flows back.
+#[derive(Debug)]
+struct NoBackward;
+
+impl Backward<Flex, 0> for NoBackward {
+    type State = ();
+    fn backward(self, _ops: Ops<(), 0>, _grads: &mut Gradients, _checkpointer: &mut Checkpointer) {}
+}
+
+/// The backward step of [`NormOps::ail_batch_norm`]: `dx`, `dγ` and `dβ` in two sweeps.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    /// The input, the statistics, `γ` and `ε`.
+    type State = (FlexTensor, FlexTensor, FlexTensor, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, stats, gamma, epsilon) = ops.state;
+        let d = dims(&x);
+        let shape = x.layout().shape().dims::<4>();
+        let (x, stats, gamma, dy) = (contiguous(&x), contiguous(&stats), contiguous(&gamma), contiguous(&grad));
+        let (dx, dgamma, dbeta) = cpu::backward(slice(&x), slice(&dy), slice(&stats), slice(&gamma), epsilon, d);
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex_tensor(dx, shape));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex_tensor(dgamma, [d.channels]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex_tensor(dbeta, [d.channels]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> NormOps for Autodiff<Flex, C> {
+    fn ail_channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let stats = Flex::ail_channel_stats(x.into_primitive());
+        NoBackward.prepare::<C>([]).compute_bound().stateless(stats)
+    }
+
+    fn ail_batch_norm(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let stats = stats.into_primitive();
+        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+                let y = Flex::ail_batch_norm(x.clone(), stats.clone(), gamma.clone(), beta, epsilon);
+                prep.finish((x, stats, gamma, epsilon), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::ail_batch_norm(
+                x.into_primitive(),
+                stats,
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+            )),
+        }
+    }
+}
+
+/// Training-mode BatchNorm of `x` `[N, C, H, W]` on `flex`: `(y, mean, var)`, where `mean` and
+/// the biased `var` (`[C]`, outside the graph) are the batch statistics `y` was normalised with.
+/// The caller checks [`super::own_kernels_on`] first.
+pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+    let c = x.dims()[1];
+    let stats = Tensor::<2>::from_dispatch(<Dispatch as NormOps>::ail_channel_stats(x.clone().detach().into_dispatch()));
+    let y = <Dispatch as NormOps>::ail_batch_norm(
+        x.into_dispatch(),
+        stats.clone().into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    );
+    let mean = stats.clone().narrow(0, 0, 1).reshape([c]);
+    let var = stats.narrow(0, 1, 1).reshape([c]);
+    (Tensor::<4>::from_dispatch(y), mean, var)
+}
