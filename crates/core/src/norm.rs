@@ -64,11 +64,20 @@ fn channel_sums(x: Tensor<4>) -> Tensor<1> {
 
 impl BatchNorm2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, false)
+    }
+
+    /// `relu(self.forward(x))`, in one operation where [`crate::kernels`] run.
+    pub fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, true)
+    }
+
+    fn forward_with(&self, x: Tensor<4>, relu: bool) -> Tensor<4> {
         let device = x.device();
         let training = device.is_autodiff() && self.training.is_enabled();
         let [n, c, h, w] = x.dims();
         if training && x.dtype() == burn::tensor::DType::F32 && crate::kernels::own_kernels_on(&device) {
-            let (y, mean, var) = crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+            let (y, mean, var) = crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu);
             self.update_running(mean, var, &device);
             return y;
         }
@@ -84,7 +93,8 @@ impl BatchNorm2d {
         };
         let scale = self.gamma.val() * var.add_scalar(self.epsilon).sqrt().recip();
         let shift = self.beta.val() - mean * scale.clone();
-        x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
+        let y = x * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1]);
+        if relu { burn::tensor::activation::relu(y) } else { y }
     }
 
     /// Moves the running statistics toward a batch's `mean` and biased `var` (as burn's
@@ -130,6 +140,14 @@ mod tests {
         close(ours.running_mean.value_sync().inner(), theirs.running_mean.value_sync().inner());
         close(ours.running_var.value_sync().inner(), theirs.running_var.value_sync().inner());
         // Eval mode (no autodiff): running statistics, as burn's.
+        // With the ReLU fused in: relu(burn's BatchNorm), forward and backward.
+        let (y1, y2) = (ours.forward_relu(x.clone()), burn::tensor::activation::relu(theirs.forward(x.clone())));
+        y1.to_data().assert_approx_eq::<f32>(&y2.to_data(), Tolerance::absolute(1e-5));
+        let w2 = Tensor::<4>::random([4, 3, 5, 6], Distribution::Normal(0.0, 1.0), &device);
+        let (g1, g2) = ((y1 * w2.clone()).sum().backward(), (y2 * w2).sum().backward());
+        x.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), Tolerance::absolute(1e-5));
+        close(ours.gamma.val().grad(&g1).unwrap(), theirs.gamma.val().grad(&g2).unwrap());
+        close(ours.beta.val().grad(&g1).unwrap(), theirs.beta.val().grad(&g2).unwrap());
         let (a, b) = (ours.valid(), theirs.valid());
         let x = x.inner();
         a.forward(x.clone()).into_data().assert_approx_eq::<f32>(&b.forward(x).into_data(), Tolerance::absolute(1e-5));

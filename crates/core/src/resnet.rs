@@ -265,6 +265,11 @@ impl ConvBn {
     fn forward(&self, x: Tensor<4>, z: Option<&Tensor<2>>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x, z))
     }
+
+    /// `relu(self.forward(x, z))`, the ReLU fused into the BatchNorm where our kernels run.
+    fn forward_relu(&self, x: Tensor<4>, z: Option<&Tensor<2>>) -> Tensor<4> {
+        self.bn.forward_relu(self.conv.forward(x, z))
+    }
 }
 
 /// A residual block: BasicBlock (2 convs) or Bottleneck (3 convs), with an optional projection
@@ -296,10 +301,7 @@ impl ResidualBlock {
         let mut out = x.clone();
         let last = self.body.len() - 1;
         for (k, layer) in self.body.iter().enumerate() {
-            out = layer.forward(out, z.as_ref());
-            if k < last {
-                out = relu(out);
-            }
+            out = if k < last { layer.forward_relu(out, z.as_ref()) } else { layer.forward(out, z.as_ref()) };
         }
         let identity = match &self.shortcut {
             Some(projection) => projection.forward(x, z.as_ref()),
@@ -328,7 +330,7 @@ impl ResNet {
     /// - output: `[batch, feature_dim]`
     pub fn forward_features(&self, images: Tensor<4>, i: Tensor<1>) -> Tensor<2> {
         let z = self.stem_embedding.as_ref().map(|e| embed(e, i.clone()));
-        let mut x = relu(self.stem_bn.forward(self.stem.forward(images, z.as_ref())));
+        let mut x = self.stem_bn.forward_relu(self.stem.forward(images, z.as_ref()));
         if let Some(pool) = &self.pool {
             x = pool.forward(x);
         }

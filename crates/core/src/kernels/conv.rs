@@ -80,12 +80,9 @@ impl Backward<Flex, 2> for ConvBackward {
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let weight: FlexTensor = checkpointer.retrieve_node_output(w_state);
         let g = geometry(x.layout().shape(), weight.layout().shape(), [sh, sw], [ph, pw]);
-        let t0 = std::time::Instant::now();
         let (x_values, w_values, dy) = (contiguous(&x), contiguous(&weight), contiguous(&grad));
-        let t1 = t0.elapsed();
         let (dx, dw) =
             cpu::backward(slice(&x_values), slice(&w_values), slice(&dy), &g, node_x.is_some(), node_w.is_some());
-        if std::env::var("AIL_TRACE").is_ok() { eprintln!("conv bwd {g:?}: contiguous {:?} total {:?} grad contiguous {}", t1, t0.elapsed(), grad.is_contiguous()); }
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, flex_tensor(dx, [g.batch, g.in_channels, g.in_h, g.in_w]));
         }

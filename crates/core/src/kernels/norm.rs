@@ -22,13 +22,15 @@ pub trait NormOps: Backend {
     fn ail_channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// `γ (x - mean) / sqrt(var + ε) + β` with `stats` = [`NormOps::ail_channel_stats`] of `x`,
-    /// differentiated in `x` (through the statistics too), `γ` and `β`.
+    /// followed by a ReLU with `relu`; differentiated in `x` (through the statistics too), `γ`
+    /// and `β`.
     fn ail_batch_norm(
         x: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -44,11 +46,11 @@ impl NormOps for Flex {
         flex_tensor(cpu::stats(slice(&x), d), [2, d.channels])
     }
 
-    fn ail_batch_norm(x: FlexTensor, stats: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
+    fn ail_batch_norm(x: FlexTensor, stats: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> FlexTensor {
         let d = dims(&x);
         let shape = x.layout().shape().dims::<4>();
         let (x, stats, gamma, beta) = (contiguous(&x), contiguous(&stats), contiguous(&gamma), contiguous(&beta));
-        flex_tensor(cpu::forward(slice(&x), slice(&stats), slice(&gamma), slice(&beta), epsilon, d), shape)
+        flex_tensor(cpu::forward(slice(&x), slice(&stats), slice(&gamma), slice(&beta), epsilon, relu, d), shape)
     }
 }
 
@@ -66,17 +68,18 @@ impl Backward<Flex, 0> for NoBackward {
 struct BatchNormBackward;
 
 impl Backward<Flex, 3> for BatchNormBackward {
-    /// The input, the statistics, `γ` and `ε`.
-    type State = (FlexTensor, FlexTensor, FlexTensor, f64);
+    /// The input, the statistics, `γ`, `β`, `ε` and whether a ReLU is fused in.
+    type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, bool);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
-        let (x, stats, gamma, epsilon) = ops.state;
+        let (x, stats, gamma, beta, epsilon, relu) = ops.state;
         let d = dims(&x);
         let shape = x.layout().shape().dims::<4>();
-        let (x, stats, gamma, dy) = (contiguous(&x), contiguous(&stats), contiguous(&gamma), contiguous(&grad));
-        let (dx, dgamma, dbeta) = cpu::backward(slice(&x), slice(&dy), slice(&stats), slice(&gamma), epsilon, d);
+        let (x, stats, gamma, beta, dy) = (contiguous(&x), contiguous(&stats), contiguous(&gamma), contiguous(&beta), contiguous(&grad));
+        let (dx, dgamma, dbeta) =
+            cpu::backward(slice(&x), slice(&dy), slice(&stats), slice(&gamma), slice(&beta), epsilon, relu, d);
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex_tensor(dx, shape));
         }
@@ -101,13 +104,14 @@ impl<C: CheckpointStrategy> NormOps for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> FloatTensor<Self> {
         let stats = stats.into_primitive();
         match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
-                let y = Flex::ail_batch_norm(x.clone(), stats.clone(), gamma.clone(), beta, epsilon);
-                prep.finish((x, stats, gamma, epsilon), y)
+                let y = Flex::ail_batch_norm(x.clone(), stats.clone(), gamma.clone(), beta.clone(), epsilon, relu);
+                prep.finish((x, stats, gamma, beta, epsilon, relu), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::ail_batch_norm(
                 x.into_primitive(),
@@ -115,15 +119,16 @@ impl<C: CheckpointStrategy> NormOps for Autodiff<Flex, C> {
                 gamma.into_primitive(),
                 beta.into_primitive(),
                 epsilon,
+                relu,
             )),
         }
     }
 }
 
-/// Training-mode BatchNorm of `x` `[N, C, H, W]` on `flex`: `(y, mean, var)`, where `mean` and
-/// the biased `var` (`[C]`, outside the graph) are the batch statistics `y` was normalised with.
-/// The caller checks [`super::own_kernels_on`] first.
-pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+/// Training-mode BatchNorm of `x` `[N, C, H, W]` on `flex`, followed by a ReLU with `relu`:
+/// `(y, mean, var)`, where `mean` and the biased `var` (`[C]`, outside the graph) are the batch
+/// statistics `y` was normalised with. The caller checks [`super::own_kernels_on`] first.
+pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, relu: bool) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
     let c = x.dims()[1];
     let stats = Tensor::<2>::from_dispatch(<Dispatch as NormOps>::ail_channel_stats(x.clone().detach().into_dispatch()));
     let y = <Dispatch as NormOps>::ail_batch_norm(
@@ -132,6 +137,7 @@ pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
+        relu,
     );
     let mean = stats.clone().narrow(0, 0, 1).reshape([c]);
     let var = stats.narrow(0, 1, 1).reshape([c]);

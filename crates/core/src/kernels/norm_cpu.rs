@@ -4,7 +4,9 @@
 //!
 //! With `M = N·H·W`, `x̂ = (x - mean_c) / sqrt(var_c + ε)` and `y = γ_c x̂ + β_c`, the backward pass
 //! is `dβ_c = Σ dy`, `dγ_c = Σ dy·x̂` and `dx = γ_c / sqrt(var_c + ε) · (dy - dβ_c / M - x̂ dγ_c / M)`:
-//! the statistics depend on `x`, as in any training-mode BatchNorm.
+//! the statistics depend on `x`, as in any training-mode BatchNorm. With `relu`, the ReLU that
+//! follows most BatchNorms is fused in: `y = max(γ x̂ + β, 0)`, and `dy` is masked where the
+//! pre-activation is not positive before the same formulas.
 
 use rayon::prelude::*;
 
@@ -80,8 +82,9 @@ fn inv_std_scaled(stats: &[f32], gamma: &[f32], epsilon: f64) -> Vec<f32> {
     (0..c).map(|k| gamma[k] / ((stats[c + k] as f64 + epsilon).sqrt() as f32)).collect()
 }
 
-/// `y = γ_c (x - mean_c) / sqrt(var_c + ε) + β_c` with `stats` from [`stats`].
-pub fn forward(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64, d: Dims) -> Vec<f32> {
+/// `y = γ_c (x - mean_c) / sqrt(var_c + ε) + β_c` with `stats` from [`stats`], then `max(y, 0)`
+/// with `relu`.
+pub fn forward(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64, relu: bool, d: Dims) -> Vec<f32> {
     assert_eq!(x.len(), d.len(), "batch norm: input length for {d:?}");
     assert!(stats.len() == 2 * d.channels && gamma.len() == d.channels && beta.len() == d.channels);
     let scale = inv_std_scaled(stats, gamma, epsilon);
@@ -93,24 +96,55 @@ pub fn forward(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], epsilon: f
     y.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane)).enumerate().for_each(|(k, (y, x))| {
         let c = k % d.channels;
         let (s, t) = (scale[c], shift[c]);
-        for (y, x) in y.iter_mut().zip(x) {
-            *y = x * s + t;
+        if relu {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = (x * s + t).max(0.0);
+            }
+        } else {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = x * s + t;
+            }
         }
     });
     y
 }
 
-/// `(dx, dγ, dβ)` given the output gradient `dy`, the input and the statistics of the forward pass.
+/// `(dx, dγ, dβ)` given the output gradient `dy`, the input, the statistics of the forward pass,
+/// `β` and whether a ReLU was fused in (then `dy` counts only where the output is positive).
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     dy: &[f32],
     stats: &[f32],
     gamma: &[f32],
+    beta: &[f32],
     epsilon: f64,
+    relu: bool,
     d: Dims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert!(x.len() == d.len() && dy.len() == d.len(), "batch norm: lengths for {d:?}");
     let channels = d.channels;
+    let masked;
+    let dy = if relu {
+        // dy where γ x̂ + β > 0, zero elsewhere.
+        let scale = inv_std_scaled(stats, gamma, epsilon);
+        let shift: Vec<f32> = (0..channels).map(|c| beta[c] - stats[c] * scale[c]).collect();
+        let mut m = vec![0.0f32; dy.len()];
+        if d.plane > 0 {
+            m.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane).zip(dy.par_chunks(d.plane))).enumerate().for_each(
+                |(k, (m, (x, g)))| {
+                    let (s, t) = (scale[k % channels], shift[k % channels]);
+                    for ((m, x), g) in m.iter_mut().zip(x).zip(g) {
+                        *m = if x * s + t > 0.0 { *g } else { 0.0 };
+                    }
+                },
+            );
+        }
+        masked = m;
+        &masked[..]
+    } else {
+        dy
+    };
     let mean = &stats[..channels];
     // Σ dy and Σ dy (x - mean) per channel.
     let sums: Vec<(f32, f32)> = (0..channels)
@@ -168,11 +202,12 @@ mod tests {
         let r = values(d.len(), 7);
         let gamma = vec![1.3f32, -0.4];
         let beta = vec![0.2f32, 0.5];
+        for relu in [false, true] {
         let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| -> f64 {
-            let y = forward(x, &stats(x, d), gamma, beta, 1e-5, d);
+            let y = forward(x, &stats(x, d), gamma, beta, 1e-5, relu, d);
             y.iter().zip(&r).map(|(a, b)| (a * b) as f64).sum()
         };
-        let (dx, dgamma, dbeta) = backward(&x, &r, &stats(&x, d), &gamma, 1e-5, d);
+        let (dx, dgamma, dbeta) = backward(&x, &r, &stats(&x, d), &gamma, &beta, 1e-5, relu, d);
         let eps = 1e-2f32;
         let numeric = |f: &dyn Fn(f32) -> f64| (f(eps) - f(-eps)) / (2.0 * eps as f64);
         for k in 0..x.len() {
@@ -195,7 +230,8 @@ mod tests {
                 b[c] += e;
                 loss(&x, &gamma, &b)
             });
-            assert!((n - dbeta[c] as f64).abs() < 1e-3 * (1.0 + n.abs()), "dbeta[{c}]: {} vs {n}", dbeta[c]);
+            assert!((n - dbeta[c] as f64).abs() < 1e-3 * (1.0 + n.abs()), "dbeta[{c}] (relu {relu}): {} vs {n}", dbeta[c]);
+        }
         }
     }
 
