@@ -22,8 +22,7 @@ pub fn device(global: &Global) -> anyhow::Result<SelectedDevice> {
 
 /// Applies `--cpu-kernels` for the whole process.
 fn select_cpu_kernels(global: &Global) {
-    use ail_core::kernels::{CpuKernels, set_cpu_kernels};
-    set_cpu_kernels(if global.cpu_kernels == "burn" { CpuKernels::Burn } else { CpuKernels::Own });
+    ail_core::kernels::set_cpu_kernels(global.cpu_kernels);
 }
 
 /// Selects `n` devices for data parallelism (the first is the main one) and prints them.

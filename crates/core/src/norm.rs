@@ -139,7 +139,6 @@ mod tests {
         close(ours.beta.val().grad(&g1).unwrap(), theirs.beta.val().grad(&g2).unwrap());
         close(ours.running_mean.value_sync().inner(), theirs.running_mean.value_sync().inner());
         close(ours.running_var.value_sync().inner(), theirs.running_var.value_sync().inner());
-        // Eval mode (no autodiff): running statistics, as burn's.
         // With the ReLU fused in: relu(burn's BatchNorm), forward and backward.
         let (y1, y2) = (ours.forward_relu(x.clone()), burn::tensor::activation::relu(theirs.forward(x.clone())));
         y1.to_data().assert_approx_eq::<f32>(&y2.to_data(), Tolerance::absolute(1e-5));
@@ -148,6 +147,7 @@ mod tests {
         x.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), Tolerance::absolute(1e-5));
         close(ours.gamma.val().grad(&g1).unwrap(), theirs.gamma.val().grad(&g2).unwrap());
         close(ours.beta.val().grad(&g1).unwrap(), theirs.beta.val().grad(&g2).unwrap());
+        // Eval mode (no autodiff): running statistics, as burn's.
         let (a, b) = (ours.valid(), theirs.valid());
         let x = x.inner();
         a.forward(x.clone()).into_data().assert_approx_eq::<f32>(&b.forward(x).into_data(), Tolerance::absolute(1e-5));

@@ -136,9 +136,11 @@ fn the_switch_selects_burns_kernels() {
     let device = Device::flex();
     let x = Tensor::<4>::random([1, 2, 4, 4], Distribution::Normal(0.0, 1.0), &device);
     let w = Tensor::<4>::random([3, 2, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    assert!(conv::own_kernels_on(&device) && conv::own_kernels_on(&device.clone().autodiff()));
     let ours = conv::conv2d(x.clone(), w.clone(), None, options(1, 1));
     conv::set_cpu_kernels(CpuKernels::Burn);
     assert_eq!(conv::cpu_kernels(), CpuKernels::Burn);
+    assert!(!conv::own_kernels_on(&device), "the switch must take burn's path");
     let burns = conv::conv2d(x, w, None, options(1, 1));
     conv::set_cpu_kernels(CpuKernels::Own);
     assert!(relative_error(ours, burns) <= 1e-5);
@@ -171,4 +173,42 @@ fn generator_layer_equals_burns_linear() {
     close(ours.1, burns.1, "dh");
     close(ours.2, burns.2, "dW");
     close(ours.3.unsqueeze(), burns.3.unsqueeze(), "db");
+}
+
+/// `BatchNorm2d` in training: the fused operation (with and without its ReLU) against the same
+/// layer composed of tensor operations (`CpuKernels::Burn`, the path every other device takes):
+/// output, the gradients of the input, γ and β, and the running statistics.
+#[test]
+fn fused_batch_norm_equals_the_composed_one() {
+    let _switch = SWITCH.lock().unwrap();
+    let device = Device::flex().autodiff();
+    device.seed(15);
+    let x = Tensor::<4>::random([3, 4, 5, 7], Distribution::Normal(0.5, 2.0), &device);
+    let r = Tensor::<4>::random([3, 4, 5, 7], Distribution::Normal(0.0, 1.0), &device);
+    for relu in [false, true] {
+        let run = |kernels: CpuKernels| {
+            conv::set_cpu_kernels(kernels);
+            let mut bn = ail_core::norm::BatchNorm2dConfig::new(4).init(&device);
+            bn.beta = burn::module::Param::from_tensor(Tensor::from_floats([0.3, -0.2, 0.0, 1.0], &device));
+            let x = x.clone().require_grad();
+            let y = if relu { bn.forward_relu(x.clone()) } else { bn.forward(x.clone()) };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            conv::set_cpu_kernels(CpuKernels::Own);
+            let stats: Tensor<4> = Tensor::cat(vec![bn.running_mean.value_sync(), bn.running_var.value_sync()], 0).reshape([1, 1, 2, 4]);
+            let gamma: Tensor<4> = bn.gamma.val().grad(&grads).unwrap().reshape([1, 1, 1, 4]);
+            let beta: Tensor<4> = bn.beta.val().grad(&grads).unwrap().reshape([1, 1, 1, 4]);
+            (y.detach(), x.grad(&grads).unwrap(), gamma, beta, stats.inner().to_device(&device))
+        };
+        let (fused, composed) = (run(CpuKernels::Own), run(CpuKernels::Burn));
+        for (what, a, b) in [
+            ("output", fused.0, composed.0),
+            ("dx", fused.1, composed.1),
+            ("dgamma", fused.2, composed.2),
+            ("dbeta", fused.3, composed.3),
+            ("running statistics", fused.4, composed.4),
+        ] {
+            let e = relative_error(a, b);
+            assert!(e <= 1e-4, "{what} (relu {relu}): relative error {e}");
+        }
+    }
 }

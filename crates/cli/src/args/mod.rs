@@ -48,12 +48,12 @@ pub struct Global {
     /// included.
     #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
     pub device: String,
-    /// Convolution and BatchNorm kernels on the CPU: `own` = ail's (im2col + GEMM convolutions
-    /// with their own backward pass, fused training BatchNorm), `burn` = burn's conv2d with its
-    /// generic backward and BatchNorm from tensor operations (slower; kept for side-by-side
-    /// measurements). GPUs always run burn's kernels.
-    #[arg(long, global = true, default_value = "own", value_parser = ["own", "burn"])]
-    pub cpu_kernels: String,
+    /// Convolution, BatchNorm and kernel-generator kernels on the CPU: `own` = ail's (im2col +
+    /// GEMM convolutions with their own backward pass, fused training BatchNorm + ReLU),
+    /// `burn` = burn's conv2d with its generic backward and BatchNorm from tensor operations
+    /// (slower; kept for side-by-side measurements). GPUs always run burn's kernels.
+    #[arg(long, global = true, value_enum, default_value_t = ail_core::kernels::CpuKernels::Own)]
+    pub cpu_kernels: ail_core::kernels::CpuKernels,
 }
 
 #[derive(Debug, Subcommand)]

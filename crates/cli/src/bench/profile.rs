@@ -93,12 +93,13 @@ pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()
         let x = Tensor::<4>::random([b2, c.in_channels, *s, *s], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let w = Tensor::<4>::random([c.out_channels, c.in_channels, c.kernel, c.kernel], Distribution::Normal(0.0, 0.1), &device).require_grad();
         let p = c.kernel / 2;
-        conv_time += median_of(runs, || {
+        let forward_backward = || {
             let y = conv2d(x.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1));
             let grads = y.sum().backward();
             wait(w.grad(&grads).expect("kernel gradient"));
             wait(x.grad(&grads).expect("input gradient"));
-        });
+        };
+        conv_time += median_of(runs, forward_backward);
         conv_forward += median_of(runs, || wait(conv2d(x.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1))));
         // The kernel gradient alone (the input needs none: burn skips its backward).
         let x_const = x.clone().detach();
@@ -108,12 +109,7 @@ pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()
         });
         if !selected.is_gpu && own == CpuKernels::Own {
             set_cpu_kernels(CpuKernels::Burn);
-            burn_conv_time += median_of(runs, || {
-                let y = conv2d(x.clone(), w.clone(), None, ConvOptions::new([c.stride; 2], [p, p], [1, 1], 1));
-                let grads = y.sum().backward();
-                wait(w.grad(&grads).expect("kernel gradient"));
-                wait(x.grad(&grads).expect("input gradient"));
-            });
+            burn_conv_time += median_of(runs, forward_backward);
             set_cpu_kernels(own);
         }
     }

@@ -46,8 +46,11 @@ pub fn forward(h: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
 pub fn backward(h: &[f32], w: &[f32], dk: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let n = dk.len();
     assert_eq!(w.len(), h.len() * n, "generator: weight length");
+    if n == 0 {
+        return (vec![0.0; h.len()], Vec::new());
+    }
     let dh: Vec<f32> = w
-        .par_chunks(n.max(1))
+        .par_chunks(n)
         .map(|row| {
             let mut acc = [0.0f32; 8];
             let (rc, dc) = (row.chunks_exact(8), dk.chunks_exact(8));
@@ -61,14 +64,12 @@ pub fn backward(h: &[f32], w: &[f32], dk: &[f32]) -> (Vec<f32>, Vec<f32>) {
         })
         .collect();
     let mut dw = vec![0.0f32; w.len()];
-    if n > 0 {
-        dw.par_chunks_mut(n).zip(h.par_iter()).for_each(|(row, &hi)| {
-            for (o, d) in row.iter_mut().zip(dk) {
-                *o = hi * d;
-            }
-        });
-    }
-    (dh[..h.len()].to_vec(), dw)
+    dw.par_chunks_mut(n).zip(h.par_iter()).for_each(|(row, &hi)| {
+        for (o, d) in row.iter_mut().zip(dk) {
+            *o = hi * d;
+        }
+    });
+    (dh, dw)
 }
 
 /// The generator's output layer as a burn backend operation (`flex` and autodiff over it).

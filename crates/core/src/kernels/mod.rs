@@ -28,6 +28,7 @@ pub use norm::{NormOps, batch_norm_train};
 
 /// Which kernels burn's CPU backend runs for convolutions and BatchNorm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CpuKernels {
     /// Ours (this module): im2col + GEMM convolutions, fused BatchNorm (the default).
     #[default]

@@ -124,37 +124,29 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert!(x.len() == d.len() && dy.len() == d.len(), "batch norm: lengths for {d:?}");
     let channels = d.channels;
-    let masked;
-    let dy = if relu {
-        // dy where γ x̂ + β > 0, zero elsewhere.
+    // The ReLU's gate, folded into both sweeps: `dy` counts where `s_c x + t_c > 0`, the
+    // pre-activation γ x̂ + β. Without a ReLU, `s = 0, t = 1` passes every `dy`.
+    let (gate_scale, gate_shift): (Vec<f32>, Vec<f32>) = if relu {
         let scale = inv_std_scaled(stats, gamma, epsilon);
-        let shift: Vec<f32> = (0..channels).map(|c| beta[c] - stats[c] * scale[c]).collect();
-        let mut m = vec![0.0f32; dy.len()];
-        if d.plane > 0 {
-            m.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane).zip(dy.par_chunks(d.plane))).enumerate().for_each(
-                |(k, (m, (x, g)))| {
-                    let (s, t) = (scale[k % channels], shift[k % channels]);
-                    for ((m, x), g) in m.iter_mut().zip(x).zip(g) {
-                        *m = if x * s + t > 0.0 { *g } else { 0.0 };
-                    }
-                },
-            );
-        }
-        masked = m;
-        &masked[..]
+        let shift = (0..channels).map(|c| beta[c] - stats[c] * scale[c]).collect();
+        (scale, shift)
     } else {
-        dy
+        (vec![0.0; channels], vec![1.0; channels])
+    };
+    let gated = |c: usize| {
+        let (s, t) = (gate_scale[c], gate_shift[c]);
+        move |x: f32, g: f32| if x * s + t > 0.0 { g } else { 0.0 }
     };
     let mean = &stats[..channels];
-    // Σ dy and Σ dy (x - mean) per channel.
+    // Σ dy and Σ dy (x - mean) per channel (dy gated).
     let sums: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let m = mean[c];
+            let (m, gate) = (mean[c], gated(c));
             let (mut s1, mut s2) = (0.0f64, 0.0f64);
             for (xp, dp) in d.planes(x, c).zip(d.planes(dy, c)) {
-                s1 += sum(dp) as f64;
-                s2 += sum_pairs(xp, dp, |x, g| (x - m) * g) as f64;
+                s1 += sum_pairs(xp, dp, gate) as f64;
+                s2 += sum_pairs(xp, dp, |x, g| (x - m) * gate(x, g)) as f64;
             }
             (s1 as f32, s2 as f32)
         })
@@ -176,9 +168,9 @@ pub fn backward(
             |(k, (dx, (x, dy)))| {
                 let c = k % channels;
                 let [k1, k2, k3] = coefficients[c];
-                let m = mean[c];
-                for ((o, x), g) in dx.iter_mut().zip(x).zip(dy) {
-                    *o = k1 * g + k2 * (x - m) + k3;
+                let (m, gate) = (mean[c], gated(c));
+                for ((o, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                    *o = k1 * gate(x, g) + k2 * (x - m) + k3;
                 }
             },
         );
