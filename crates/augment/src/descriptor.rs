@@ -4,7 +4,7 @@
 //! | family       | K | entries                                                        | trained set        |
 //! |--------------|---|----------------------------------------------------------------|--------------------|
 //! | `Groups`     | 2 | spatial, appearance                                            | 3 (10, 01, 11)     |
-//! | `Individual` | 5 | resized crop, colour jitter, grayscale, blur, solarize         | 26 (>= two ones)   |
+//! | `Individual` | 5 | resized crop, horizontal flip, colour jitter, grayscale, blur  | 26 (>= two ones)   |
 //! | `Audio`      | 7 | pitch, fade in, fade out, noise, time mask, time shift, stretch | 120 (>= two ones) |
 //!
 //! The all-zero descriptor is never trained.
@@ -20,7 +20,8 @@ use crate::AugmentError;
 pub enum Family {
     /// K = 2: [spatial, appearance].
     Groups,
-    /// K = 5: [resized crop, colour jitter, grayscale, blur, solarize].
+    /// K = 5: SimCLR's five default augmentations [resized crop, horizontal flip, colour jitter,
+    /// grayscale, blur].
     Individual,
     /// K = 7: the CLAR audio augmentations.
     Audio,
@@ -36,7 +37,7 @@ impl Family {
     pub fn entry_names(self) -> &'static [&'static str] {
         match self {
             Family::Groups => &["spatial", "appearance"],
-            Family::Individual => &["crop", "colour-jitter", "grayscale", "blur", "solarize"],
+            Family::Individual => &["crop", "flip", "colour-jitter", "grayscale", "blur"],
             Family::Audio => &[
                 "pitch-shift",
                 "fade-in",

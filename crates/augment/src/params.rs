@@ -132,8 +132,9 @@ impl OpSet {
     ///
     /// - K = 2 `[spatial, appearance]`: spatial = resized crop + horizontal flip; appearance =
     ///   colour jitter, grayscale, blur, solarize.
-    /// - K = 5 `[crop, jitter, grayscale, blur, solarize]`: one op each; the horizontal flip rides
-    ///   with the crop entry (both are geometric).
+    /// - K = 5 `[crop, flip, jitter, grayscale, blur]`: one op each, SimCLR's five defaults (the
+    ///   paper's individual condition); solarize is never on (it belongs to the MoCo appearance
+    ///   group only).
     pub fn from_descriptor(family: Family, descriptor: &Descriptor) -> Self {
         let on = |j| descriptor.is_on(j);
         match family {
@@ -147,11 +148,11 @@ impl OpSet {
             },
             Family::Individual => OpSet {
                 crop: on(0),
-                flip: on(0),
-                jitter: on(1),
-                grayscale: on(2),
-                blur: on(3),
-                solarize: on(4),
+                flip: on(1),
+                jitter: on(2),
+                grayscale: on(3),
+                blur: on(4),
+                solarize: false,
             },
             Family::Audio => OpSet::default(),
         }
@@ -365,8 +366,21 @@ mod tests {
         assert!(spatial.crop && spatial.flip && !spatial.jitter && !spatial.blur);
         let appearance = OpSet::from_descriptor(Family::Groups, &Descriptor(vec![0.0, 1.0]));
         assert!(!appearance.crop && appearance.jitter && appearance.grayscale && appearance.solarize);
-        let blur_only = OpSet::from_descriptor(Family::Individual, &Descriptor(vec![0., 0., 0., 1., 0.]));
-        assert_eq!(blur_only, OpSet { blur: true, ..Default::default() });
+        // K = 5: SimCLR's five, one op per entry, never solarize.
+        let expected = [
+            OpSet { crop: true, ..Default::default() },
+            OpSet { flip: true, ..Default::default() },
+            OpSet { jitter: true, ..Default::default() },
+            OpSet { grayscale: true, ..Default::default() },
+            OpSet { blur: true, ..Default::default() },
+        ];
+        for (j, want) in expected.into_iter().enumerate() {
+            let mut d = vec![0.0; 5];
+            d[j] = 1.0;
+            assert_eq!(OpSet::from_descriptor(Family::Individual, &Descriptor(d)), want, "entry {j}");
+        }
+        let all = OpSet::from_descriptor(Family::Individual, &Descriptor(vec![1.0; 5]));
+        assert_eq!(all, OpSet { crop: true, flip: true, jitter: true, grayscale: true, blur: true, solarize: false });
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
         parameters_updated: run.trainable,
         wall_time_s: wall,
         bound: None,
+        bn_statistics: None,
         finetuned_stages: Some(args.stages),
     };
     let path = args.out.join("fit.json");

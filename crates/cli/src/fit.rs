@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ail_core::bound::ramp_risk;
-use ail_core::fit::{FitConfig, Readout, Scores, Split, Targets, fit};
+use ail_core::fit::{FitConfig, FitRun, Readout, Scores, Split, Targets, fit};
 use ail_core::frozen::Frozen;
 use ail_core::metrics::quantise;
 use anyhow::Context;
@@ -75,6 +75,10 @@ pub struct FitReport {
     pub parameters_updated: usize,
     pub wall_time_s: f64,
     pub bound: Option<BoundTerms>,
+    /// The frozen encoder's BatchNorm statistics (`shared` or `per-descriptor`; absent in older
+    /// reports: shared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_statistics: Option<String>,
     /// Fine-tuning runs: the stages trained (counted from the last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetuned_stages: Option<usize>,
@@ -120,6 +124,49 @@ fn bound_terms(frozen: &Frozen, readout: &Readout, train: &Split, bits: &[u32]) 
     Some(BoundTerms { samples: train.len(), classes: *classes, feature_norm, weight_norm, ramp_risk: risks })
 }
 
+/// Fits `base` at every (learning rate, weight decay) of the grid and keeps the one with the best
+/// validation score: `(lr, weight decay, run, grid)`. `verbose` prints each grid point's result.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fit_grid(
+    frozen: &Frozen,
+    train: &Split,
+    val: &Split,
+    base: &FitConfig,
+    lrs: &[f64],
+    wds: &[f64],
+    what: &str,
+    verbose: bool,
+) -> anyhow::Result<(f64, f64, FitRun, Vec<GridPoint>)> {
+    let mut runs = Vec::new();
+    let total = lrs.len() * wds.len();
+    let learned = base.fixed.is_none() && frozen.num_invariances() > 0;
+    let warm = if learned { base.warm_start_epochs } else { 0 };
+    for (g, (&lr, &wd)) in lrs.iter().flat_map(|l| wds.iter().map(move |w| (l, w))).enumerate() {
+        let config = FitConfig { lr, weight_decay: wd, ..base.clone() };
+        let batches = train.len().div_ceil(base.batch_size) as u64;
+        let pb = bar(batches * (warm + base.epochs) as u64, &format!("{what} {}/{total} (lr {lr}, wd {wd})", g + 1));
+        let run = fit(frozen, train, val, &config, &mut |e, _, _| {
+            pb.inc(1);
+            pb.set_message(format!("epoch {e}"));
+        })?;
+        pb.finish_and_clear();
+        if verbose {
+            eprintln!(
+                "lr {lr}, weight decay {wd}: best epoch {} of {}, validation {} (i = {:?})",
+                run.best_epoch,
+                warm + base.epochs,
+                describe(&run.val),
+                run.best.i
+            );
+        }
+        runs.push((lr, wd, run));
+    }
+    let grid: Vec<GridPoint> =
+        runs.iter().map(|(lr, wd, r)| GridPoint { lr: *lr, weight_decay: *wd, best_epoch: r.best_epoch, val_score: r.val.primary() }).collect();
+    let (lr, wd, best) = runs.into_iter().max_by(|a, b| a.2.val.primary().total_cmp(&b.2.val.primary())).expect("a grid point");
+    Ok((lr, wd, best, grid))
+}
+
 pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     common::prepare_out(&args.out)?;
     let lrs: Vec<f64> = parse_list(&args.lrs, "--lrs", ListError::Long)?;
@@ -130,45 +177,23 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&args.i_init), "--i-init must be in [0, 1]");
     anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
-    let (frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
+    let (mut frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
     if let Some(f) = &fixed {
         frozen.check_descriptor(f).context("--fixed-invariance")?;
     }
+    frozen.set_batch_norm_statistics(args.bn_statistics, &task.train.pixels, task.train.len(), task.train.shape);
     let start = Instant::now();
-    let mut runs = Vec::new();
-    let total = lrs.len() * wds.len();
-    for (g, (&lr, &wd)) in lrs.iter().flat_map(|l| wds.iter().map(move |w| (l, w))).enumerate() {
-        let config = FitConfig {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            lr,
-            weight_decay: wd,
-            i_lr: args.i_lr,
-            i_init: args.i_init,
-            fixed: fixed.clone(),
-            seed: args.seed,
-            warm_start_epochs: args.warm_start_epochs,
-        };
-        let batches = task.train.len().div_ceil(args.batch_size) as u64;
-        let warm = if fixed.is_none() && frozen.num_invariances() > 0 { args.warm_start_epochs } else { 0 };
-        let pb = bar(batches * (warm + args.epochs) as u64, &format!("fit {}/{total} (lr {lr}, wd {wd})", g + 1));
-        let run = fit(&frozen, &task.train, &task.val, &config, &mut |e, _, _| {
-            pb.inc(1);
-            pb.set_message(format!("epoch {e}"));
-        })?;
-        pb.finish_and_clear();
-        eprintln!(
-            "lr {lr}, weight decay {wd}: best epoch {} of {}, validation {} (i = {:?})",
-            run.best_epoch,
-            warm + args.epochs,
-            describe(&run.val),
-            run.best.i
-        );
-        runs.push((lr, wd, run));
-    }
-    let grid: Vec<GridPoint> =
-        runs.iter().map(|(lr, wd, r)| GridPoint { lr: *lr, weight_decay: *wd, best_epoch: r.best_epoch, val_score: r.val.primary() }).collect();
-    let (lr, wd, best) = runs.into_iter().max_by(|a, b| a.2.val.primary().total_cmp(&b.2.val.primary())).expect("a grid point");
+    let base = FitConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        i_lr: args.i_lr,
+        i_init: args.i_init,
+        fixed: fixed.clone(),
+        seed: args.seed,
+        warm_start_epochs: args.warm_start_epochs,
+        ..FitConfig::default()
+    };
+    let (lr, wd, best, grid) = fit_grid(&frozen, &task.train, &task.val, &base, &lrs, &wds, "fit", true)?;
     let readout = &best.best;
     let train = readout.score(&frozen, &task.train, None);
     let test = readout.score(&frozen, &task.test, None);
@@ -211,6 +236,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         parameters_updated: readout.head_parameters() + if best.learned_i { frozen.num_invariances() } else { 0 },
         wall_time_s: wall,
         bound: bound_terms(&frozen, readout, &task.train, &bits),
+        bn_statistics: Some(frozen.batch_norm_statistics().name().into()),
         finetuned_stages: None,
     };
     let path = args.out.join("fit.json");

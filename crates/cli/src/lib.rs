@@ -3,9 +3,11 @@
 //! returns; the work itself is in `ail-core`, `ail-augment` and `ail-data`.
 
 pub mod args;
+pub mod batchnorm;
 pub mod bench;
 pub mod bound;
 pub mod common;
+pub mod compare;
 pub mod downstream;
 pub mod export;
 pub mod fewshot;

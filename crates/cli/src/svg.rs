@@ -317,6 +317,61 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, curves: &[Curve]) -
     svg
 }
 
+/// One bar: a value and the half-width of its interval (drawn as a whisker; NaN draws none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub name: String,
+    pub value: f64,
+    pub interval: f64,
+}
+
+/// Horizontal bars, one per row with its name on the left, the value axis ticked at round values
+/// and covering every bar with its interval.
+pub fn bar_chart(title: &str, value_label: &str, bars: &[Bar]) -> String {
+    let label_w = bars.iter().map(|b| b.name.chars().count()).max().map_or(0.0, |n| 7.0 * n as f64 + 20.0).max(120.0);
+    let (left, top, plot_w, row_h) = (label_w, 50.0, 420.0, 28.0);
+    let plot_h = row_h * bars.len().max(1) as f64;
+    let (width, height) = (left + plot_w + 40.0, top + plot_h + 60.0);
+    let ends = bars.iter().flat_map(|b| {
+        let w = if b.interval.is_finite() { b.interval } else { 0.0 };
+        [b.value - w, b.value + w]
+    });
+    // The axis includes 0, where the bars start.
+    let (lo, hi) = finite_range(ends.chain([0.0])).unwrap_or((0.0, 1.0));
+    let pad = 0.05 * (hi - lo);
+    let (v0, v1) = (if lo < 0.0 { lo - pad } else { 0.0 }, hi + pad);
+    let px = |v: f64| left + (v - v0) / (v1 - v0) * plot_w;
+
+    let mut svg = open(width, height);
+    text(&mut svg, left + plot_w / 2.0, 28.0, "middle", " font-size=\"16\"", title);
+    let ticks = nice_ticks(v0, v1, 6);
+    for v in &ticks {
+        let x = px(*v);
+        let _ = writeln!(svg, "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#eeeeee\"/>", top + plot_h);
+        text(&mut svg, x, top + plot_h + 18.0, "middle", "", &tick_label(*v, &ticks));
+    }
+    for (k, bar) in bars.iter().enumerate() {
+        let y = top + row_h * k as f64;
+        text(&mut svg, left - 8.0, y + row_h / 2.0 + 4.0, "end", "", &bar.name);
+        if !bar.value.is_finite() {
+            continue;
+        }
+        let (a, b) = (px(bar.value.min(0.0)), px(bar.value.max(0.0)));
+        let _ = writeln!(svg, "<rect x=\"{a:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>", y + 5.0, (b - a).max(1.0), row_h - 10.0, colour(k));
+        if bar.interval.is_finite() {
+            let (l, r, m) = (px(bar.value - bar.interval), px(bar.value + bar.interval), y + row_h / 2.0);
+            let _ = writeln!(svg, "<line x1=\"{l:.1}\" y1=\"{m:.1}\" x2=\"{r:.1}\" y2=\"{m:.1}\" stroke=\"black\"/>");
+            for e in [l, r] {
+                let _ = writeln!(svg, "<line x1=\"{e:.1}\" y1=\"{:.1}\" x2=\"{e:.1}\" y2=\"{:.1}\" stroke=\"black\"/>", m - 5.0, m + 5.0);
+            }
+        }
+    }
+    let _ = writeln!(svg, "<rect x=\"{left}\" y=\"{top}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"black\"/>");
+    text(&mut svg, left + plot_w / 2.0, top + plot_h + 45.0, "middle", "", value_label);
+    svg.push_str("</svg>\n");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +422,18 @@ mod tests {
         let line = line_chart("l", "t", "similarity", &[Curve { name: "grayscale".into(), points: vec![(0.0, 0.5), (1.0, 0.7)] }]);
         assert!(line.starts_with("<svg") && balanced(&line), "{line}");
         assert_eq!(line.matches("<circle").count(), 2);
+
+        let bars = [
+            Bar { name: "learned i <0.5>".into(), value: 52.0, interval: 2.0 },
+            Bar { name: "fixed".into(), value: 48.0, interval: f64::NAN },
+            Bar { name: "broken".into(), value: f64::NAN, interval: f64::NAN },
+        ];
+        let chart = bar_chart("b", "test accuracy (%)", &bars);
+        assert!(chart.starts_with("<svg") && balanced(&chart) && !chart.contains("NaN"), "{chart}");
+        assert!(chart.contains("learned i &lt;0.5&gt;"));
+        // Two bars drawn (plus the background and the frame), one whisker with its two end caps.
+        assert_eq!(chart.matches("<rect").count(), 4, "{chart}");
+        assert_eq!(chart.matches("stroke=\"black\"/>").count(), 3 + 1, "{chart}");
     }
 
     #[test]

@@ -19,7 +19,12 @@ pub const TENSORS_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "checkpoint.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const FORMAT: &str = "ail-checkpoint";
-const VERSION: u32 = 1;
+/// 2: the `individual` family's entries are SimCLR's five (crop, flip, colour jitter, grayscale,
+/// blur). Version 1 files are read unless they hold an `individual` encoder, whose entries then
+/// meant crop (with flip), colour jitter, grayscale, blur and solarize.
+const VERSION: u32 = 2;
+/// The oldest version read.
+const OLDEST_VERSION: u32 = 1;
 
 /// What `checkpoint.json` holds besides the format tag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,9 +134,10 @@ fn read_meta_file(dir: &Path) -> Result<MetaFile, CoreError> {
         err(&path, format!("cannot read ({e}); a checkpoint directory holds {META_FILE} and {TENSORS_FILE}"))
     })?;
     let file: MetaFile = serde_json::from_str(&text).map_err(|e| err(&path, format!("not a valid checkpoint description: {e}")))?;
-    if file.format != FORMAT || file.version != VERSION {
-        return Err(err(&path, format!("format `{}` version {} is not {FORMAT} version {VERSION}", file.format, file.version)));
+    if file.format != FORMAT || !(OLDEST_VERSION..=VERSION).contains(&file.version) {
+        return Err(err(&path, format!("format `{}` version {} is not {FORMAT} version {OLDEST_VERSION}-{VERSION}", file.format, file.version)));
     }
+    check_family_layout(&path, file.version, file.meta.family)?;
     file.meta.encoder.validate().map_err(|e| err(&path, e.to_string()))?;
     if let Some(family) = file.meta.family
         && file.meta.encoder.kind.is_amortised()
@@ -147,6 +153,20 @@ fn read_meta_file(dir: &Path) -> Result<MetaFile, CoreError> {
         return Err(err(&path, format!("the optimiser state must be {OPTIMIZER_FILE} beside it")));
     }
     Ok(file)
+}
+
+/// Refuses an encoder trained on the `individual` family's earlier entries (checkpoint version 1):
+/// the same descriptor would now switch other augmentations on.
+fn check_family_layout(path: &Path, version: u32, family: Option<Family>) -> Result<(), CoreError> {
+    if version < 2 && family == Some(Family::Individual) {
+        return Err(err(path, format!(
+            "this K = 5 encoder was trained with the earlier `individual` entries [crop with flip, colour jitter, grayscale, blur, solarize]; \
+             the entries are now SimCLR's five [{}], so its descriptors would mean other augmentations: \
+             pretrain it again with `ail pretrain --invariances individual`",
+            Family::Individual.entry_names().join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Rebuilds the encoder of `dir` on `device` and loads its tensors (and optimiser state).
@@ -201,11 +221,18 @@ const WEB_STORAGE: &str = "f16-weights";
 #[serde(deny_unknown_fields)]
 struct WebHeader {
     format: String,
+    /// The checkpoint version the description follows (absent in exports of version 1).
+    #[serde(default = "first_version")]
+    version: u32,
     #[serde(flatten)]
     meta: CheckpointMeta,
     /// `f16-weights`: convolution and linear weights in f16, everything else (batch-norm
     /// statistics, biases of other layers) in f32; loading widens all to f32.
     storage: String,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 fn web_err(source: &str, reason: impl Into<String>) -> CoreError {
@@ -220,7 +247,7 @@ pub fn export_web(encoder: &Encoder, meta: &CheckpointMeta) -> Result<Vec<u8>, C
     if meta.normalization.is_none() {
         return Err(web_err(here, "the checkpoint records no input normalisation: re-save it with a current `ail pretrain`"));
     }
-    let header = WebHeader { format: FORMAT.into(), meta: meta.clone(), storage: WEB_STORAGE.into() };
+    let header = WebHeader { format: FORMAT.into(), version: VERSION, meta: meta.clone(), storage: WEB_STORAGE.into() };
     let json = serde_json::to_vec(&header).expect("the export header serialises");
     let mut store = SafetensorsStore::from_bytes(None)
         .with_to_adapter(burn::store::HalfPrecisionAdapter::new().with_module("HyperConv"));
@@ -253,6 +280,7 @@ pub fn load_web(bytes: &[u8], source: &str, device: &Device) -> Result<(Encoder,
     if header.format != FORMAT || header.storage != WEB_STORAGE {
         return Err(web_err(source, format!("format `{}` with storage `{}` is not {FORMAT} with {WEB_STORAGE}: {how}", header.format, header.storage)));
     }
+    check_family_layout(Path::new(source), header.version, header.meta.family)?;
     let meta = header.meta;
     meta.encoder.validate().map_err(|e| web_err(source, e.to_string()))?;
     if meta.normalization.as_ref().is_none_or(|n| n.mean.len() != meta.encoder.in_channels || n.std.len() != meta.encoder.in_channels) {

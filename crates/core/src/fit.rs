@@ -100,6 +100,10 @@ pub struct FitConfig {
     pub i_lr: f64,
     /// Initial value of every entry of `i`.
     pub i_init: f32,
+    /// Where `i` starts when learned, entry by entry (overrides `i_init`): a corner chosen on
+    /// validation, say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i_start: Option<Vec<f32>>,
     /// Keep `i` at this value and train the head alone.
     pub fixed: Option<Vec<f32>>,
     pub seed: u64,
@@ -111,7 +115,7 @@ pub struct FitConfig {
 
 impl Default for FitConfig {
     fn default() -> Self {
-        Self { epochs: 10, batch_size: 128, lr: 1e-3, weight_decay: 0.0, i_lr: 0.01, i_init: 0.5, fixed: None, seed: 0, warm_start_epochs: 0 }
+        Self { epochs: 10, batch_size: 128, lr: 1e-3, weight_decay: 0.0, i_lr: 0.01, i_init: 0.5, i_start: None, fixed: None, seed: 0, warm_start_epochs: 0 }
     }
 }
 
@@ -367,7 +371,13 @@ pub fn fit_from(
     }
     let k = frozen.num_invariances();
     let learn = config.fixed.is_none() && k > 0;
-    let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
+    let mut i = match (&config.fixed, &config.i_start) {
+        (None, Some(start)) if k > 0 => {
+            frozen.check_descriptor(start)?;
+            start.clone()
+        }
+        _ => frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?,
+    };
     let device = frozen.device().clone();
     device.seed(config.seed);
     let (d, m) = (frozen.feature_dim(), train.targets.outputs());

@@ -4,8 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use burn::module::Module;
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::norm::{EncoderStatistics, LayerRecord, pool_records, record_statistics, with_statistics};
 
 use crate::checkpoint::{self, CheckpointMeta, Normalization};
 use crate::{CoreError, Encoder, Family};
@@ -24,6 +29,47 @@ pub struct Frozen {
     /// Recent results of [`Frozen::features_u8`], keyed by the images' content and the
     /// descriptor: a validation grid reads the same features many times.
     cache: std::sync::Mutex<Vec<(u64, Vec<f32>)>>,
+    /// Per-descriptor BatchNorm statistics: the calibration images and the statistics computed
+    /// so far (None: the checkpoint's shared running statistics).
+    per_descriptor: Option<Calibration>,
+}
+
+/// Which BatchNorm statistics a frozen encoder normalises with (docs/method.md, "BatchNorm and
+/// the descriptor").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchNormStatistics {
+    /// The running statistics saved with the checkpoint: one average over every descriptor
+    /// trained (what pretraining leaves, and what the authors' release uses).
+    Shared,
+    /// Statistics recomputed at the descriptor being read, on the task's training images.
+    #[default]
+    PerDescriptor,
+}
+
+impl BatchNormStatistics {
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchNormStatistics::Shared => "shared",
+            BatchNormStatistics::PerDescriptor => "per-descriptor",
+        }
+    }
+}
+
+/// Images per-descriptor statistics are computed on (the first of the task's training split in a
+/// fixed shuffled order).
+pub const CALIBRATION_IMAGES: usize = 512;
+/// A learned `i` reuses statistics computed within this distance (largest entry difference);
+/// further away they are computed again.
+pub const CALIBRATION_TOLERANCE: f32 = 0.02;
+/// Statistics kept (the most recent).
+const CALIBRATIONS_KEPT: usize = 16;
+
+struct Calibration {
+    pixels: Vec<u8>,
+    shape: [usize; 3],
+    computed: std::sync::Mutex<Vec<(Vec<f32>, Arc<EncoderStatistics>)>>,
 }
 
 /// How many feature sets the cache keeps.
@@ -98,7 +144,72 @@ impl Frozen {
         let ad = device.without_autodiff().autodiff();
         let inference = encoder.valid();
         let encoder = encoder.freeze();
-        Ok(Self { encoder, inference, meta, checkpoint: source, normalization, device: ad, cache: Default::default() })
+        Ok(Self { encoder, inference, meta, checkpoint: source, normalization, device: ad, cache: Default::default(), per_descriptor: None })
+    }
+
+    /// Normalises with BatchNorm statistics recomputed at each descriptor read, on (at most
+    /// [`CALIBRATION_IMAGES`] of) the `u8` images `pixels` (`[n, C, H, W]`), or with the shared
+    /// running statistics. Encoders without BatchNorm (ViTs) are unaffected.
+    pub fn set_batch_norm_statistics(&mut self, mode: BatchNormStatistics, pixels: &[u8], n: usize, shape: [usize; 3]) {
+        self.cache.lock().expect("feature cache").clear();
+        self.per_descriptor = match mode {
+            BatchNormStatistics::Shared => None,
+            BatchNormStatistics::PerDescriptor => {
+                let len = shape.iter().product::<usize>();
+                let order = crate::fit::permutation(n, 0x6a7c, 0);
+                let pixels = order.iter().take(CALIBRATION_IMAGES).flat_map(|&r| pixels[r * len..(r + 1) * len].iter().copied()).collect();
+                Some(Calibration { pixels, shape, computed: Default::default() })
+            }
+        };
+    }
+
+    /// Which statistics the encoder normalises with.
+    pub fn batch_norm_statistics(&self) -> BatchNormStatistics {
+        if self.per_descriptor.is_some() { BatchNormStatistics::PerDescriptor } else { BatchNormStatistics::Shared }
+    }
+
+    /// What every BatchNorm layer call sees at descriptor `i` on `u8` images: the images' own
+    /// statistics and the layer's running (shared) ones, pooled over chunks of 256 images.
+    pub fn layer_statistics(&self, pixels: &[u8], n: usize, shape: [usize; 3], i: &[f32]) -> Result<(EncoderStatistics, Vec<LayerRecord>), CoreError> {
+        let inner = self.device.clone().without_autodiff();
+        let len = shape.iter().product::<usize>();
+        let descriptor = self.descriptor(i, &inner);
+        let passes: Vec<Vec<LayerRecord>> = (0..n)
+            .step_by(256)
+            .map(|s| {
+                let e = (s + 256).min(n);
+                let x = self.normalization.apply(Self::upload_u8(&pixels[s * len..e * len], e - s, shape, &inner));
+                record_statistics(|| self.inference.forward_features(x, descriptor.clone()).into_data()).1
+            })
+            .collect();
+        Ok((pool_records(&passes)?, passes.into_iter().next().unwrap_or_default()))
+    }
+
+    /// The per-descriptor statistics at `i` (computed, or reused from within
+    /// [`CALIBRATION_TOLERANCE`]); None with shared statistics.
+    fn statistics_at(&self, i: &[f32]) -> Option<Arc<EncoderStatistics>> {
+        let calibration = self.per_descriptor.as_ref()?;
+        let near = |d: &[f32]| d.iter().zip(i).all(|(a, b)| (a - b).abs() <= CALIBRATION_TOLERANCE);
+        if let Some((_, s)) = calibration.computed.lock().expect("statistics").iter().rev().find(|(d, _)| near(d)) {
+            return Some(s.clone());
+        }
+        let n = calibration.pixels.len() / calibration.shape.iter().product::<usize>().max(1);
+        let (pooled, _) = self.layer_statistics(&calibration.pixels, n, calibration.shape, i).expect("one encoder records the same layers on every pass");
+        let pooled = Arc::new(pooled);
+        let mut computed = calibration.computed.lock().expect("statistics");
+        if computed.len() == CALIBRATIONS_KEPT {
+            computed.remove(0);
+        }
+        computed.push((i.to_vec(), pooled.clone()));
+        Some(pooled)
+    }
+
+    /// Runs `f` with the BatchNorm statistics of descriptor `i`.
+    fn at_statistics<R>(&self, i: &[f32], f: impl FnOnce() -> R) -> R {
+        match self.statistics_at(i) {
+            Some(s) => with_statistics(s, f),
+            None => f(),
+        }
     }
 
     /// The autodiff device the frozen encoder lives on.
@@ -167,13 +278,14 @@ impl Frozen {
     pub fn features(&self, x01: Tensor<4>, i: &[f32]) -> Tensor<2> {
         let inner = self.device.clone().without_autodiff();
         let x01 = x01.to_device(&inner);
-        let i = self.descriptor(i, &inner);
+        let descriptor = self.descriptor(i, &inner);
         let n = x01.dims()[0];
         let chunks: Vec<Tensor<2>> = (0..n)
             .step_by(256)
             .map(|s| {
                 let e = (s + 256).min(n);
-                self.inference.forward_features(self.normalization.apply(x01.clone().slice(s..e)), i.clone())
+                let x = self.normalization.apply(x01.clone().slice(s..e));
+                self.at_statistics(i, || self.inference.forward_features(x, descriptor.clone()))
             })
             .collect();
         Tensor::cat(chunks, 0)
@@ -213,7 +325,12 @@ impl Frozen {
 
     /// Features with a graph to `i`: `x01` and `i` on the autodiff device; `i` should require grad.
     pub fn features_with_grad(&self, x01: Tensor<4>, i: Tensor<1>) -> Tensor<2> {
-        self.encoder.forward_features(self.normalization.apply(x01), i)
+        let x = self.normalization.apply(x01);
+        if self.per_descriptor.is_none() {
+            return self.encoder.forward_features(x, i);
+        }
+        let values: Vec<f32> = i.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 descriptor");
+        self.at_statistics(&values, || self.encoder.forward_features(x, i))
     }
 
     /// A descriptor as the encoder's input tensor (empty for a plain encoder).

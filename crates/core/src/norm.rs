@@ -14,8 +14,116 @@
 //! one backend operation with its own backward step (`crate::kernels::batch_norm_train`), unless
 //! `crate::kernels::set_cpu_kernels` chose burn's operations.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::prelude::*;
+
+// ---------------------------------------------------------------------------------------------
+// Statistics per descriptor (docs/method.md, "BatchNorm and the descriptor")
+// ---------------------------------------------------------------------------------------------
+
+/// One BatchNorm layer's per-channel statistics: mean and biased variance.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelStatistics {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+/// What one forward pass recorded at every BatchNorm layer, in call order: the statistics of the
+/// batch it saw and the running statistics the layer holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRecord {
+    pub batch: ChannelStatistics,
+    pub running: ChannelStatistics,
+    /// Values per channel the batch statistics were taken over (`N * H * W`).
+    pub count: usize,
+}
+
+/// The statistics of every BatchNorm layer of an encoder, in the order its forward pass calls them.
+pub type EncoderStatistics = Vec<ChannelStatistics>;
+
+enum Mode {
+    /// Running statistics (eval) or batch statistics (training), as the layer says.
+    Layer,
+    /// Eval-mode layers normalise with the batch's statistics and record them.
+    Record(Vec<LayerRecord>),
+    /// Eval-mode layers normalise with these statistics, the `next`-th for the next layer called.
+    Replay { statistics: Arc<EncoderStatistics>, next: usize },
+}
+
+thread_local! {
+    static MODE: RefCell<Mode> = const { RefCell::new(Mode::Layer) };
+}
+
+/// Restores the previous mode when dropped (also on panic).
+struct ModeGuard(Option<Mode>);
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        if let Some(previous) = self.0.take() {
+            MODE.with(|m| *m.borrow_mut() = previous);
+        }
+    }
+}
+
+fn enter(mode: Mode) -> ModeGuard {
+    ModeGuard(Some(MODE.with(|m| std::mem::replace(&mut *m.borrow_mut(), mode))))
+}
+
+/// Runs `f` (forward passes on this thread) with every eval-mode BatchNorm normalising by the
+/// statistics of the batch it sees, as in training, and returns what each layer call saw.
+pub fn record_statistics<R>(f: impl FnOnce() -> R) -> (R, Vec<LayerRecord>) {
+    let guard = enter(Mode::Record(Vec::new()));
+    let out = f();
+    let records = MODE.with(|m| match std::mem::replace(&mut *m.borrow_mut(), Mode::Layer) {
+        Mode::Record(r) => r,
+        _ => unreachable!("the mode is restored only by its guard"),
+    });
+    drop(guard);
+    (out, records)
+}
+
+/// Runs `f` with every eval-mode BatchNorm normalising by `statistics` (one entry per layer call,
+/// in call order) instead of its running statistics.
+pub fn with_statistics<R>(statistics: Arc<EncoderStatistics>, f: impl FnOnce() -> R) -> R {
+    let _guard = enter(Mode::Replay { statistics, next: 0 });
+    f()
+}
+
+/// The statistics of all the images of several recorded passes (the same layers each time), each
+/// layer pooled over the passes by their counts: exact for the union of the batches.
+pub fn pool_records(passes: &[Vec<LayerRecord>]) -> Result<EncoderStatistics, crate::CoreError> {
+    let Some(first) = passes.first() else { return Ok(Vec::new()) };
+    if passes.iter().any(|p| p.len() != first.len()) {
+        return Err(crate::CoreError::Numeric("the recorded passes called different numbers of BatchNorm layers".into()));
+    }
+    Ok((0..first.len())
+        .map(|l| {
+            let c = first[l].batch.mean.len();
+            let total: f64 = passes.iter().map(|p| p[l].count as f64).sum::<f64>().max(1.0);
+            let mut mean = vec![0f64; c];
+            let mut square = vec![0f64; c];
+            for p in passes {
+                let (r, w) = (&p[l], p[l].count as f64 / total);
+                for ch in 0..c {
+                    let (m, v) = (r.batch.mean[ch] as f64, r.batch.var[ch] as f64);
+                    mean[ch] += w * m;
+                    square[ch] += w * (v + m * m);
+                }
+            }
+            ChannelStatistics {
+                mean: mean.iter().map(|&m| m as f32).collect(),
+                var: square.iter().zip(&mean).map(|(&q, &m)| (q - m * m).max(0.0) as f32).collect(),
+            }
+        })
+        .collect())
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 statistics")
+}
 
 /// Configuration of a [`BatchNorm2d`] (burn's defaults: momentum 0.1, epsilon 1e-5).
 #[derive(Config, Debug)]
@@ -81,15 +189,39 @@ impl BatchNorm2d {
             self.update_running(mean, var, &device);
             return y;
         }
-        let (mean, var) = if training {
+        let batch_statistics = |x: &Tensor<4>| {
             let count = (n * h * w) as f64;
             let mean = channel_sums(x.clone()).div_scalar(count);
             let centred = x.clone() - mean.clone().reshape([1, c, 1, 1]);
             let var = channel_sums(centred.clone() * centred).div_scalar(count);
+            (mean, var)
+        };
+        let (mean, var) = if training {
+            let (mean, var) = batch_statistics(&x);
             self.update_running(mean.clone(), var.clone(), &device);
             (mean, var)
         } else {
-            (self.running_mean.value().to_device(&device), self.running_var.value().to_device(&device))
+            let running = || (self.running_mean.value().to_device(&device), self.running_var.value().to_device(&device));
+            MODE.with(|m| match &mut *m.borrow_mut() {
+                Mode::Layer => running(),
+                Mode::Record(records) => {
+                    let (mean, var) = batch_statistics(&x);
+                    let (running_mean, running_var) = running();
+                    records.push(LayerRecord {
+                        batch: ChannelStatistics { mean: host(mean.clone()), var: host(var.clone()) },
+                        running: ChannelStatistics { mean: host(running_mean), var: host(running_var) },
+                        count: n * h * w,
+                    });
+                    (mean.detach(), var.detach())
+                }
+                Mode::Replay { statistics, next } => {
+                    let s = statistics.get(*next).filter(|s| s.mean.len() == c).unwrap_or_else(|| {
+                        panic!("replayed BatchNorm statistics do not fit layer call {next} ({c} channels): they were recorded on another encoder")
+                    });
+                    *next += 1;
+                    (Tensor::<1>::from_floats(s.mean.as_slice(), &device), Tensor::<1>::from_floats(s.var.as_slice(), &device))
+                }
+            })
         };
         let scale = self.gamma.val() * var.add_scalar(self.epsilon).sqrt().recip();
         let shift = self.beta.val() - mean * scale.clone();

@@ -212,6 +212,21 @@ fn truncated_or_mismatched_checkpoints_are_named() {
     let msg = checkpoint::load(dir.path(), &device).err().unwrap().to_string();
     assert!(msg.contains("has K = 5 but the encoder takes K = 2"), "{msg}");
 
+    // A version-1 file of the earlier K = 5 layout is refused with the reason and the fix; other
+    // version-1 files still load.
+    let v2 = std::fs::read_to_string(&meta_path).unwrap();
+    let k5_v1 = v2.replace("\"version\": 2", "\"version\": 1").replace("\"num_invariances\": 2", "\"num_invariances\": 5");
+    assert!(k5_v1.contains("\"version\": 1") && k5_v1.contains("\"num_invariances\": 5"), "{k5_v1}");
+    std::fs::write(&meta_path, &k5_v1).unwrap();
+    let msg = checkpoint::read_meta(dir.path()).err().unwrap().to_string();
+    assert!(msg.contains("earlier `individual` entries") && msg.contains("crop, flip, colour-jitter, grayscale, blur"), "{msg}");
+    assert!(msg.contains("ail pretrain --invariances individual"), "{msg}");
+    let k5_v2 = k5_v1.replace("\"version\": 1", "\"version\": 2");
+    std::fs::write(&meta_path, &k5_v2).unwrap();
+    assert_eq!(checkpoint::read_meta(dir.path()).unwrap().family, Some(Family::Individual));
+    std::fs::write(&meta_path, v2.replace("\"version\": 2", "\"version\": 1").replace("\"family\": \"individual\"", "\"family\": \"groups\"")).unwrap();
+    assert_eq!(checkpoint::read_meta(dir.path()).unwrap().family, Some(Family::Groups));
+
     // Garbage JSON.
     std::fs::write(&meta_path, "{\"format\": 3}").unwrap();
     let msg = checkpoint::load(dir.path(), &device).err().unwrap().to_string();

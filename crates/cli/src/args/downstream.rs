@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use ail_core::frozen::BatchNormStatistics;
 use ail_core::task::{TaskKind, TaskSpec, parse_takes};
 use ail_data::DataFormat;
 use ail_data::audio::AudioLabels;
@@ -99,6 +100,12 @@ pub struct FitArgs {
     /// cheap) before the --epochs in which head and i are learned together.
     #[arg(long, default_value_t = 0)]
     pub warm_start_epochs: usize,
+    /// BatchNorm statistics of the frozen encoder: `per-descriptor` recomputes them at each
+    /// descriptor read (on 512 of the task's training images), `shared` uses the checkpoint's
+    /// running statistics, one average over every descriptor trained (docs/method.md,
+    /// "BatchNorm and the descriptor").
+    #[arg(long, value_enum, default_value_t = BatchNormStatistics::default())]
+    pub bn_statistics: BatchNormStatistics,
     /// Also score the descriptor quantised to these bits per entry (comma-separated), for `ail bound`.
     #[arg(long, default_value = "1")]
     pub bits: String,
@@ -106,6 +113,78 @@ pub struct FitArgs {
     pub seed: u64,
     /// Where fit.json goes.
     #[arg(long, default_value = "runs/fit")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The amortised encoder: a pretraining run directory or a checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Separately pretrained plain encoders to compare with, as NAME=PATH (repeatable), e.g.
+    /// `--plain default=runs/simclr-default --plain spatial=runs/simclr-spatial`.
+    #[arg(long = "plain", value_name = "NAME=PATH")]
+    pub plains: Vec<String>,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// The fixed descriptors to read the encoder at (semicolon-separated, e.g. `1,0;0,1;1,1`).
+    /// Default: every descriptor the encoder was trained on.
+    #[arg(long)]
+    pub corners: Option<String>,
+    /// Where learned i starts (comma-separated; one learned arm each): a number in [0, 1] for every
+    /// entry (the paper: 0.5), or `best-corner`, the corner with the best validation score in the
+    /// same seed.
+    #[arg(long, default_value = "0.5,best-corner")]
+    pub starts: String,
+    /// Seeds (head initialisation and data order); scores are reported as mean and 95% interval.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Epochs of every fit, learned and fixed alike (the best on validation is kept).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Head learning rates, the same grid for every arm (comma-separated).
+    #[arg(long, default_value = "0.001,0.01")]
+    pub lrs: String,
+    /// Weight decays, the same grid for every arm (comma-separated).
+    #[arg(long, default_value = "0,0.0001")]
+    pub weight_decays: String,
+    /// Learning rate of i (Adam).
+    #[arg(long, default_value_t = 0.01)]
+    pub i_lr: f64,
+    /// BatchNorm statistics of every frozen encoder (see `ail fit --help`).
+    #[arg(long, value_enum, default_value_t = BatchNormStatistics::default())]
+    pub bn_statistics: BatchNormStatistics,
+    /// Where compare.json, compare.md and compare.svg go.
+    #[arg(long, default_value = "runs/compare")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchNormArgs {
+    /// An amortised encoder: a pretraining run directory or a checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Labelled images (any classification data): the statistics are computed on the training
+    /// split, kNN classifies the test split against a bank from the training split.
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Descriptors to measure (semicolon-separated). Default: every trained one and the middle.
+    #[arg(long)]
+    pub descriptors: Option<String>,
+    /// Training images whose features form the kNN bank.
+    #[arg(long, default_value_t = 2000)]
+    pub bank: usize,
+    /// Test images classified by kNN.
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    #[arg(long, default_value_t = 200)]
+    pub k: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub temperature: f32,
+    /// Where batchnorm.json, batchnorm.md and batchnorm.svg go.
+    #[arg(long, default_value = "runs/batchnorm")]
     pub out: PathBuf,
 }
 

@@ -18,7 +18,7 @@ mod report;
 
 pub use bench::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchFitArgs, BenchPretrainArgs, BenchProfileArgs, TorchArgs};
 pub use data::DataArgs;
-pub use downstream::{BoundArgs, FewShotArgs, FineTuneArgs, FitArgs, LowShotArgs, ReadoutArg};
+pub use downstream::{BatchNormArgs, BoundArgs, CompareArgs, FewShotArgs, FineTuneArgs, FitArgs, LowShotArgs, ReadoutArg};
 pub use measure::{InterpolateArgs, MeasureArgs, SourceArgs};
 pub use pretrain::PretrainArgs;
 pub use report::{ParetoArgs, ReportArgs};
@@ -30,8 +30,8 @@ pub use report::{ParetoArgs, ReportArgs};
     about = "Amortised invariance learning for contrastive self-supervision (ICLR 2023)",
     long_about = "Amortised invariance learning for contrastive self-supervision (ICLR 2023).\n\n\
         One encoder, conditioned on an invariance descriptor i in [0,1]^K, is pretrained so that \
-        it can be dialled between invariances (K=2: [spatial, appearance]; K=5: [crop, colour \
-        jitter, grayscale, blur, solarize]). Run with no command for the built-in demo."
+        it can be dialled between invariances (K=2: [spatial, appearance]; K=5: [crop, flip, \
+        colour jitter, grayscale, blur]). Run with no command for the built-in demo."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -86,6 +86,17 @@ pub enum Command {
     /// encoder in eval mode, for a classification or regression task; epochs, lr and weight decay
     /// chosen on a validation split; the test split scored once. Writes fit.json.
     Fit(FitArgs),
+    /// The fair test of a learned i: on one task, with the same epochs and hyper-parameter grid for
+    /// every arm and selection on validation only, learned i (from each --starts), the encoder
+    /// fixed at each trained descriptor (the best of them chosen on validation), and separately
+    /// pretrained plain encoders; over several seeds with 95% intervals. Writes compare.json,
+    /// compare.md and compare.svg.
+    Compare(CompareArgs),
+    /// BatchNorm and the descriptor: how far each descriptor's own BatchNorm statistics (computed
+    /// on training images at that descriptor) are from the checkpoint's shared running
+    /// statistics, per layer, and kNN accuracy per descriptor with each. Writes batchnorm.json,
+    /// batchnorm.md and batchnorm.svg.
+    Batchnorm(BatchNormArgs),
     /// N-way K-shot episodes: a readout fitted on the support set alone, with i learned per
     /// episode; mean accuracy with a 95% confidence interval, and the mean learned i.
     Fewshot(FewShotArgs),

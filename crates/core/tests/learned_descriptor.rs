@@ -1,0 +1,161 @@
+//! Does the gradient reach `i` usefully? A task whose best descriptor is known by construction: on
+//! a frozen amortised encoder, the regression target is a direction of the features at `[0, 1]`
+//! with half of what the features at `[1, 0]` can express (linearly) removed. A linear head at
+//! `[0, 1]` reads it well, one at `[1, 0]` much less (the test checks the gap first). A learned `i`
+//! that starts in the middle must walk to the `[0, 1]` corner and score as well as a head fixed
+//! there; with the step on `i` switched off the same check must fail (it stays in the middle and
+//! scores less).
+
+use ail_core::checkpoint::{CheckpointMeta, Normalization};
+use ail_core::fit::{FitConfig, FitRun, Split, Targets, fit};
+use ail_core::frozen::{BatchNormStatistics, Frozen};
+use ail_core::{EncoderConfig, Family, ModelKind};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+const SIDE: usize = 16;
+
+/// A small random Hyper-ResNet-18 (K = 2) whose running statistics have seen the descriptors
+/// trained in pretraining, frozen.
+fn frozen() -> Frozen {
+    let mut config = EncoderConfig::new(ModelKind::HyperResnet18, 2).with_width(0.125).with_image_size(SIDE);
+    config.hidden = 8;
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    let model = config.init(&device).unwrap();
+    // Train-mode forwards at the three trained descriptors move the running statistics (shared by
+    // all descriptors, as pretraining leaves them).
+    for step in 0..30 {
+        let x = Tensor::<4>::random([16, 3, SIDE, SIDE], Distribution::Normal(0.0, 1.0), &device);
+        let i = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]][step % 3];
+        let _ = model.forward_features(x, Tensor::from_floats(i, &device));
+    }
+    let meta = CheckpointMeta {
+        encoder: config,
+        family: Some(Family::Groups),
+        step: 30,
+        normalization: Some(Normalization { mean: vec![0.5; 3], std: vec![0.25; 3] }),
+        audio: None,
+    };
+    Frozen::from_encoder(model, meta, "synthetic".into()).unwrap()
+}
+
+/// `n` images of uniform noise.
+fn images(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..n * 3 * SIDE * SIDE)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+/// Least-squares residual of `y` on the columns of `x` (`[n, d]`, row-major) and a constant.
+fn residual(y: &[f64], x: &[f32], n: usize, d: usize) -> Vec<f64> {
+    let cols = d + 1;
+    let row = |r: usize, c: usize| if c == d { 1.0 } else { x[r * d + c] as f64 };
+    // Normal equations with a tiny ridge, solved by Cholesky.
+    let mut a = vec![0f64; cols * cols];
+    let mut b = vec![0f64; cols];
+    for r in 0..n {
+        for i in 0..cols {
+            b[i] += row(r, i) * y[r];
+            for j in 0..cols {
+                a[i * cols + j] += row(r, i) * row(r, j);
+            }
+        }
+    }
+    let trace: f64 = (0..cols).map(|i| a[i * cols + i]).sum();
+    (0..cols).for_each(|i| a[i * cols + i] += 1e-9 * trace / cols as f64);
+    let mut l = vec![0f64; cols * cols];
+    for i in 0..cols {
+        for j in 0..=i {
+            let s: f64 = a[i * cols + j] - (0..j).map(|k| l[i * cols + k] * l[j * cols + k]).sum::<f64>();
+            l[i * cols + j] = if i == j { s.max(1e-300).sqrt() } else { s / l[j * cols + j] };
+        }
+    }
+    let mut z = vec![0f64; cols];
+    for i in 0..cols {
+        z[i] = (b[i] - (0..i).map(|k| l[i * cols + k] * z[k]).sum::<f64>()) / l[i * cols + i];
+    }
+    let mut beta = vec![0f64; cols];
+    for i in (0..cols).rev() {
+        beta[i] = (z[i] - (i + 1..cols).map(|k| l[k * cols + i] * beta[k]).sum::<f64>()) / l[i * cols + i];
+    }
+    (0..n).map(|r| y[r] - (0..cols).map(|c| row(r, c) * beta[c]).sum::<f64>()).collect()
+}
+
+/// The task: train and validation splits whose target the `[0, 1]` features carry (linearly) and
+/// the `[1, 0]` features carry much less of.
+fn task(frozen: &Frozen) -> (Split, Split) {
+    let (n_train, n_val) = (384, 256);
+    let n = n_train + n_val;
+    let shape = [3, SIDE, SIDE];
+    let pixels = images(n, 7);
+    let d = frozen.feature_dim();
+    let at = |i: &[f32]| frozen.compute_features_u8(&pixels, n, shape, i);
+    let (f01, f10) = (at(&[0.0, 1.0]), at(&[1.0, 0.0]));
+    // A fixed direction of the [0, 1] features, then what [1, 0] explains of it removed.
+    let w: Vec<f64> = (0..d).map(|k| (k as f64 * 2.399).sin()).collect();
+    let y: Vec<f64> = (0..n).map(|r| (0..d).map(|k| f01[r * d + k] as f64 * w[k]).sum()).collect();
+    // Half of what the [1, 0] features explain of it is removed: the target stays a linear
+    // function of the [0, 1] features plus a part the [1, 0] features cannot express.
+    let r = residual(&y, &f10, n, d);
+    let y: Vec<f64> = y.iter().zip(&r).map(|(a, b)| 0.5 * a + 0.5 * b).collect();
+    let split = |range: std::ops::Range<usize>| {
+        let len = 3 * SIDE * SIDE;
+        Split {
+            pixels: pixels[range.start * len..range.end * len].to_vec(),
+            shape,
+            targets: Targets::Values { values: range.map(|r| y[r] as f32).collect(), outputs: 1 },
+        }
+    };
+    (split(0..n_train), split(n_train..n))
+}
+
+fn run(frozen: &Frozen, train: &Split, val: &Split, fixed: Option<Vec<f32>>, i_lr: f64) -> FitRun {
+    let config = FitConfig { epochs: 30, batch_size: 64, lr: 0.01, weight_decay: 0.0, i_lr, i_init: 0.5, i_start: None, fixed, seed: 3, warm_start_epochs: 0 };
+    fit(frozen, train, val, &config, &mut |_, _, _| {}).unwrap()
+}
+
+fn check(bn: BatchNormStatistics) {
+    let _serial = ail_core::serial_draws();
+    let mut frozen = frozen();
+    let (train, val) = task(&frozen);
+    frozen.set_batch_norm_statistics(bn, &train.pixels, train.len(), train.shape);
+    let r2 = |r: &FitRun| r.val.r2.unwrap();
+    let corner01 = run(&frozen, &train, &val, Some(vec![0.0, 1.0]), 0.0);
+    let corner10 = run(&frozen, &train, &val, Some(vec![1.0, 0.0]), 0.0);
+    // The construction: [0, 1] carries the target, [1, 0] does not.
+    assert!(r2(&corner01) > 0.6 && r2(&corner01) > r2(&corner10) + 0.15, "{bn:?}: R^2 at [0,1] {} and [1,0] {}", r2(&corner01), r2(&corner10));
+
+    let goes_to_the_corner = |r: &FitRun| {
+        let i = &r.best.i;
+        i[1] >= 0.9 && i[0] <= 0.3 && r2(r) >= r2(&corner01) - 0.05
+    };
+    let learned = run(&frozen, &train, &val, None, 0.05);
+    eprintln!("{bn:?}: learned i {:?}, R^2 {}; trajectory {:?}", learned.best.i, r2(&learned), learned.trajectory);
+    assert!(
+        goes_to_the_corner(&learned),
+        "{bn:?}: learned i {:?} (trajectory {:?}) with R^2 {}, against {} at [0,1]",
+        learned.best.i,
+        learned.trajectory,
+        r2(&learned),
+        r2(&corner01)
+    );
+    // The same check fails when nothing reaches i: it stays where it started, and scores less.
+    let cut = run(&frozen, &train, &val, None, 0.0);
+    assert_eq!(cut.best.i, vec![0.5, 0.5]);
+    assert!(!goes_to_the_corner(&cut), "{bn:?}: R^2 {} at i = [0.5, 0.5] already matches the corner's {}", r2(&cut), r2(&corner01));
+}
+
+#[test]
+fn learned_descriptor_walks_to_the_corner_that_carries_the_target_with_shared_statistics() {
+    check(BatchNormStatistics::Shared);
+}
+
+#[test]
+fn learned_descriptor_walks_to_the_corner_that_carries_the_target_with_per_descriptor_statistics() {
+    check(BatchNormStatistics::PerDescriptor);
+}
