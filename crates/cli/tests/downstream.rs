@@ -222,3 +222,100 @@ fn omniglot_pen_start_regression_reads_the_official_zip_layout() {
     ));
     assert!(out.contains("3-way 1-shot"), "{out}");
 }
+
+#[test]
+fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pretrained(d);
+    // A plain encoder of the same input size, pretrained on one descriptor's augmentations.
+    ok(ail(
+        &[
+            "pretrain", "--device", "cpu", "--data", "imgs", "--image-size", "8", "--width", "0.0625", "--steps", "2", "--batch-size", "16",
+            "--monitor-every", "0", "--model", "resnet18", "--invariances", "fixed:1,1", "--out", "plain",
+        ],
+        d,
+    ));
+    let out = ok(ail(
+        &[
+            "compare", "--device", "cpu", "--checkpoint", "run", "--plain", "default=plain", "--data", "imgs", "--val-fraction", "0.25",
+            "--test-fraction", "0.25", "--epochs", "2", "--batch-size", "16", "--lrs", "0.01,0.001", "--weight-decays", "0", "--seeds", "2",
+            "--out", "cmp",
+        ],
+        d,
+    ));
+    let report = json(&d.join("cmp/compare.json"));
+    let arms = report["arms"].as_array().unwrap();
+    let names: Vec<&str> = arms.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "learned i (from 0.5)",
+            "learned i (from the best corner)",
+            "best corner (chosen on validation)",
+            "fixed i = [0.00, 1.00]",
+            "fixed i = [1.00, 0.00]",
+            "fixed i = [1.00, 1.00]",
+            "plain encoder `default`"
+        ]
+    );
+    for arm in arms {
+        let runs = arm["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{arm}");
+        // Every arm chose from the same grid, on validation.
+        for r in runs {
+            assert!([0.01, 0.001].contains(&r["lr"].as_f64().unwrap()), "{r}");
+            assert!((1..=2).contains(&r["best_epoch"].as_u64().unwrap()), "{r}");
+        }
+        let scores: Vec<f64> = runs.iter().map(|r| r["test"]["accuracy"].as_f64().unwrap()).collect();
+        let mean = scores.iter().sum::<f64>() / 2.0;
+        assert!((arm["test"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9, "{arm}");
+        // Two seeds: t(1) = 12.706 times the standard error.
+        let se = (scores[0] - scores[1]).abs() / 2.0;
+        assert!((arm["test"]["ci95"].as_f64().unwrap() - 12.706 * se).abs() < 1e-6, "{arm}");
+    }
+    // The best corner is, in each seed, the corner with the highest validation score, and the
+    // learned arm from it starts there.
+    for seed in 0..2 {
+        let corner_val = |k: usize| arms[k]["runs"][seed]["val"]["accuracy"].as_f64().unwrap();
+        let best = arms[2]["runs"][seed]["val"]["accuracy"].as_f64().unwrap();
+        assert_eq!(best, (3..6).map(corner_val).fold(f64::MIN, f64::max));
+        assert_eq!(arms[1]["runs"][seed]["start"], arms[2]["runs"][seed]["i"]);
+        assert_eq!(floats(&arms[0]["runs"][seed]["start"]), vec![0.5, 0.5]);
+    }
+    assert_eq!(arms[6]["runs"][0]["i"].as_array().unwrap().len(), 0);
+    assert!(out.contains("| learned i (from 0.5) |") && d.join("cmp/compare.svg").exists(), "{out}");
+    assert_eq!(report["bn_statistics"], "per-descriptor");
+
+    // Bad flags are named.
+    let fails = |o: Output| {
+        assert!(!o.status.success(), "ail succeeded");
+        common::stderr(&o)
+    };
+    let err = fails(ail(&["compare", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--starts", "0.5,middle"], d));
+    assert!(err.contains("--starts: `middle` is neither a number in [0, 1] nor best-corner"), "{err}");
+    let err = fails(ail(&["compare", "--device", "cpu", "--checkpoint", "plain", "--data", "imgs"], d));
+    assert!(err.contains("is a plain encoder: compare needs an amortised one"), "{err}");
+
+    let out = ok(ail(
+        &["batchnorm", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25", "--out", "bn"],
+        d,
+    ));
+    let report = json(&d.join("bn/batchnorm.json"));
+    let descriptors = report["descriptors"].as_array().unwrap();
+    assert_eq!(descriptors.len(), 4, "three trained descriptors and the middle");
+    for r in descriptors {
+        let layers = r["layers"].as_array().unwrap();
+        // Hyper-ResNet-18: the stem and two BatchNorms per block in eight blocks, plus three
+        // shortcut projections.
+        assert_eq!(layers.len(), 1 + 16 + 3, "{r}");
+        assert!(layers.iter().all(|l| l["mean_shift"].as_f64().unwrap() >= 0.0 && l["log_sd_ratio"].as_f64().unwrap() >= 0.0));
+        for key in ["knn_shared", "knn_per_descriptor", "knn_recomputed_once"] {
+            assert!((0.0..=1.0).contains(&r[key].as_f64().unwrap()), "{key}: {r}");
+        }
+    }
+    // The stem is not conditioned on i: its statistics are the same at every descriptor.
+    let stem: Vec<f64> = descriptors.iter().map(|r| r["layers"][0]["mean_shift"].as_f64().unwrap()).collect();
+    assert!(stem.iter().all(|s| (s - stem[0]).abs() < 1e-9), "{stem:?}");
+    assert!(out.contains("kNN, per-descriptor"), "{out}");
+}

@@ -85,8 +85,9 @@ pub fn record_statistics<R>(f: impl FnOnce() -> R) -> (R, Vec<LayerRecord>) {
     (out, records)
 }
 
-/// Runs `f` with every eval-mode BatchNorm normalising by `statistics` (one entry per layer call,
-/// in call order) instead of its running statistics.
+/// Runs `f` with every eval-mode BatchNorm normalising by `statistics` (one entry per layer call
+/// of a forward pass, in call order; each further pass starts over) instead of its running
+/// statistics.
 pub fn with_statistics<R>(statistics: Arc<EncoderStatistics>, f: impl FnOnce() -> R) -> R {
     let _guard = enter(Mode::Replay { statistics, next: 0 });
     f()
@@ -215,7 +216,8 @@ impl BatchNorm2d {
                     (mean.detach(), var.detach())
                 }
                 Mode::Replay { statistics, next } => {
-                    let s = statistics.get(*next).filter(|s| s.mean.len() == c).unwrap_or_else(|| {
+                    // One entry per layer call of a forward pass; the next pass starts over.
+                    let s = statistics.get(*next % statistics.len().max(1)).filter(|s| s.mean.len() == c).unwrap_or_else(|| {
                         panic!("replayed BatchNorm statistics do not fit layer call {next} ({c} channels): they were recorded on another encoder")
                     });
                     *next += 1;
@@ -294,6 +296,38 @@ mod tests {
         let x = Tensor::<4>::random([3, 2, 4, 4], Distribution::Normal(3.0, 1.0), &device);
         let mean = bn.forward(x).mean().into_scalar::<f32>();
         assert!(mean.abs() < 1e-4, "batch statistics centre the output (mean {mean})");
+    }
+
+    #[test]
+    fn recorded_statistics_pool_exactly_and_replay_normalises_with_them() {
+        let _serial = crate::serial_draws();
+        let device = Device::flex();
+        device.seed(9);
+        let bn = BatchNorm2dConfig::new(3).init(&device);
+        let bn = BatchNorm2d { running_mean: RunningState::new(Tensor::from_floats([5.0, 5.0, 5.0], &device)), ..bn };
+        let x = Tensor::<4>::random([6, 3, 4, 5], Distribution::Normal(2.0, 3.0), &device);
+        // Eval mode normalises with the running statistics; recording uses the batch's.
+        let (y, records) = record_statistics(|| bn.forward(x.clone()));
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].count, 6 * 4 * 5);
+        assert_eq!(records[0].running.mean, vec![5.0; 3]);
+        let mean = y.clone().mean().into_scalar::<f32>();
+        assert!(mean.abs() < 1e-4, "batch statistics centre the output (mean {mean})");
+        // Two halves pooled equal the whole batch.
+        let (_, a) = record_statistics(|| bn.forward(x.clone().slice(0..2)));
+        let (_, b) = record_statistics(|| bn.forward(x.clone().slice(2..6)));
+        let pooled = pool_records(&[a, b]).unwrap();
+        for (p, w) in pooled[0].mean.iter().zip(&records[0].batch.mean).chain(pooled[0].var.iter().zip(&records[0].batch.var)) {
+            assert!((p - w).abs() < 1e-4 * w.abs().max(1.0), "{p} vs {w}");
+        }
+        // Replayed, the recorded statistics give the recorded output, pass after pass; outside
+        // the replay the running statistics are back.
+        let stats = Arc::new(vec![records[0].batch.clone()]);
+        let (y1, y2) = with_statistics(stats, || (bn.forward(x.clone()), bn.forward(x.clone())));
+        y1.to_data().assert_approx_eq::<f32>(&y.to_data(), Tolerance::absolute(1e-4));
+        y2.to_data().assert_approx_eq::<f32>(&y.to_data(), Tolerance::absolute(1e-4));
+        let after = bn.forward(x.clone()).mean().into_scalar::<f32>();
+        assert!(after < -0.5, "running mean 5 shifts the output down (mean {after})");
     }
 
     #[test]
