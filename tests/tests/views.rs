@@ -34,12 +34,16 @@ fn cifar_file(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
 }
 
 fn views_for(descriptor: [f32; 2], num_views: usize, seed: u64) -> (Vec<f32>, Vec<u8>, usize) {
+    views_of(Family::Groups, &descriptor, num_views, seed)
+}
+
+fn views_of(family: Family, descriptor: &[f32], num_views: usize, seed: u64) -> (Vec<f32>, Vec<u8>, usize) {
     let dir = tempfile::tempdir().unwrap();
     let file = cifar_file(dir.path(), 16);
     let (set, _) = DataSource::Path(file).load(LoadOptions::default(), &|_| {}).unwrap();
     let mut loader = BatchLoader::new(Arc::new(set), LoaderConfig::new(8, seed)).unwrap();
     let batch = loader.next().unwrap();
-    let ops = OpSet::from_descriptor(Family::Groups, &Descriptor(descriptor.to_vec()));
+    let ops = OpSet::from_descriptor(family, &Descriptor(descriptor.to_vec()));
     let config = AugmentConfig::default();
     let views = sample_views(ops, &config, [8, SIDE, SIDE], num_views, &mut ChaCha8Rng::seed_from_u64(seed));
     let out = Augmenter::new(&Device::flex())
@@ -122,4 +126,30 @@ fn fashion_mnist_builtin_feeds_the_pipeline() {
     // Two views of one image differ (with overwhelming probability under the default set).
     let len = 3 * SIDE * SIDE;
     assert_ne!(&values[..len], &values[4 * len..5 * len]);
+}
+
+#[test]
+fn the_individual_flip_entry_only_mirrors() {
+    // K = 5, [crop, flip, colour jitter, grayscale, blur] = [0, 1, 0, 0, 0]: every view is the image
+    // itself or its exact mirror image, and both occur.
+    let (out, pixels, num) = views_of(Family::Individual, &[0.0, 1.0, 0.0, 0.0, 0.0], 4, 5);
+    let hw = SIDE * SIDE;
+    let images = pixels.len() / (3 * hw);
+    let (mut same, mut mirrored) = (0, 0);
+    for s in 0..num {
+        let v = &out[s * 3 * hw..(s + 1) * 3 * hw];
+        let image = &pixels[(s % images) * 3 * hw..(s % images + 1) * 3 * hw];
+        let source = |c: usize, y: usize, x: usize| image[c * hw + y * SIDE + x] as f32 / 255.0;
+        let matches = |flip: bool| {
+            (0..3).all(|c| {
+                (0..SIDE).all(|y| (0..SIDE).all(|x| (v[c * hw + y * SIDE + x] - source(c, y, if flip { SIDE - 1 - x } else { x })).abs() < 1e-5))
+            })
+        };
+        match (matches(false), matches(true)) {
+            (true, false) => same += 1,
+            (false, true) => mirrored += 1,
+            other => panic!("view {s} is neither the image nor its mirror: {other:?}"),
+        }
+    }
+    assert!(same > 0 && mirrored > 0, "{same} unchanged, {mirrored} mirrored views");
 }

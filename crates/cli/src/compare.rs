@@ -117,7 +117,8 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
     anyhow::ensure!(lrs.iter().all(|l| *l > 0.0) && wds.iter().all(|w| *w >= 0.0), "--lrs must be > 0 and --weight-decays >= 0");
     anyhow::ensure!(args.seeds >= 2, "--seeds must be at least 2 (an interval needs two)");
     anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
-    let starts: Vec<Start> = args.starts.split(',').map(Start::parse).collect::<anyhow::Result<_>>()?;
+    let starts: Vec<Start> =
+        if args.starts.trim() == "none" { Vec::new() } else { args.starts.split(',').map(Start::parse).collect::<anyhow::Result<_>>()? };
     let plains: Vec<(String, PathBuf)> = args
         .plains
         .iter()

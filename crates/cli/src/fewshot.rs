@@ -30,6 +30,9 @@ pub struct FewShotReport {
     pub accuracy: MeanCi,
     pub mean_i: Vec<f64>,
     pub wall_time_s: f64,
+    /// `shared` or `per-descriptor` (absent in older reports: shared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_statistics: Option<String>,
     pub episodes: Vec<EpisodeResult>,
 }
 
@@ -54,7 +57,7 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         !(args.task == TaskKind::Omniglot && args.data == "builtin"),
         "--task omniglot reads Omniglot's images_background*.zip: pass it with --data (or use --task classify for the built-in data)"
     );
-    let (frozen, task) = open(global, &args.checkpoint, &task_spec)?;
+    let (mut frozen, task) = open(global, &args.checkpoint, &task_spec)?;
     // Episodes draw from every image (validation carving leaves one aside; put it back).
     let all = Split {
         pixels: [task.train.pixels.clone(), task.val.pixels.clone()].concat(),
@@ -67,6 +70,8 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         },
     };
     let Targets::Classes { labels, .. } = &all.targets else { unreachable!("checked above") };
+    // Per-descriptor statistics come from images of the pool, without their labels.
+    frozen.set_batch_norm_statistics(args.bn_statistics, &all.pixels, all.len(), all.shape);
     let config = EpisodeConfig {
         ways: args.ways,
         shots: args.shots,
@@ -120,6 +125,7 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         accuracy,
         mean_i,
         wall_time_s: start.elapsed().as_secs_f64(),
+        bn_statistics: Some(frozen.batch_norm_statistics().name().into()),
         episodes: results,
     };
     let path = args.out.join("fewshot.json");

@@ -28,7 +28,8 @@ pub fn run(global: &Global, args: &LowShotArgs) -> anyhow::Result<()> {
     anyhow::ensure!(fractions.iter().all(|f| *f > 0.0 && *f <= 1.0), "--fractions must be in (0, 1]");
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
-    let (frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
+    let (mut frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
+    frozen.set_batch_norm_statistics(args.bn_statistics, &task.train.pixels, task.train.len(), task.train.shape);
     let Targets::Values { outputs, .. } = task.train.targets else {
         anyhow::bail!("ail lowshot is regression: use --task omniglot-pen or csv (for classes, use ail fewshot or ail fit)")
     };

@@ -133,7 +133,7 @@ pub struct CompareArgs {
     pub corners: Option<String>,
     /// Where learned i starts (comma-separated; one learned arm each): a number in [0, 1] for every
     /// entry (the paper: 0.5), or `best-corner`, the corner with the best validation score in the
-    /// same seed.
+    /// same seed; `none` runs no learned arm (fixed and plain arms only, which are cheap).
     #[arg(long, default_value = "0.5,best-corner")]
     pub starts: String,
     /// Seeds (head initialisation and data order); scores are reported as mean and 95% interval.
@@ -236,6 +236,10 @@ pub struct FewShotArgs {
     /// Keep i fixed (e.g. 1,1): the baseline of one fixed invariance.
     #[arg(long)]
     pub fixed_invariance: Option<String>,
+    /// BatchNorm statistics (see `ail fit --help`); per-descriptor ones are computed on 512 images
+    /// of the episode pool, without their labels.
+    #[arg(long, value_enum, default_value_t = BatchNormStatistics::default())]
+    pub bn_statistics: BatchNormStatistics,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where fewshot.json goes.
@@ -262,6 +266,9 @@ pub struct LowShotArgs {
     pub i_lr: f64,
     #[arg(long)]
     pub fixed_invariance: Option<String>,
+    /// BatchNorm statistics (see `ail fit --help`), computed on the task's training split.
+    #[arg(long, value_enum, default_value_t = BatchNormStatistics::default())]
+    pub bn_statistics: BatchNormStatistics,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value = "runs/lowshot")]
