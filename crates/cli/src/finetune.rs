@@ -72,6 +72,7 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
         wall_time_s: wall,
         bound: None,
         bn_statistics: None,
+        head: None,
         finetuned_stages: Some(args.stages),
     };
     let path = args.out.join("fit.json");

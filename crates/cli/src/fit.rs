@@ -48,6 +48,56 @@ pub struct BoundTerms {
     pub ramp_risk: Vec<(u32, f64)>,
 }
 
+/// The fitted head, saved beside fit.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadInfo {
+    /// The safetensors file (in fit.json's directory): `weight` `[outputs, features]` (PyTorch's
+    /// `nn.Linear` layout), `bias` `[outputs]`, and with per-descriptor BatchNorm statistics
+    /// `batch_norm.<k>.mean` / `batch_norm.<k>.var` for the k-th BatchNorm call of a forward pass.
+    pub file: String,
+    pub features: usize,
+    pub outputs: usize,
+    /// Class names in output order (empty for regression).
+    pub class_names: Vec<String>,
+    /// Regression: predictions are `output * target_std + target_mean` (empty for classes).
+    pub target_mean: Vec<f32>,
+    pub target_std: Vec<f32>,
+}
+
+pub const HEAD_FILE: &str = "head.safetensors";
+
+/// Writes the readout's head (and the BatchNorm statistics its scores were computed with) into
+/// `dir`/head.safetensors.
+pub(crate) fn save_head(
+    dir: &std::path::Path,
+    statistics: Option<&ail_core::norm::EncoderStatistics>,
+    readout: &Readout,
+    class_names: &[String],
+) -> anyhow::Result<HeadInfo> {
+    use ail_core::arrays::{Array, safetensors_bytes};
+    let (w, b) = readout.weights();
+    let (outputs, features) = (b.len(), w.len() / b.len().max(1));
+    let mut arrays = vec![Array::f32("weight", &[outputs, features], w), Array::f32("bias", &[outputs], b)];
+    if let Some(stats) = statistics {
+        for (k, layer) in stats.iter().enumerate() {
+            arrays.push(Array::f32(&format!("batch_norm.{k}.mean"), &[layer.mean.len()], layer.mean.clone()));
+            arrays.push(Array::f32(&format!("batch_norm.{k}.var"), &[layer.var.len()], layer.var.clone()));
+        }
+    }
+    let metadata = std::collections::BTreeMap::from([("i".to_string(), format!("{:?}", readout.i))]);
+    let path = dir.join(HEAD_FILE);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    ail_core::io::write_atomic(&path, &safetensors_bytes(&arrays, &metadata)).with_context(|| format!("writing {}", path.display()))?;
+    Ok(HeadInfo {
+        file: HEAD_FILE.into(),
+        features,
+        outputs,
+        class_names: class_names.to_vec(),
+        target_mean: readout.target_mean.clone(),
+        target_std: readout.target_std.clone(),
+    })
+}
+
 /// fit.json.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FitReport {
@@ -79,6 +129,9 @@ pub struct FitReport {
     /// reports: shared).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bn_statistics: Option<String>,
+    /// The fitted head (`ail predict` applies it; absent in older reports and fine-tuning runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadInfo>,
     /// Fine-tuning runs: the stages trained (counted from the last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetuned_stages: Option<usize>,
@@ -195,6 +248,8 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     };
     let (lr, wd, best, grid) = fit_grid(&frozen, &task.train, &task.val, &base, &lrs, &wds, "fit", true)?;
     let readout = &best.best;
+    // The statistics the scores below are computed with (per-descriptor mode), saved with the head.
+    let statistics = frozen.statistics_at(&readout.i);
     let train = readout.score(&frozen, &task.train, None);
     let test = readout.score(&frozen, &task.test, None);
     let quantised = if frozen.num_invariances() > 0 && best.learned_i {
@@ -237,6 +292,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         wall_time_s: wall,
         bound: bound_terms(&frozen, readout, &task.train, &bits),
         bn_statistics: Some(frozen.batch_norm_statistics().name().into()),
+        head: Some(save_head(&args.out, statistics.as_deref(), readout, &task.class_names)?),
         finetuned_stages: None,
     };
     let path = args.out.join("fit.json");

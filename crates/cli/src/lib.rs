@@ -15,6 +15,7 @@ pub mod finetune;
 pub mod fit;
 pub mod grid;
 pub mod info;
+pub mod interop;
 pub mod lowshot;
 pub mod measure;
 pub mod parse;

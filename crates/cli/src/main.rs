@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use ail_cli::{args, batchnorm, bench, bound, common, compare, export, fewshot, finetune, fit, info, lowshot, measure, pretrain, preview, report};
+use ail_cli::{args, batchnorm, bench, bound, common, compare, export, fewshot, finetune, fit, info, interop, lowshot, measure, pretrain, preview, report};
 
 use clap::Parser;
 
@@ -39,6 +39,8 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         Some(args::Command::Fit(a)) => fit::run(&cli.global, &a),
         Some(args::Command::Compare(a)) => compare::run(&cli.global, &a),
         Some(args::Command::Batchnorm(a)) => batchnorm::run(&cli.global, &a),
+        Some(args::Command::Embed(a)) => interop::run_embed(&cli.global, &a),
+        Some(args::Command::Predict(a)) => interop::run_predict(&cli.global, &a),
         Some(args::Command::Fewshot(a)) => fewshot::run(&cli.global, &a),
         Some(args::Command::Lowshot(a)) => lowshot::run(&cli.global, &a),
         Some(args::Command::Bound(a)) => bound::run(&a),

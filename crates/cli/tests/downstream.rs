@@ -319,3 +319,63 @@ fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor(
     assert!(stem.iter().all(|s| (s - stem[0]).abs() < 1e-9), "{stem:?}");
     assert!(out.contains("kNN, per-descriptor"), "{out}");
 }
+
+#[test]
+fn fit_saves_its_head_predict_reproduces_its_test_score_and_embed_writes_features() {
+    use ail_core::arrays::read_safetensors;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pretrained(d);
+    let task = ["--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25"];
+    ok(ail(&[&["fit", "--device", "cpu", "--checkpoint", "run"][..], &task, &["--epochs", "3", "--batch-size", "16", "--lrs", "0.01", "--weight-decays", "0", "--out", "learned"]].concat(), d));
+    let fit = json(&d.join("learned/fit.json"));
+    assert_eq!(fit["head"]["outputs"], 4);
+    assert_eq!(fit["head"]["class_names"].as_array().unwrap().len(), 4);
+    let (head, _) = read_safetensors(&std::fs::read(d.join("learned/head.safetensors")).unwrap(), "head").unwrap();
+    assert_eq!(head[0].name, "weight");
+    assert_eq!(head[0].shape, vec![4, 32]);
+    // Per-descriptor statistics (the default) are saved with the head: two arrays per BatchNorm call.
+    assert_eq!(head.len(), 2 + 2 * 20);
+
+    // The same task flags give the same test split: predict scores it as fit did.
+    let out = ok(ail(&[&["predict", "--device", "cpu", "--fit", "learned"][..], &task, &["--out", "pred/test.csv"]].concat(), d));
+    let csv = std::fs::read_to_string(d.join("pred/test.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 16);
+    let correct = rows.iter().filter(|r| {
+        let f: Vec<&str> = r.split(',').collect();
+        f[1] == f[2]
+    });
+    let accuracy = correct.count() as f64 / 16.0;
+    assert_eq!(accuracy, fit["test"]["accuracy"].as_f64().unwrap(), "{out}");
+    assert!(out.contains(&format!("accuracy {:.2}%", 100.0 * accuracy)), "{out}");
+
+    // Features at the fit's descriptor, with its statistics: the head applied to them gives the
+    // predictions.
+    ok(ail(&[&["embed", "--device", "cpu", "--fit", "learned"][..], &task, &["--split", "test", "--out", "emb"]].concat(), d));
+    let (arrays, meta) = read_safetensors(&std::fs::read(d.join("emb/features.safetensors")).unwrap(), "emb").unwrap();
+    assert_eq!((arrays[0].name.as_str(), arrays[0].shape.clone()), ("features", vec![16, 32]));
+    assert_eq!((arrays[1].name.as_str(), arrays[1].shape.clone()), ("labels", vec![16]));
+    assert!(meta["i"].starts_with('['));
+    let (f, w, b) = (arrays[0].as_f32().unwrap(), head[0].as_f32().unwrap(), head[1].as_f32().unwrap());
+    let names: Vec<String> = fit["head"]["class_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    for (k, row) in rows.iter().enumerate() {
+        let logits: Vec<f32> = (0..4).map(|c| b[c] + (0..32).map(|j| w[c * 32 + j] * f[k * 32 + j]).sum::<f32>()).collect();
+        let best = (0..4).max_by(|&a, &c| logits[a].total_cmp(&logits[c])).unwrap();
+        assert_eq!(row.split(',').nth(1).unwrap(), names[best], "row {k}");
+    }
+    let npy = std::fs::read(d.join("emb/features.npy")).unwrap();
+    assert_eq!(&npy[..6], b"\x93NUMPY");
+    assert_eq!(npy.len() % 4, 0);
+    let embed = json(&d.join("emb/embed.json"));
+    assert_eq!(embed["samples"], 16);
+    assert_eq!(embed["bn_statistics"], "per-descriptor");
+
+    // At a given descriptor; bad descriptors and missing heads are named.
+    ok(ail(&[&["embed", "--device", "cpu", "--checkpoint", "run"][..], &task, &["--invariance", "1,0", "--split", "all", "--out", "emb10"]].concat(), d));
+    assert_eq!(json(&d.join("emb10/embed.json"))["samples"], 64);
+    let o = ail(&[&["embed", "--device", "cpu", "--checkpoint", "run"][..], &task, &["--invariance", "1,0,1", "--out", "bad"]].concat(), d);
+    assert!(!o.status.success() && common::stderr(&o).contains("--invariance"), "{}", common::stderr(&o));
+    let o = ail(&["predict", "--device", "cpu", "--fit", "nothing-here", "--data", "imgs"], d);
+    assert!(!o.status.success() && common::stderr(&o).contains("nothing-here"), "{}", common::stderr(&o));
+}

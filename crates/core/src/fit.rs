@@ -212,6 +212,30 @@ impl Readout {
     pub fn head_parameters(&self) -> usize {
         self.head.num_params()
     }
+
+    /// The head as `(weight [outputs, features], bias [outputs])`, row-major: PyTorch's
+    /// `nn.Linear` layout (burn keeps the transpose).
+    pub fn weights(&self) -> (Vec<f32>, Vec<f32>) {
+        let host = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 weights");
+        let w = host(self.head.weight.val().transpose());
+        let b = self.head.bias.as_ref().map(|b| b.val().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 bias"));
+        let outputs = self.head.weight.dims()[1];
+        (w, b.unwrap_or_else(|| vec![0.0; outputs]))
+    }
+
+    /// A readout from [`Readout::weights`]' layout, on `device`.
+    pub fn from_weights(weight: &[f32], bias: &[f32], i: Vec<f32>, target_mean: Vec<f32>, target_std: Vec<f32>, device: &Device) -> Result<Self, CoreError> {
+        let outputs = bias.len();
+        if outputs == 0 || !weight.len().is_multiple_of(outputs) {
+            return Err(CoreError::Config(format!("a head of {} weights and {outputs} biases has no [outputs, features] shape", weight.len())));
+        }
+        let features = weight.len() / outputs;
+        let mut head = LinearConfig::new(features, outputs).init(device);
+        let w = Tensor::<2>::from_data(TensorData::new(weight.to_vec(), [outputs, features]), device).transpose();
+        head.weight = burn::module::Param::from_tensor(w);
+        head.bias = Some(burn::module::Param::from_tensor(Tensor::<1>::from_data(TensorData::new(bias.to_vec(), [outputs]), device)));
+        Ok(Self { head, i, target_mean, target_std })
+    }
 }
 
 /// Scores of head outputs (logits, or predictions in target units).

@@ -185,14 +185,24 @@ impl Frozen {
         Ok((pool_records(&passes)?, passes.into_iter().next().unwrap_or_default()))
     }
 
+    /// Normalises with `statistics` at descriptor `i` (saved with a fit, say) and nowhere else: the
+    /// per-descriptor mode without images to compute others from.
+    pub fn use_statistics(&mut self, i: &[f32], statistics: EncoderStatistics) {
+        self.cache.lock().expect("feature cache").clear();
+        let shape = self.input_shape();
+        self.per_descriptor = Some(Calibration { pixels: Vec::new(), shape, computed: std::sync::Mutex::new(vec![(i.to_vec(), Arc::new(statistics))]) });
+    }
+
     /// The per-descriptor statistics at `i` (computed, or reused from within
-    /// [`CALIBRATION_TOLERANCE`]); None with shared statistics.
-    fn statistics_at(&self, i: &[f32]) -> Option<Arc<EncoderStatistics>> {
+    /// [`CALIBRATION_TOLERANCE`]); None with shared statistics. The ones a fit's scores were
+    /// computed with, to save beside its head.
+    pub fn statistics_at(&self, i: &[f32]) -> Option<Arc<EncoderStatistics>> {
         let calibration = self.per_descriptor.as_ref()?;
         let near = |d: &[f32]| d.iter().zip(i).all(|(a, b)| (a - b).abs() <= CALIBRATION_TOLERANCE);
         if let Some((_, s)) = calibration.computed.lock().expect("statistics").iter().rev().find(|(d, _)| near(d)) {
             return Some(s.clone());
         }
+        assert!(!calibration.pixels.is_empty(), "no images to compute BatchNorm statistics at {i:?} from (only given ones are used)");
         let n = calibration.pixels.len() / calibration.shape.iter().product::<usize>().max(1);
         let (pooled, _) = self.layer_statistics(&calibration.pixels, n, calibration.shape, i).expect("one encoder records the same layers on every pass");
         let pooled = Arc::new(pooled);

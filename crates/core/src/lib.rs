@@ -9,6 +9,7 @@
 //! (datasets); docs/architecture.md draws the layout.
 
 mod error;
+pub mod arrays;
 pub mod bound;
 pub mod checkpoint;
 pub mod encoder;

@@ -143,6 +143,8 @@ pub struct Task {
     pub notes: Vec<String>,
     /// `[C, H, W]` of the inputs.
     pub shape: [usize; 3],
+    /// Class names in label order (empty for regression).
+    pub class_names: Vec<String>,
 }
 
 impl Task {
@@ -303,7 +305,12 @@ impl TaskSpec {
             }
             None => split_of(&whole.set, &whole.targets, &test_idx),
         };
+        let class_names = match &whole.targets {
+            Targets::Classes { .. } => whole.set.class_names.clone(),
+            Targets::Values { .. } => Vec::new(),
+        };
         Ok(Task {
+            class_names,
             name: format!("{}:{}", self.task.name(), self.data),
             train: split_of(&whole.set, &whole.targets, &train_idx),
             val: split_of(&whole.set, &whole.targets, &val_idx),

@@ -188,6 +188,64 @@ pub struct BatchNormArgs {
     pub out: PathBuf,
 }
 
+/// Which part of a task's data a command reads.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SplitArg {
+    Train,
+    Val,
+    Test,
+    /// Train, validation and test, in that order.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// A pretraining run directory or a checkpoint directory (optional with --fit, which names one).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// The images (and their labels or targets): the same flags as `ail fit`.
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Read the encoder at this descriptor, e.g. 1,1 (default: all ones; plain encoders ignore it).
+    #[arg(long, conflicts_with = "fit")]
+    pub invariance: Option<String>,
+    /// Read the encoder at the descriptor an `ail fit` run learned, with the BatchNorm statistics it
+    /// was scored with (its directory or fit.json).
+    #[arg(long)]
+    pub fit: Option<PathBuf>,
+    /// BatchNorm statistics with --invariance (see `ail fit --help`).
+    #[arg(long, value_enum, default_value_t = BatchNormStatistics::default())]
+    pub bn_statistics: BatchNormStatistics,
+    /// Which split of the task to embed.
+    #[arg(long, value_enum, default_value_t = SplitArg::All)]
+    pub split: SplitArg,
+    /// Output directory: features.safetensors (`features` [n, D], `labels` [n] or `targets` [n, m]),
+    /// features.npy, labels.npy / targets.npy and embed.json (descriptor, class names, split sizes).
+    #[arg(long, default_value = "runs/embed")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// An `ail fit` output (its directory or fit.json): the head, the learned descriptor and the
+    /// encoder it was fitted on.
+    #[arg(long)]
+    pub fit: PathBuf,
+    /// The encoder, when it is no longer where fit.json says.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// The images: the same flags as `ail fit` (the same flags give the same splits).
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Which split to predict.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    pub split: SplitArg,
+    /// The CSV of predictions: `index,prediction,target` (classes by name; regression: one
+    /// column per output).
+    #[arg(long, default_value = "runs/predict/predictions.csv")]
+    pub out: PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ReadoutArg {
     /// Ridge regression on one-hot targets; i descends its closed-form leave-one-out error.

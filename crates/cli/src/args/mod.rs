@@ -18,7 +18,7 @@ mod report;
 
 pub use bench::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchFitArgs, BenchPretrainArgs, BenchProfileArgs, TorchArgs};
 pub use data::DataArgs;
-pub use downstream::{BatchNormArgs, BoundArgs, CompareArgs, FewShotArgs, FineTuneArgs, FitArgs, LowShotArgs, ReadoutArg};
+pub use downstream::{BatchNormArgs, BoundArgs, CompareArgs, EmbedArgs, FewShotArgs, FineTuneArgs, FitArgs, LowShotArgs, PredictArgs, ReadoutArg, SplitArg, TaskArgs};
 pub use measure::{InterpolateArgs, MeasureArgs, SourceArgs};
 pub use pretrain::PretrainArgs;
 pub use report::{ParetoArgs, ReportArgs};
@@ -92,6 +92,12 @@ pub enum Command {
     /// pretrained plain encoders; over several seeds with 95% intervals. Writes compare.json,
     /// compare.md and compare.svg.
     Compare(CompareArgs),
+    /// Features out: every image of a task's split encoded at a descriptor (or at the one an `ail
+    /// fit` run learned), written as safetensors and .npy with the labels or targets.
+    Embed(EmbedArgs),
+    /// Apply a fitted head (`ail fit`'s head.safetensors, at its learned descriptor) to images:
+    /// a CSV of predictions, and the score when the images have labels or targets.
+    Predict(PredictArgs),
     /// BatchNorm and the descriptor: how far each descriptor's own BatchNorm statistics (computed
     /// on training images at that descriptor) are from the checkpoint's shared running
     /// statistics, per layer, and kNN accuracy per descriptor with each. Writes batchnorm.json,

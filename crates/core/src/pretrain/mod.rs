@@ -334,10 +334,12 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
         RunDir::load_stepper(&dir, &mut stepper, pointers, &config, &device)?;
     }
     observer.message(&format!(
-        "pretraining {} (K = {}, {} descriptors) with {}: {} steps of {} images, {} training images, {} held out",
+        "pretraining {} (K = {}: [{}], {} descriptor{}) with {}: {} steps of {} images, {} training images, {} held out",
         config.encoder.model,
         config.invariances.family().num_invariances(),
+        config.invariances.family().entry_names().join(", "),
         trained.len(),
+        if trained.len() == 1 { "" } else { "s" },
         config.method,
         config.steps,
         config.batch_size,
