@@ -321,22 +321,42 @@ impl RunDir {
     /// Keeps the metrics rows a resumed run does not write again: those up to `start_step` (not
     /// the closing kNN rows at `steps`), dropping a last row torn by a kill.
     pub fn truncate_metrics(&self, start_step: u64, steps: u64) -> Result<(), CoreError> {
+        use std::io::{BufRead, Read};
         let path = self.path.join(METRICS_FILE);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let kept: Vec<&str> = text
-                .split_inclusive('\n')
+        let Ok(file) = std::fs::File::open(&path) else { return Ok(()) };
+        // Streamed line by line (a long run's file is never held whole); a line longer than any
+        // row this program writes is not a row and is dropped.
+        const LONGEST_ROW: usize = 1 << 16;
+        let mut reader = std::io::BufReader::new(file);
+        crate::io::write_atomic_with(&path, |out| {
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = (&mut reader).take(LONGEST_ROW as u64 + 1).read_until(b'\n', &mut line)?;
+                if n == 0 {
+                    return Ok(());
+                }
                 // A last line without its newline was torn by a kill in the middle of writing it.
-                .filter_map(|l| l.strip_suffix('\n'))
-                .filter(|l| {
-                    let step = l.split(',').next().and_then(|s| s.parse::<u64>().ok());
-                    // The closing kNN rows (at the last step, after the loop) are written again.
-                    let closing = step == Some(steps) && !l.ends_with(',');
-                    step.is_none_or(|s| s <= start_step) && !closing
-                })
-                .collect();
-            write_atomic(&path, format!("{}\n", kept.join("\n")).as_bytes()).map_err(|e| CoreError::io("writing", path, e))?;
-        }
-        Ok(())
+                let Some(row) = line.strip_suffix(b"\n") else {
+                    if n > LONGEST_ROW {
+                        // The rest of an overlong line.
+                        let mut sink = Vec::new();
+                        reader.read_until(b'\n', &mut sink)?;
+                        continue;
+                    }
+                    return Ok(());
+                };
+                let Ok(row) = std::str::from_utf8(row) else { continue };
+                let step = row.split(',').next().and_then(|s| s.parse::<u64>().ok());
+                // The closing kNN rows (at the last step, after the loop) are written again.
+                let closing = step == Some(steps) && !row.ends_with(',');
+                if step.is_none_or(|s| s <= start_step) && !closing {
+                    out.write_all(row.as_bytes())?;
+                    out.write_all(b"\n")?;
+                }
+            }
+        })
+        .map_err(|e| CoreError::io("writing", path, e))
     }
 
     /// Removes the metrics of an earlier run that left no checkpoint.
@@ -424,5 +444,28 @@ impl Metrics {
             f(knn.map(|v| format!("{v:.4}")))
         );
         self.file.write_all(line.as_bytes()).and_then(|_| self.file.flush()).map_err(|e| CoreError::io("writing", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncating_metrics_keeps_the_rows_up_to_the_resumed_step_and_drops_torn_and_overlong_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let overlong = format!("7,{}\n", "9".repeat(70_000));
+        let text = format!(
+            "step,descriptor,loss,lr,images_per_s,knn_accuracy\n0,\"1,0\",,,,0.25\n5,\"1,0\",3.1,1e-3,100.0,\n{overlong}10,\"0,1\",2.9,1e-3,100.0,\n20,\"1,0\",2.5,1e-3,100.0,\n20,\"1,0\",,,,0.4\n25,\"0,1\",2.4"
+        );
+        std::fs::write(dir.path().join(METRICS_FILE), text).unwrap();
+        run.truncate_metrics(10, 20).unwrap();
+        let kept = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        assert_eq!(kept, "step,descriptor,loss,lr,images_per_s,knn_accuracy\n0,\"1,0\",,,,0.25\n5,\"1,0\",3.1,1e-3,100.0,\n10,\"0,1\",2.9,1e-3,100.0,\n");
+        // No file: nothing to do.
+        std::fs::remove_file(dir.path().join(METRICS_FILE)).unwrap();
+        run.truncate_metrics(10, 20).unwrap();
+        assert!(!dir.path().join(METRICS_FILE).exists());
     }
 }
