@@ -155,6 +155,12 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
             p.input_shape(),
             frozen.input_shape()
         );
+        anyhow::ensure!(
+            p.num_invariances() == 0,
+            "--plain {name}: {} is an amortised encoder (K = {}); plain arms are encoders pretrained on one augmentation set (`ail pretrain --invariances fixed:...`)",
+            p.checkpoint.display(),
+            p.num_invariances()
+        );
         p.set_batch_norm_statistics(args.bn_statistics, &task.train.pixels, task.train.len(), task.train.shape);
         plain_encoders.push((name.clone(), p));
     }

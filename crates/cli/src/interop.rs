@@ -69,11 +69,17 @@ pub fn read_fit(path: &Path, device: &burn::prelude::Device) -> anyhow::Result<S
     let (arrays, _) = read_safetensors(&bytes, &file.display().to_string())?;
     let find = |name: &str| arrays.iter().find(|a| a.name == name).and_then(|a| a.as_f32());
     let (weight, bias) = match (find("weight"), find("bias")) {
-        (Some(w), Some(b)) if w.len() == head.features * head.outputs && b.len() == head.outputs => (w, b),
+        (Some(w), Some(b)) if head.features.checked_mul(head.outputs) == Some(w.len()) && b.len() == head.outputs => (w, b),
         _ => anyhow::bail!("{}: no f32 `weight` [{}, {}] and `bias` [{}] as fit.json describes", file.display(), head.outputs, head.features, head.outputs),
     };
     let mut statistics = Vec::new();
     while let (Some(mean), Some(var)) = (find(&format!("batch_norm.{}.mean", statistics.len())), find(&format!("batch_norm.{}.var", statistics.len()))) {
+        let k = statistics.len();
+        anyhow::ensure!(
+            mean.len() == var.len() && mean.iter().chain(var).all(|v| v.is_finite()) && var.iter().all(|v| *v >= 0.0),
+            "{}: batch_norm.{k} is not a set of finite means and non-negative variances of one length",
+            file.display()
+        );
         statistics.push(ChannelStatistics { mean: mean.to_vec(), var: var.to_vec() });
     }
     let readout = Readout::from_weights(weight, bias, report.i.clone(), head.target_mean.clone(), head.target_std.clone(), device)?;
@@ -94,7 +100,20 @@ fn open_for_fit(global: &Global, fit: &SavedFit, checkpoint: Option<&Path>, task
     );
     frozen.check_descriptor(&fit.report.i).context("the fit's descriptor")?;
     match &fit.statistics {
-        Some(s) => frozen.use_statistics(&fit.report.i, s.clone()),
+        Some(s) => {
+            // The saved statistics must fit this encoder's BatchNorm layers, call by call.
+            let one = &task.train.pixels[..task.train.shape.iter().product::<usize>()];
+            let (_, records) = frozen.layer_statistics(one, 1, task.train.shape, &fit.report.i)?;
+            let fits = records.len() == s.len() && records.iter().zip(s).all(|(r, s)| r.batch.mean.len() == s.mean.len());
+            anyhow::ensure!(
+                fits,
+                "the BatchNorm statistics saved with the fit ({} layers) do not fit {} ({} layers): not the encoder this head was fitted on",
+                s.len(),
+                frozen.checkpoint.display(),
+                records.len()
+            );
+            frozen.use_statistics(&fit.report.i, s.clone())
+        }
         None => frozen.set_batch_norm_statistics(BatchNormStatistics::Shared, &[], 0, frozen.input_shape()),
     }
     Ok((frozen, task))

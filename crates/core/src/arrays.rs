@@ -75,7 +75,9 @@ pub fn safetensors_bytes(arrays: &[Array], metadata: &BTreeMap<String, String>) 
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialise"));
     }
     let mut offset = 0usize;
+    let mut names = std::collections::BTreeSet::new();
     for a in arrays {
+        assert!(a.name != "__metadata__" && names.insert(a.name.as_str()), "array names must be distinct and not __metadata__ ({})", a.name);
         let size = a.values.bytes().len();
         header.insert(
             a.name.clone(),
@@ -100,7 +102,7 @@ pub fn safetensors_bytes(arrays: &[Array], metadata: &BTreeMap<String, String>) 
 /// Reads a safetensors file (`source` names it in errors) of F32 and I64 arrays, in header order
 /// of their offsets; every size is checked against the file before anything is allocated.
 pub fn read_safetensors(bytes: &[u8], source: &str) -> Result<(Vec<Array>, BTreeMap<String, String>), CoreError> {
-    let bad = |reason: String| CoreError::Checkpoint { path: source.into(), reason };
+    let bad = |reason: String| CoreError::Setting { setting: source.into(), reason };
     let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).ok_or_else(|| bad("shorter than a safetensors header".into()))?;
     let data_start = 8usize.checked_add(usize::try_from(len).unwrap_or(usize::MAX)).filter(|&e| e <= bytes.len()).ok_or_else(|| {
         bad(format!("the header claims {len} bytes, the file has {}: truncated or not safetensors", bytes.len()))

@@ -280,6 +280,9 @@ pub fn load_web(bytes: &[u8], source: &str, device: &Device) -> Result<(Encoder,
     if header.format != FORMAT || header.storage != WEB_STORAGE {
         return Err(web_err(source, format!("format `{}` with storage `{}` is not {FORMAT} with {WEB_STORAGE}: {how}", header.format, header.storage)));
     }
+    if !(OLDEST_VERSION..=VERSION).contains(&header.version) {
+        return Err(web_err(source, format!("description version {}; this version of ail reads {OLDEST_VERSION}-{VERSION}: a newer ail wrote it", header.version)));
+    }
     check_family_layout(Path::new(source), header.version, header.meta.family)?;
     let meta = header.meta;
     meta.encoder.validate().map_err(|e| web_err(source, e.to_string()))?;

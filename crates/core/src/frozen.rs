@@ -58,18 +58,25 @@ impl BatchNormStatistics {
 }
 
 /// Images per-descriptor statistics are computed on (the first of the task's training split in a
-/// fixed shuffled order).
+/// fixed shuffled order), in one forward pass: one batch, as a training step normalises with.
 pub const CALIBRATION_IMAGES: usize = 512;
-/// A learned `i` reuses statistics computed within this distance (largest entry difference);
-/// further away they are computed again.
-pub const CALIBRATION_TOLERANCE: f32 = 0.02;
-/// Statistics kept (the most recent).
-const CALIBRATIONS_KEPT: usize = 16;
+/// Statistics are computed at descriptors on a lattice of this step (corners included) and a
+/// descriptor is normalised with those of its nearest lattice point, so they are a function of the
+/// descriptor alone; a learned `i` gets new ones when it crosses into another lattice cell.
+pub const CALIBRATION_STEP: f32 = 0.05;
+/// Lattice points whose statistics are kept (recomputed when evicted: the result is the same).
+const CALIBRATIONS_KEPT: usize = 64;
+
+/// The lattice point (in steps) nearest to `i`.
+fn lattice(i: &[f32]) -> Vec<i32> {
+    i.iter().map(|v| (v.clamp(0.0, 1.0) / CALIBRATION_STEP).round() as i32).collect()
+}
 
 struct Calibration {
     pixels: Vec<u8>,
     shape: [usize; 3],
-    computed: std::sync::Mutex<Vec<(Vec<f32>, Arc<EncoderStatistics>)>>,
+    /// Statistics by lattice point, oldest first.
+    computed: std::sync::Mutex<Vec<(Vec<i32>, Arc<EncoderStatistics>)>>,
 }
 
 /// How many feature sets the cache keeps.
@@ -169,15 +176,16 @@ impl Frozen {
     }
 
     /// What every BatchNorm layer call sees at descriptor `i` on `u8` images: the images' own
-    /// statistics and the layer's running (shared) ones, pooled over chunks of 256 images.
+    /// statistics and the layer's running (shared) ones. Up to [`CALIBRATION_IMAGES`] images are
+    /// one batch; more are pooled over such batches.
     pub fn layer_statistics(&self, pixels: &[u8], n: usize, shape: [usize; 3], i: &[f32]) -> Result<(EncoderStatistics, Vec<LayerRecord>), CoreError> {
         let inner = self.device.clone().without_autodiff();
         let len = shape.iter().product::<usize>();
         let descriptor = self.descriptor(i, &inner);
         let passes: Vec<Vec<LayerRecord>> = (0..n)
-            .step_by(256)
+            .step_by(CALIBRATION_IMAGES)
             .map(|s| {
-                let e = (s + 256).min(n);
+                let e = (s + CALIBRATION_IMAGES).min(n);
                 let x = self.normalization.apply(Self::upload_u8(&pixels[s * len..e * len], e - s, shape, &inner));
                 record_statistics(|| self.inference.forward_features(x, descriptor.clone()).into_data()).1
             })
@@ -190,27 +198,28 @@ impl Frozen {
     pub fn use_statistics(&mut self, i: &[f32], statistics: EncoderStatistics) {
         self.cache.lock().expect("feature cache").clear();
         let shape = self.input_shape();
-        self.per_descriptor = Some(Calibration { pixels: Vec::new(), shape, computed: std::sync::Mutex::new(vec![(i.to_vec(), Arc::new(statistics))]) });
+        self.per_descriptor = Some(Calibration { pixels: Vec::new(), shape, computed: std::sync::Mutex::new(vec![(lattice(i), Arc::new(statistics))]) });
     }
 
-    /// The per-descriptor statistics at `i` (computed, or reused from within
-    /// [`CALIBRATION_TOLERANCE`]); None with shared statistics. The ones a fit's scores were
-    /// computed with, to save beside its head.
+    /// The per-descriptor statistics at `i`: those of its nearest lattice point (see
+    /// [`CALIBRATION_STEP`]), a function of `i` alone; None with shared statistics. The ones a fit's
+    /// scores were computed with, to save beside its head.
     pub fn statistics_at(&self, i: &[f32]) -> Option<Arc<EncoderStatistics>> {
         let calibration = self.per_descriptor.as_ref()?;
-        let near = |d: &[f32]| d.iter().zip(i).all(|(a, b)| (a - b).abs() <= CALIBRATION_TOLERANCE);
-        if let Some((_, s)) = calibration.computed.lock().expect("statistics").iter().rev().find(|(d, _)| near(d)) {
+        let key = lattice(i);
+        if let Some((_, s)) = calibration.computed.lock().expect("statistics").iter().find(|(k, _)| *k == key) {
             return Some(s.clone());
         }
         assert!(!calibration.pixels.is_empty(), "no images to compute BatchNorm statistics at {i:?} from (only given ones are used)");
         let n = calibration.pixels.len() / calibration.shape.iter().product::<usize>().max(1);
-        let (pooled, _) = self.layer_statistics(&calibration.pixels, n, calibration.shape, i).expect("one encoder records the same layers on every pass");
+        let point: Vec<f32> = key.iter().map(|&k| (k as f32 * CALIBRATION_STEP).min(1.0)).collect();
+        let (pooled, _) = self.layer_statistics(&calibration.pixels, n, calibration.shape, &point).expect("one encoder records the same layers on every pass");
         let pooled = Arc::new(pooled);
         let mut computed = calibration.computed.lock().expect("statistics");
         if computed.len() == CALIBRATIONS_KEPT {
             computed.remove(0);
         }
-        computed.push((i.to_vec(), pooled.clone()));
+        computed.push((key, pooled.clone()));
         Some(pooled)
     }
 

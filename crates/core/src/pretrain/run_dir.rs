@@ -339,9 +339,23 @@ impl RunDir {
                 // A last line without its newline was torn by a kill in the middle of writing it.
                 let Some(row) = line.strip_suffix(b"\n") else {
                     if n > LONGEST_ROW {
-                        // The rest of an overlong line.
-                        let mut sink = Vec::new();
-                        reader.read_until(b'\n', &mut sink)?;
+                        // The rest of an overlong line, skipped in the reader's own buffer.
+                        loop {
+                            let buf = reader.fill_buf()?;
+                            if buf.is_empty() {
+                                return Ok(());
+                            }
+                            match buf.iter().position(|&b| b == b'\n') {
+                                Some(at) => {
+                                    reader.consume(at + 1);
+                                    break;
+                                }
+                                None => {
+                                    let len = buf.len();
+                                    reader.consume(len);
+                                }
+                            }
+                        }
                         continue;
                     }
                     return Ok(());
