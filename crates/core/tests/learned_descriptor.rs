@@ -135,7 +135,14 @@ fn check(bn: BatchNormStatistics) {
         i[1] >= 0.9 && i[0] <= 0.3 && r2(r) >= r2(&corner01) - 0.05
     };
     let learned = run(&frozen, &train, &val, None, 0.05);
-    eprintln!("{bn:?}: learned i {:?}, R^2 {}; trajectory {:?}", learned.best.i, r2(&learned), learned.trajectory);
+    eprintln!(
+        "{bn:?}: R^2 at [0,1] {:.3}, at [1,0] {:.3}; learned i {:?} with R^2 {:.3}; trajectory {:?}",
+        r2(&corner01),
+        r2(&corner10),
+        learned.best.i,
+        r2(&learned),
+        learned.trajectory
+    );
     assert!(
         goes_to_the_corner(&learned),
         "{bn:?}: learned i {:?} (trajectory {:?}) with R^2 {}, against {} at [0,1]",
