@@ -50,7 +50,7 @@ fn audio_pretraining_lowers_the_loss_resumes_exactly_and_feeds_fewshot_and_fit()
     let out = ail(&["pretrain", "--device", "cpu", "--config", "audio.toml", "--data", ".", "--out", "a"], d);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("K = 7, 120 descriptors") && err.contains("48 clips of 4 classes"), "{err}");
+    assert!(err.contains("K = 7: [pitch-shift, fade-in, fade-out, noise, time-mask, time-shift, time-stretch], 120 descriptors") && err.contains("48 clips of 4 classes"), "{err}");
     assert!(err.contains("[1, 128, 16]"), "0.5 s at 16 kHz, hop 512: 16 frames of 128 mel bins: {err}");
     let curve = losses(&d.join("a/metrics.csv"));
     assert_eq!(curve.len(), 20);
