@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::args::{CompareArgs, Global};
 use crate::common;
 use crate::downstream::{open, task_normalization, write_json};
-use crate::fit::fit_grid;
-use crate::parse::{ListError, parse_descriptor, parse_list};
+use crate::fit::{fit_grid, parse_grid};
+use crate::parse::parse_descriptor;
 use crate::svg;
 
 /// Where a learned arm starts `i`.
@@ -112,11 +112,8 @@ fn fmt_i(i: &[f32]) -> String {
 
 pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
     common::prepare_out(&args.out)?;
-    let lrs: Vec<f64> = parse_list(&args.lrs, "--lrs", ListError::Long)?;
-    let wds: Vec<f64> = parse_list(&args.weight_decays, "--weight-decays", ListError::Long)?;
-    anyhow::ensure!(lrs.iter().all(|l| *l > 0.0) && wds.iter().all(|w| *w >= 0.0), "--lrs must be > 0 and --weight-decays >= 0");
+    let (lrs, wds) = parse_grid(&args.grid)?;
     anyhow::ensure!(args.seeds >= 2, "--seeds must be at least 2 (an interval needs two)");
-    anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
     let starts: Vec<Start> =
         if args.starts.trim() == "none" { Vec::new() } else { args.starts.split(',').map(Start::parse).collect::<anyhow::Result<_>>()? };
     let plains: Vec<(String, PathBuf)> = args
@@ -165,7 +162,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
         plain_encoders.push((name.clone(), p));
     }
 
-    let base = FitConfig { epochs: args.epochs, batch_size: args.batch_size, i_lr: args.i_lr, ..FitConfig::default() };
+    let base = FitConfig { epochs: args.grid.epochs, batch_size: args.grid.batch_size, i_lr: args.i_lr, ..FitConfig::default() };
     let one = |frozen: &Frozen, config: FitConfig, what: &str| -> anyhow::Result<ArmRun> {
         let start = Instant::now();
         let (lr, wd, run, _) = fit_grid(frozen, &task.train, &task.val, &config, &lrs, &wds, what, false)?;
@@ -232,7 +229,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
         metric: metric.into(),
         samples: [task.train.len(), task.val.len(), task.test.len()],
         seeds: args.seeds,
-        epochs: args.epochs,
+        epochs: args.grid.epochs,
         lrs,
         weight_decays: wds,
         i_lr: args.i_lr,

@@ -12,7 +12,7 @@ use anyhow::Context;
 use burn::prelude::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::args::{FitArgs, Global};
+use crate::args::{FitArgs, Global, GridArgs};
 use crate::common;
 use crate::downstream::{bar, describe, open, write_json};
 use crate::parse::{ListError, parse_descriptor, parse_list};
@@ -220,15 +220,21 @@ pub(crate) fn fit_grid(
     Ok((lr, wd, best, grid))
 }
 
+/// The grid's learning rates and weight decays, checked with the budget.
+pub(crate) fn parse_grid(grid: &GridArgs) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let lrs: Vec<f64> = parse_list(&grid.lrs, "--lrs", ListError::Long)?;
+    let wds: Vec<f64> = parse_list(&grid.weight_decays, "--weight-decays", ListError::Long)?;
+    anyhow::ensure!(lrs.iter().all(|l| *l > 0.0) && wds.iter().all(|w| *w >= 0.0), "--lrs must be > 0 and --weight-decays >= 0");
+    anyhow::ensure!(grid.epochs >= 1 && grid.batch_size >= 1, "--epochs and --batch-size must be at least 1");
+    Ok((lrs, wds))
+}
+
 pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     common::prepare_out(&args.out)?;
-    let lrs: Vec<f64> = parse_list(&args.lrs, "--lrs", ListError::Long)?;
-    let wds: Vec<f64> = parse_list(&args.weight_decays, "--weight-decays", ListError::Long)?;
+    let (lrs, wds) = parse_grid(&args.grid)?;
     let bits: Vec<u32> = parse_list(&args.bits, "--bits", ListError::Long)?;
     anyhow::ensure!(bits.iter().all(|b| (1..=16).contains(b)), "--bits: each entry must be 1..=16");
-    anyhow::ensure!(lrs.iter().all(|l| *l > 0.0) && wds.iter().all(|w| *w >= 0.0), "--lrs must be > 0 and --weight-decays >= 0");
     anyhow::ensure!((0.0..=1.0).contains(&args.i_init), "--i-init must be in [0, 1]");
-    anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
     let (mut frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
     if let Some(f) = &fixed {
@@ -237,8 +243,8 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     frozen.set_batch_norm_statistics(args.bn_statistics, &task.train.pixels, task.train.len(), task.train.shape);
     let start = Instant::now();
     let base = FitConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
+        epochs: args.grid.epochs,
+        batch_size: args.grid.batch_size,
         i_lr: args.i_lr,
         i_init: args.i_init,
         fixed: fixed.clone(),

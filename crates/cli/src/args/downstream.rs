@@ -69,16 +69,9 @@ impl TaskArgs {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct FitArgs {
-    /// A pretraining run directory (its newest checkpoint) or a checkpoint directory.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    #[command(flatten)]
-    pub task: TaskArgs,
-    /// Keep i at this descriptor and fit the head alone (the linear-readout baseline), e.g. 1,1.
-    #[arg(long)]
-    pub fixed_invariance: Option<String>,
+/// A fit's budget and hyper-parameter grid (`ail fit`, and every arm of `ail compare`).
+#[derive(Debug, Clone, Args)]
+pub struct GridArgs {
     /// Most epochs; the best epoch on the validation split is kept.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -90,6 +83,20 @@ pub struct FitArgs {
     /// Weight decays to choose from on the validation split (comma-separated).
     #[arg(long, default_value = "0,0.0001")]
     pub weight_decays: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// A pretraining run directory (its newest checkpoint) or a checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Keep i at this descriptor and fit the head alone (the linear-readout baseline), e.g. 1,1.
+    #[arg(long)]
+    pub fixed_invariance: Option<String>,
+    #[command(flatten)]
+    pub grid: GridArgs,
     /// Learning rate of i (Adam).
     #[arg(long, default_value_t = 0.01)]
     pub i_lr: f64,
@@ -139,17 +146,9 @@ pub struct CompareArgs {
     /// Seeds (head initialisation and data order); scores are reported as mean and 95% interval.
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// Epochs of every fit, learned and fixed alike (the best on validation is kept).
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    /// Head learning rates, the same grid for every arm (comma-separated).
-    #[arg(long, default_value = "0.001,0.01")]
-    pub lrs: String,
-    /// Weight decays, the same grid for every arm (comma-separated).
-    #[arg(long, default_value = "0,0.0001")]
-    pub weight_decays: String,
+    /// The budget and grid of every fit, learned and fixed alike.
+    #[command(flatten)]
+    pub grid: GridArgs,
     /// Learning rate of i (Adam).
     #[arg(long, default_value_t = 0.01)]
     pub i_lr: f64,

@@ -18,7 +18,7 @@ mod report;
 
 pub use bench::{BenchAugmentArgs, BenchCommand, BenchDeviceArgs, BenchFitArgs, BenchPretrainArgs, BenchProfileArgs, TorchArgs};
 pub use data::DataArgs;
-pub use downstream::{BatchNormArgs, BoundArgs, CompareArgs, EmbedArgs, FewShotArgs, FineTuneArgs, FitArgs, LowShotArgs, PredictArgs, ReadoutArg, SplitArg, TaskArgs};
+pub use downstream::{BatchNormArgs, BoundArgs, CompareArgs, EmbedArgs, FewShotArgs, FineTuneArgs, FitArgs, GridArgs, LowShotArgs, PredictArgs, ReadoutArg, SplitArg, TaskArgs};
 pub use measure::{InterpolateArgs, MeasureArgs, SourceArgs};
 pub use pretrain::PretrainArgs;
 pub use report::{ParetoArgs, ReportArgs};
