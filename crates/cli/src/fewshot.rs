@@ -59,17 +59,8 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
     );
     let (mut frozen, task) = open(global, &args.checkpoint, &task_spec)?;
     // Episodes draw from every image (validation carving leaves one aside; put it back).
-    let all = Split {
-        pixels: [task.train.pixels.clone(), task.val.pixels.clone()].concat(),
-        shape: task.train.shape,
-        targets: match (&task.train.targets, &task.val.targets) {
-            (Targets::Classes { labels: a, classes }, Targets::Classes { labels: b, .. }) => {
-                Targets::Classes { labels: [a.clone(), b.clone()].concat(), classes: *classes }
-            }
-            _ => anyhow::bail!("episodes need class targets"),
-        },
-    };
-    let Targets::Classes { labels, .. } = &all.targets else { unreachable!("checked above") };
+    let all = Split::concat(&[&task.train, &task.val]);
+    let Targets::Classes { labels, .. } = &all.targets else { anyhow::bail!("episodes need class targets") };
     // Per-descriptor statistics come from images of the pool, without their labels.
     frozen.set_batch_norm_statistics(args.bn_statistics, &all.pixels, all.len(), all.shape);
     let config = EpisodeConfig {

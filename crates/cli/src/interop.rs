@@ -25,26 +25,7 @@ pub fn split_of(task: &Task, which: SplitArg) -> Split {
         SplitArg::Train => task.train.clone(),
         SplitArg::Val => task.val.clone(),
         SplitArg::Test => task.test.clone(),
-        SplitArg::All => {
-            let parts = [&task.train, &task.val, &task.test];
-            let targets = match &task.train.targets {
-                Targets::Classes { classes, .. } => Targets::Classes {
-                    labels: parts.iter().flat_map(|p| match &p.targets {
-                        Targets::Classes { labels, .. } => labels.clone(),
-                        Targets::Values { .. } => unreachable!("one task, one kind of target"),
-                    }).collect(),
-                    classes: *classes,
-                },
-                Targets::Values { outputs, .. } => Targets::Values {
-                    values: parts.iter().flat_map(|p| match &p.targets {
-                        Targets::Values { values, .. } => values.clone(),
-                        Targets::Classes { .. } => unreachable!("one task, one kind of target"),
-                    }).collect(),
-                    outputs: *outputs,
-                },
-            };
-            Split { pixels: parts.iter().flat_map(|p| p.pixels.iter().copied()).collect(), shape: task.train.shape, targets }
-        }
+        SplitArg::All => Split::concat(&[&task.train, &task.val, &task.test]),
     }
 }
 

@@ -78,6 +78,35 @@ impl Split {
         self.len() == 0
     }
 
+    /// The splits one after the other (one shape and one kind of target; `parts` not empty).
+    pub fn concat(parts: &[&Split]) -> Self {
+        let first = parts.first().expect("at least one split");
+        assert!(parts.iter().all(|p| p.shape == first.shape), "splits of one shape");
+        let targets = match &first.targets {
+            Targets::Classes { classes, .. } => Targets::Classes {
+                labels: parts
+                    .iter()
+                    .flat_map(|p| match &p.targets {
+                        Targets::Classes { labels, .. } => labels.iter().copied(),
+                        Targets::Values { .. } => panic!("splits of one kind of target"),
+                    })
+                    .collect(),
+                classes: *classes,
+            },
+            Targets::Values { outputs, .. } => Targets::Values {
+                values: parts
+                    .iter()
+                    .flat_map(|p| match &p.targets {
+                        Targets::Values { values, .. } => values.iter().copied(),
+                        Targets::Classes { .. } => panic!("splits of one kind of target"),
+                    })
+                    .collect(),
+                outputs: *outputs,
+            },
+        };
+        Self { pixels: parts.iter().flat_map(|p| p.pixels.iter().copied()).collect(), shape: first.shape, targets }
+    }
+
     pub fn subset(&self, indices: &[usize]) -> Self {
         let len = self.shape.iter().product::<usize>();
         Self {
@@ -492,4 +521,21 @@ pub fn fit_from(
         )));
     }
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenated_splits_keep_every_image_with_its_target_in_order() {
+        let a = Split { pixels: vec![1, 2, 3, 4], shape: [1, 1, 2], targets: Targets::Classes { labels: vec![0, 2], classes: 3 } };
+        let b = Split { pixels: vec![5, 6], shape: [1, 1, 2], targets: Targets::Classes { labels: vec![1], classes: 3 } };
+        let all = Split::concat(&[&a, &b]);
+        assert_eq!(all.pixels, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(all.targets, Targets::Classes { labels: vec![0, 2, 1], classes: 3 });
+        assert_eq!(all.subset(&[2]).pixels, b.pixels);
+        let v = Split { pixels: vec![9, 9], shape: [1, 1, 2], targets: Targets::Values { values: vec![0.5, -1.0], outputs: 2 } };
+        assert_eq!(Split::concat(&[&v, &v]).targets, Targets::Values { values: vec![0.5, -1.0, 0.5, -1.0], outputs: 2 });
+    }
 }
