@@ -149,7 +149,7 @@ pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: 
         let y_t = Tensor::<1>::from_floats(y, &device).reshape([n, m]);
         for _ in 0..config.steps {
             let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
-            let f = normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone()));
+            let f = normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone(), &i));
             let loss = ridge::loo_mse(f, y_t.clone(), lambda)?;
             let grads = loss.backward();
             if let Some(g) = i_t.grad(&grads) {
@@ -287,7 +287,7 @@ impl StepFit {
     /// Features at the current `i`, computed once for the steps that train the head alone.
     fn settle(&mut self, frozen: &Frozen) {
         let i = frozen.descriptor(&self.i, frozen.device());
-        self.settled = Some(normalize_rows(frozen.features_with_grad(self.x.clone(), i)).detach());
+        self.settled = Some(normalize_rows(frozen.features_with_grad(self.x.clone(), i, &self.i)).detach());
     }
 
     /// The descriptor now.
@@ -320,7 +320,7 @@ impl StepFit {
         let i_t = Tensor::<1>::from_floats(self.i.as_slice(), device).require_grad();
         let f = match (&self.settled, joint) {
             (Some(f), false) => f.clone(),
-            _ => normalize_rows(frozen.features_with_grad(self.x.clone(), i_t.clone())),
+            _ => normalize_rows(frozen.features_with_grad(self.x.clone(), i_t.clone(), &self.i)),
         };
         let out = self.head.forward(f) * LOGIT_SCALE;
         let loss = if self.classes { cross_entropy_one_hot(out, self.y.clone()) } else { (out - self.y.clone()).powf_scalar(2.0).mean() };

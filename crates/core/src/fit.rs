@@ -385,7 +385,7 @@ pub fn loss_and_descriptor_gradient(frozen: &Frozen, readout: &Readout, split: &
     let rows = Tensor::<1>::from_floats(rows.as_slice(), device).reshape([split.len(), m]);
     let i_t = Tensor::<1>::from_floats(i, device).require_grad();
     let x = Frozen::upload_u8(&split.pixels, split.len(), split.shape, device);
-    let out = readout.head.forward(frozen.features_with_grad(x, i_t.clone()));
+    let out = readout.head.forward(frozen.features_with_grad(x, i_t.clone(), i));
     let loss = batch_loss(&split.targets, out, rows);
     let value = loss.clone().into_scalar::<f32>() as f64;
     let grads = loss.backward();
@@ -478,7 +478,7 @@ pub fn fit_from(
                 None => {
                     let pixels: Vec<u8> = chunk.iter().flat_map(|&r| train.pixels[r * len..(r + 1) * len].iter().copied()).collect();
                     let x = Frozen::upload_u8(&pixels, chunk.len(), train.shape, &device);
-                    frozen.features_with_grad(x, i_t.clone())
+                    frozen.features_with_grad(x, i_t.clone(), &i)
                 }
             };
             let loss = batch_loss(&train.targets, head.forward(features), rows);

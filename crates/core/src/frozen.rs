@@ -342,14 +342,12 @@ impl Frozen {
         out
     }
 
-    /// Features with a graph to `i`: `x01` and `i` on the autodiff device; `i` should require grad.
-    pub fn features_with_grad(&self, x01: Tensor<4>, i: Tensor<1>) -> Tensor<2> {
+    /// Features with a graph to `i`: `x01` and `i_t` on the autodiff device; `i_t` (which should
+    /// require grad) holds the values `i`, which choose the BatchNorm statistics without reading
+    /// the tensor back.
+    pub fn features_with_grad(&self, x01: Tensor<4>, i_t: Tensor<1>, i: &[f32]) -> Tensor<2> {
         let x = self.normalization.apply(x01);
-        if self.per_descriptor.is_none() {
-            return self.encoder.forward_features(x, i);
-        }
-        let values: Vec<f32> = i.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 descriptor");
-        self.at_statistics(&values, || self.encoder.forward_features(x, i))
+        self.at_statistics(i, || self.encoder.forward_features(x, i_t))
     }
 
     /// A descriptor as the encoder's input tensor (empty for a plain encoder).

@@ -212,8 +212,8 @@ pub struct EmbedArgs {
     /// was scored with (its directory or fit.json).
     #[arg(long)]
     pub fit: Option<PathBuf>,
-    /// BatchNorm statistics with --invariance (see `ail fit --help`).
-    #[arg(long, value_enum, default_value_t = BatchNormStatistics::default())]
+    /// BatchNorm statistics with --invariance (see `ail fit --help`); --fit brings its own.
+    #[arg(long, value_enum, default_value_t = BatchNormStatistics::default(), conflicts_with = "fit")]
     pub bn_statistics: BatchNormStatistics,
     /// Which split of the task to embed.
     #[arg(long, value_enum, default_value_t = SplitArg::All)]
