@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ail_core::arrays::{Array, npy_bytes, read_safetensors, safetensors_bytes};
 use ail_core::fit::{Readout, Split, Targets, score_outputs};
-use ail_core::frozen::{BatchNormStatistics, Frozen};
+use ail_core::frozen::Frozen;
 use ail_core::norm::{ChannelStatistics, EncoderStatistics};
 use ail_core::task::Task;
 use anyhow::Context;
@@ -80,22 +80,20 @@ fn open_for_fit(global: &Global, fit: &SavedFit, checkpoint: Option<&Path>, task
         frozen.feature_dim()
     );
     frozen.check_descriptor(&fit.report.i).context("the fit's descriptor")?;
-    match &fit.statistics {
-        Some(s) => {
-            // The saved statistics must fit this encoder's BatchNorm layers, call by call.
-            let one = &task.train.pixels[..task.train.shape.iter().product::<usize>()];
-            let (_, records) = frozen.layer_statistics(one, 1, task.train.shape, &fit.report.i)?;
-            let fits = records.len() == s.len() && records.iter().zip(s).all(|(r, s)| r.batch.mean.len() == s.mean.len());
-            anyhow::ensure!(
-                fits,
-                "the BatchNorm statistics saved with the fit ({} layers) do not fit {} ({} layers): not the encoder this head was fitted on",
-                s.len(),
-                frozen.checkpoint.display(),
-                records.len()
-            );
-            frozen.use_statistics(&fit.report.i, s.clone())
-        }
-        None => frozen.set_batch_norm_statistics(BatchNormStatistics::Shared, &[], 0, frozen.input_shape()),
+    // Without saved statistics the fit used the shared ones, which a freshly opened encoder has.
+    if let Some(s) = &fit.statistics {
+        // The saved statistics must fit this encoder's BatchNorm layers, call by call.
+        let one = &task.train.pixels[..task.train.shape.iter().product::<usize>()];
+        let (_, records) = frozen.layer_statistics(one, 1, task.train.shape, &fit.report.i)?;
+        let fits = records.len() == s.len() && records.iter().zip(s).all(|(r, s)| r.batch.mean.len() == s.mean.len());
+        anyhow::ensure!(
+            fits,
+            "the BatchNorm statistics saved with the fit ({} layers) do not fit {} ({} layers): not the encoder this head was fitted on",
+            s.len(),
+            frozen.checkpoint.display(),
+            records.len()
+        );
+        frozen.use_statistics(&fit.report.i, s.clone())
     }
     Ok((frozen, task))
 }
