@@ -194,7 +194,7 @@ impl Task {
 }
 
 fn split(pixels: Vec<u8>, shape: [usize; 3], targets: Targets) -> Split {
-    Split { pixels, shape, targets }
+    Split::new(pixels, shape, targets)
 }
 
 /// The built-in 5-way 5-shot task: five Fashion-MNIST classes, 5 support and 10 query images

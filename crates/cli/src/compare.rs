@@ -105,7 +105,7 @@ fn arm(name: String, kind: &str, runs: Vec<ArmRun>) -> Arm {
     Arm { name, kind: kind.into(), runs, val, test }
 }
 
-fn fmt_i(i: &[f32]) -> String {
+pub(crate) fn fmt_i(i: &[f32]) -> String {
     let parts: Vec<String> = i.iter().map(|v| format!("{v:.2}")).collect();
     format!("[{}]", parts.join(", "))
 }

@@ -74,6 +74,7 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
         bn_statistics: None,
         head: None,
         finetuned_stages: Some(args.stages),
+        corners: Vec::new(),
     };
     let path = args.out.join("fit.json");
     write_json(&path, &report)?;

@@ -17,6 +17,13 @@ use crate::common;
 use crate::downstream::{bar, describe, open, write_json};
 use crate::parse::{ListError, parse_descriptor, parse_list};
 
+/// A corner's best validation score with i fixed there (`--i-init best-corner`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CornerScore {
+    pub i: Vec<f32>,
+    pub val_score: f64,
+}
+
 /// One point of the validation grid.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GridPoint {
@@ -135,6 +142,10 @@ pub struct FitReport {
     /// Fine-tuning runs: the stages trained (counted from the last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetuned_stages: Option<usize>,
+    /// `--i-init best-corner`: each corner's validation score with i fixed there; learned i
+    /// started at the best.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corners: Vec<CornerScore>,
 }
 
 impl FitReport {
@@ -234,7 +245,14 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     let (lrs, wds) = parse_grid(&args.grid)?;
     let bits: Vec<u32> = parse_list(&args.bits, "--bits", ListError::Long)?;
     anyhow::ensure!(bits.iter().all(|b| (1..=16).contains(b)), "--bits: each entry must be 1..=16");
-    anyhow::ensure!((0.0..=1.0).contains(&args.i_init), "--i-init must be in [0, 1]");
+    let best_corner_start = args.i_init.trim() == "best-corner";
+    let i_init: f32 = if best_corner_start {
+        0.5
+    } else {
+        let v: f32 = args.i_init.trim().parse().map_err(|_| anyhow::anyhow!("--i-init: `{}` is neither a number in [0, 1] nor best-corner", args.i_init))?;
+        anyhow::ensure!((0.0..=1.0).contains(&v), "--i-init must be in [0, 1] (got {v})");
+        v
+    };
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
     let (mut frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
     if let Some(f) = &fixed {
@@ -246,11 +264,27 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         epochs: args.grid.epochs,
         batch_size: args.grid.batch_size,
         i_lr: args.i_lr,
-        i_init: args.i_init,
+        i_init,
         fixed: fixed.clone(),
         seed: args.seed,
         warm_start_epochs: args.warm_start_epochs,
         ..FitConfig::default()
+    };
+    let mut corners = Vec::new();
+    let base = if best_corner_start && fixed.is_none() && frozen.num_invariances() > 0 {
+        let family = frozen.family().ok_or_else(|| anyhow::anyhow!("--i-init best-corner: the checkpoint records no descriptor family, so its corners are unknown"))?;
+        for corner in family.trained() {
+            let c = corner.values().to_vec();
+            let what = format!("corner {}", crate::compare::fmt_i(&c));
+            let (_, _, run, _) = fit_grid(&frozen, &task.train, &task.val, &FitConfig { fixed: Some(c.clone()), ..base.clone() }, &lrs, &wds, &what, false)?;
+            eprintln!("{what}: validation {}", describe(&run.val));
+            corners.push(CornerScore { i: c, val_score: run.val.primary() });
+        }
+        let best = corners.iter().max_by(|a, b| a.val_score.total_cmp(&b.val_score)).expect("a family trains at least one corner");
+        eprintln!("learned i starts at the best corner on validation, {}", crate::compare::fmt_i(&best.i));
+        FitConfig { i_start: Some(best.i.clone()), ..base }
+    } else {
+        base
     };
     let (lr, wd, best, grid) = fit_grid(&frozen, &task.train, &task.val, &base, &lrs, &wds, "fit", true)?;
     let readout = &best.best;
@@ -300,6 +334,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         bn_statistics: Some(frozen.batch_norm_statistics().name().into()),
         head: Some(save_head(&args.out, statistics.as_deref(), readout, &task.class_names)?),
         finetuned_stages: None,
+        corners,
     };
     let path = args.out.join("fit.json");
     write_json(&path, &report)?;

@@ -114,19 +114,19 @@ pub fn run_predict(global: &Global, args: &PredictArgs) -> anyhow::Result<()> {
     };
     match &split.targets {
         Targets::Classes { labels, .. } => {
-            csv.push_str("index,prediction,target\n");
+            csv.push_str("index,source,prediction,target\n");
             let predicted = ail_core::metrics::argmax_rows(&out, outputs);
             for (k, (p, t)) in predicted.iter().zip(labels).enumerate() {
-                let name = |names: &[String], c: u32| names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-                csv.push_str(&format!("{k},{},{}\n", name(&head.class_names, *p), name(&task.class_names, *t)));
+                let name = |names: &[String], c: u32| csv_field(&names.get(c as usize).cloned().unwrap_or_else(|| c.to_string()));
+                csv.push_str(&format!("{k},{},{},{}\n", csv_field(&split.source(k)), name(&head.class_names, *p), name(&task.class_names, *t)));
             }
         }
         Targets::Values { values, outputs: m } => {
             let header: Vec<String> = (0..outputs).map(|o| format!("prediction_{o}")).chain((0..*m).map(|o| format!("target_{o}"))).collect();
-            csv.push_str(&format!("index,{}\n", header.join(",")));
+            csv.push_str(&format!("index,source,{}\n", header.join(",")));
             for k in 0..split.len() {
                 let row: Vec<String> = out[k * outputs..(k + 1) * outputs].iter().chain(&values[k * m..(k + 1) * m]).map(|v| v.to_string()).collect();
-                csv.push_str(&format!("{k},{}\n", row.join(",")));
+                csv.push_str(&format!("{k},{},{}\n", csv_field(&split.source(k)), row.join(",")));
             }
         }
     }
@@ -213,6 +213,10 @@ pub fn run_embed(global: &Global, args: &EmbedArgs) -> anyhow::Result<()> {
         write(&name, &npy_bytes(a))?;
         files.push(name);
     }
+    // Where each row's image came from, in row order (a JSON list: paths may hold any character).
+    let sources: Vec<String> = (0..n).map(|k| split.source(k)).collect();
+    write("sources.json", &serde_json::to_vec(&sources)?)?;
+    files.push("sources.json".into());
     let report = EmbedReport {
         checkpoint: frozen.checkpoint.clone(),
         task: task.name.clone(),
@@ -228,4 +232,9 @@ pub fn run_embed(global: &Global, args: &EmbedArgs) -> anyhow::Result<()> {
     write_json(&args.out.join("embed.json"), &report)?;
     println!("{n} images of {} ({:?} split) at i = {i:?}: {d} features each, written to {}", task.name, args.split, args.out.display());
     Ok(())
+}
+
+/// A CSV field: quoted (with inner quotes doubled) when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
 }

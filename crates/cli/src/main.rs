@@ -36,6 +36,7 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         Some(args::Command::Bench(b)) => bench::run(&cli.global, &b),
         Some(args::Command::Info(a)) => info::run(&cli.global, &a),
         Some(args::Command::Export(a)) => export::run(&a),
+        Some(args::Command::Import(a)) => export::run_import(&a),
         Some(args::Command::Fit(a)) => fit::run(&cli.global, &a),
         Some(args::Command::Compare(a)) => compare::run(&cli.global, &a),
         Some(args::Command::Batchnorm(a)) => batchnorm::run(&cli.global, &a),

@@ -62,6 +62,11 @@ fn audio_pretraining_lowers_the_loss_resumes_exactly_and_feeds_fewshot_and_fit()
     assert_eq!(meta["encoder"]["in_channels"], 1);
     assert_eq!(meta["audio"]["clip_samples"], 8000);
     assert_eq!(meta["audio"]["mel"]["n_mels"], 128);
+    // The kNN monitor evaluates the named descriptors only: 7 single augmentations, all, and the
+    // 7 "all but one", not all 120 trained ones.
+    assert!(err.contains("kNN monitor: 15 descriptors"), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("a/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["knn_accuracy"].as_array().unwrap().len(), 15);
 
     // the augmentation draws, clip order and descriptors replay exactly on resume
     assert_resume_is_exact(d, "a", "b");

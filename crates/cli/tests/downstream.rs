@@ -344,8 +344,13 @@ fn fit_saves_its_head_predict_reproduces_its_test_score_and_embed_writes_feature
     assert_eq!(rows.len(), 16);
     let correct = rows.iter().filter(|r| {
         let f: Vec<&str> = r.split(',').collect();
-        f[1] == f[2]
+        f[2] == f[3]
     });
+    // Each row names its image file, whose class folder is the target.
+    for r in &rows {
+        let f: Vec<&str> = r.split(',').collect();
+        assert!(f[1].ends_with(".png") && f[1].contains(&format!("{}{}", f[3], std::path::MAIN_SEPARATOR)), "{r}");
+    }
     let accuracy = correct.count() as f64 / 16.0;
     assert_eq!(accuracy, fit["test"]["accuracy"].as_f64().unwrap(), "{out}");
     assert!(out.contains(&format!("accuracy {:.2}%", 100.0 * accuracy)), "{out}");
@@ -362,8 +367,11 @@ fn fit_saves_its_head_predict_reproduces_its_test_score_and_embed_writes_feature
     for (k, row) in rows.iter().enumerate() {
         let logits: Vec<f32> = (0..4).map(|c| b[c] + (0..32).map(|j| w[c * 32 + j] * f[k * 32 + j]).sum::<f32>()).collect();
         let best = (0..4).max_by(|&a, &c| logits[a].total_cmp(&logits[c])).unwrap();
-        assert_eq!(row.split(',').nth(1).unwrap(), names[best], "row {k}");
+        assert_eq!(row.split(',').nth(2).unwrap(), names[best], "row {k}");
     }
+    // The rows' image files, in the order of the predictions.
+    let sources: Vec<String> = serde_json::from_slice(&std::fs::read(d.join("emb/sources.json")).unwrap()).unwrap();
+    assert_eq!(sources, rows.iter().map(|r| r.split(',').nth(1).unwrap().to_string()).collect::<Vec<_>>());
     let npy = std::fs::read(d.join("emb/features.npy")).unwrap();
     assert_eq!(&npy[..6], b"\x93NUMPY");
     assert_eq!(npy.len() % 4, 0);
@@ -378,4 +386,17 @@ fn fit_saves_its_head_predict_reproduces_its_test_score_and_embed_writes_feature
     assert!(!o.status.success() && common::stderr(&o).contains("--invariance"), "{}", common::stderr(&o));
     let o = ail(&["predict", "--device", "cpu", "--fit", "nothing-here", "--data", "imgs"], d);
     assert!(!o.status.success() && common::stderr(&o).contains("nothing-here"), "{}", common::stderr(&o));
+
+    // Learned i from the corner that wins on validation: each corner scored first, the start is the best.
+    ok(ail(
+        &[&["fit", "--device", "cpu", "--checkpoint", "run"][..], &task, &["--epochs", "2", "--batch-size", "16", "--lrs", "0.01", "--weight-decays", "0", "--i-init", "best-corner", "--out", "from-corner"]].concat(),
+        d,
+    ));
+    let report = json(&d.join("from-corner/fit.json"));
+    let corners = report["corners"].as_array().unwrap();
+    assert_eq!(corners.len(), 3, "K = 2 trains three corners: {corners:?}");
+    let best = corners.iter().max_by(|a, b| a["val_score"].as_f64().unwrap().total_cmp(&b["val_score"].as_f64().unwrap())).unwrap();
+    assert_eq!(floats(&report["trajectory"][0]), floats(&best["i"]), "learned i starts at the best corner");
+    let o = ail(&[&["fit", "--device", "cpu", "--checkpoint", "run"][..], &task, &["--i-init", "best", "--out", "x"]].concat(), d);
+    assert!(!o.status.success() && common::stderr(&o).contains("--i-init: `best` is neither"), "{}", common::stderr(&o));
 }

@@ -123,6 +123,27 @@ pub fn save(
     crate::io::write_atomic(&meta_path, &json).map_err(|e| err(&meta_path, format!("cannot write: {e}")))
 }
 
+/// Every tensor of `encoder` (its eval-mode copy) as it is saved in `model.safetensors`.
+pub fn tensors(encoder: &Encoder) -> Result<Vec<crate::arrays::Array>, CoreError> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    encoder.valid().save_into(&mut store).map_err(|e| CoreError::Config(format!("cannot serialise the tensors: {e}")))?;
+    let bytes = store.get_bytes().map_err(|e| CoreError::Config(format!("cannot serialise the tensors: {e}")))?;
+    Ok(crate::arrays::read_safetensors(&bytes, "the encoder's tensors")?.0)
+}
+
+/// Builds the encoder `config` describes on `device` from tensors named as in `model.safetensors`
+/// (every one present, with its shape, and no other); `source` names their origin in errors.
+pub fn from_tensors(config: &EncoderConfig, arrays: &[crate::arrays::Array], source: &Path, device: &Device) -> Result<Encoder, CoreError> {
+    let bytes = crate::arrays::safetensors_bytes(arrays, &Default::default());
+    let mut encoder = config.init(device)?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let result = encoder.load_from(&mut store).map_err(|e| err(source, format!("cannot load the tensors ({e})")))?;
+    if let Some(problems) = mismatch(&result) {
+        return Err(err(source, format!("the tensors do not match a {} ({problems})", config.kind)));
+    }
+    Ok(encoder)
+}
+
 /// Reads `dir/checkpoint.json` alone.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
     read_meta_file(dir).map(|f| f.meta)

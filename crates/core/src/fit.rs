@@ -67,9 +67,22 @@ pub struct Split {
     pub pixels: Vec<u8>,
     pub shape: [usize; 3],
     pub targets: Targets,
+    /// Where each image came from (file path, zip entry, `file#record`), one per image; empty
+    /// when unknown.
+    pub sources: Vec<String>,
 }
 
 impl Split {
+    /// A split whose images' sources are not recorded.
+    pub fn new(pixels: Vec<u8>, shape: [usize; 3], targets: Targets) -> Self {
+        Self { pixels, shape, targets, sources: Vec::new() }
+    }
+
+    /// Where image `index` came from (`#index` when unknown).
+    pub fn source(&self, index: usize) -> String {
+        self.sources.get(index).cloned().unwrap_or_else(|| format!("#{index}"))
+    }
+
     pub fn len(&self) -> usize {
         self.targets.len()
     }
@@ -104,7 +117,9 @@ impl Split {
                 outputs: *outputs,
             },
         };
-        Self { pixels: parts.iter().flat_map(|p| p.pixels.iter().copied()).collect(), shape: first.shape, targets }
+        let sources =
+            if parts.iter().all(|p| p.sources.len() == p.len()) { parts.iter().flat_map(|p| p.sources.iter().cloned()).collect() } else { Vec::new() };
+        Self { pixels: parts.iter().flat_map(|p| p.pixels.iter().copied()).collect(), shape: first.shape, targets, sources }
     }
 
     pub fn subset(&self, indices: &[usize]) -> Self {
@@ -113,6 +128,7 @@ impl Split {
             pixels: indices.iter().flat_map(|&i| self.pixels[i * len..(i + 1) * len].iter().copied()).collect(),
             shape: self.shape,
             targets: self.targets.subset(indices),
+            sources: if self.sources.is_empty() { Vec::new() } else { indices.iter().map(|&i| self.sources[i].clone()).collect() },
         }
     }
 }
@@ -529,13 +545,21 @@ mod tests {
 
     #[test]
     fn concatenated_splits_keep_every_image_with_its_target_in_order() {
-        let a = Split { pixels: vec![1, 2, 3, 4], shape: [1, 1, 2], targets: Targets::Classes { labels: vec![0, 2], classes: 3 } };
-        let b = Split { pixels: vec![5, 6], shape: [1, 1, 2], targets: Targets::Classes { labels: vec![1], classes: 3 } };
+        let a = Split {
+            sources: vec!["a0.png".into(), "a1.png".into()],
+            ..Split::new(vec![1, 2, 3, 4], [1, 1, 2], Targets::Classes { labels: vec![0, 2], classes: 3 })
+        };
+        let b = Split { sources: vec!["b0.png".into()], ..Split::new(vec![5, 6], [1, 1, 2], Targets::Classes { labels: vec![1], classes: 3 }) };
         let all = Split::concat(&[&a, &b]);
         assert_eq!(all.pixels, vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(all.targets, Targets::Classes { labels: vec![0, 2, 1], classes: 3 });
+        assert_eq!(all.sources, vec!["a0.png", "a1.png", "b0.png"]);
         assert_eq!(all.subset(&[2]).pixels, b.pixels);
-        let v = Split { pixels: vec![9, 9], shape: [1, 1, 2], targets: Targets::Values { values: vec![0.5, -1.0], outputs: 2 } };
+        assert_eq!(all.subset(&[2, 0]).sources, vec!["b0.png", "a0.png"]);
+        let v = Split::new(vec![9, 9], [1, 1, 2], Targets::Values { values: vec![0.5, -1.0], outputs: 2 });
+        let c = Split::new(vec![7, 7], [1, 1, 2], Targets::Classes { labels: vec![0], classes: 3 });
+        assert_eq!(Split::concat(&[&a, &c]).sources, Vec::<String>::new(), "unknown sources stay unknown");
+        assert_eq!(v.source(0), "#0");
         assert_eq!(Split::concat(&[&v, &v]).targets, Targets::Values { values: vec![0.5, -1.0, 0.5, -1.0], outputs: 2 });
     }
 }

@@ -37,6 +37,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod summary;
 pub mod task;
+pub mod torch;
 pub mod vit;
 
 pub use ail_augment::{Descriptor, Family};

@@ -127,7 +127,8 @@ pub fn audio_images(
     let clips = ail_data::audio::read_dir(root, &options)?;
     let fitted: Vec<Vec<f32>> = clips.clips.iter().map(|c| ail_data::audio::center_fit(c, front.clip_samples)).collect();
     let pixels = front.images_u8(&fitted, device);
-    let set = ImageSet::new(pixels, clips.labels.clone(), clips.class_names.clone(), front.input_shape())?;
+    let sources = clips.paths.iter().map(|p| p.display().to_string()).collect();
+    let set = ImageSet::new(pixels, clips.labels.clone(), clips.class_names.clone(), front.input_shape())?.with_sources(sources)?;
     Ok((set, clips))
 }
 
@@ -171,7 +172,12 @@ struct Whole {
 }
 
 fn split_of(set: &ImageSet, targets: &Targets, indices: &[usize]) -> Split {
-    Split { pixels: set.subset(indices).pixels, shape: set.shape(), targets: targets.subset(indices) }
+    Split {
+        pixels: set.subset(indices).pixels,
+        shape: set.shape(),
+        targets: targets.subset(indices),
+        sources: indices.iter().map(|&i| set.source(i)).collect(),
+    }
 }
 
 fn classes_of(set: &ImageSet) -> Targets {
@@ -206,7 +212,8 @@ fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreError> {
     for f in &files {
         pixels.extend(ail_data::folder::decode_file(f, side, 3)?);
     }
-    let set = ImageSet::new(pixels, vec![0; files.len()], vec!["all".into()], [3, side, side])?.to_channels(c)?;
+    let sources = files.iter().map(|f| f.display().to_string()).collect();
+    let set = ImageSet::new(pixels, vec![0; files.len()], vec!["all".into()], [3, side, side])?.with_sources(sources)?.to_channels(c)?;
     Ok(Whole { set, targets: Targets::Values { values, outputs } })
 }
 

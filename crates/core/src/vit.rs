@@ -16,6 +16,11 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::relu;
 
+/// LayerNorm's epsilon inside the transformer blocks (burn's default).
+pub const BLOCK_EPS: f64 = 1e-5;
+/// LayerNorm's epsilon of the final norm (timm's).
+pub const NORM_EPS: f64 = 1e-6;
+
 /// A ViT encoder, plain (`num_invariances = 0`) or with an invariance prompt.
 #[derive(Config, Debug)]
 pub struct VitConfig {
@@ -91,9 +96,10 @@ impl VitConfig {
             prompt: (self.num_invariances > 0).then(|| InvariancePrompt::new(self.num_invariances, self.num_projectors, d, device)),
             encoder: TransformerEncoderConfig::new(d, self.mlp_ratio * d, self.num_heads, self.depth)
                 .with_norm_first(true)
+                .with_layer_norm_eps(BLOCK_EPS)
                 .with_dropout(self.dropout)
                 .init(device),
-            norm: LayerNormConfig::new(d).with_epsilon(1e-6).init(device),
+            norm: LayerNormConfig::new(d).with_epsilon(NORM_EPS).init(device),
             image_size: self.image_size,
         }
     }

@@ -54,7 +54,7 @@ fn split(n: usize, seed: u64) -> Split {
         }
         labels.push(class);
     }
-    Split { pixels, shape: [3, 8, 8], targets: Targets::Classes { labels, classes: 2 } }
+    Split::new(pixels, [3, 8, 8], Targets::Classes { labels, classes: 2 })
 }
 
 fn head(frozen: &Frozen, seed: u64) -> Readout {

@@ -105,11 +105,11 @@ fn task(frozen: &Frozen) -> (Split, Split) {
     let y: Vec<f64> = y.iter().zip(&r).map(|(a, b)| 0.5 * a + 0.5 * b).collect();
     let split = |range: std::ops::Range<usize>| {
         let len = 3 * SIDE * SIDE;
-        Split {
-            pixels: pixels[range.start * len..range.end * len].to_vec(),
+        Split::new(
+            pixels[range.start * len..range.end * len].to_vec(),
             shape,
-            targets: Targets::Values { values: range.map(|r| y[r] as f32).collect(), outputs: 1 },
-        }
+            Targets::Values { values: range.map(|r| y[r] as f32).collect(), outputs: 1 },
+        )
     };
     (split(0..n_train), split(n_train..n))
 }

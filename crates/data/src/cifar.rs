@@ -70,12 +70,15 @@ pub fn read(path: &Path, split: OfficialSplit) -> Result<ImageSet> {
     };
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
+    let mut sources = Vec::new();
     for file in &files {
         let bytes = std::fs::read(file).map_err(|e| DataError::io(file, e))?;
+        let before = labels.len();
         parse_records(file, &bytes, variant, &mut pixels, &mut labels)?;
+        sources.extend((0..labels.len() - before).map(|k| format!("{}#{k}", file.display())));
     }
     let class_names = class_names(path, variant);
-    ImageSet::new(pixels, labels, class_names, [3, SIDE, SIDE])
+    ImageSet::new(pixels, labels, class_names, [3, SIDE, SIDE])?.with_sources(sources)
 }
 
 /// How many images `read` would return, from the files' sizes alone (nothing is read).

@@ -14,6 +14,9 @@ pub struct ImageSet {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// Where each image came from (a file path, a zip entry, `file#record`), one per image; empty
+    /// when the source names none (the built-in data).
+    pub sources: Vec<String>,
 }
 
 impl ImageSet {
@@ -50,7 +53,22 @@ impl ImageSet {
             channels,
             height,
             width,
+            sources: Vec::new(),
         })
+    }
+
+    /// The set with `sources` naming where each image came from (one per image).
+    pub fn with_sources(mut self, sources: Vec<String>) -> Result<Self> {
+        if sources.len() != self.len() {
+            return Err(DataError::InvalidOption(format!("{} sources for {} images", sources.len(), self.len())));
+        }
+        self.sources = sources;
+        Ok(self)
+    }
+
+    /// Where image `index` came from: its recorded source, or `#index` when none is recorded.
+    pub fn source(&self, index: usize) -> String {
+        self.sources.get(index).cloned().unwrap_or_else(|| format!("#{index}"))
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +112,7 @@ impl ImageSet {
             channels: self.channels,
             height: self.height,
             width: self.width,
+            sources: if self.sources.is_empty() { Vec::new() } else { indices.iter().map(|&i| self.sources[i].clone()).collect() },
         }
     }
 

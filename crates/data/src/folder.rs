@@ -108,12 +108,14 @@ pub fn read(
         .collect();
     let mut pixels = Vec::with_capacity(files.len() * options.channels * options.side * options.side);
     let mut labels = Vec::with_capacity(files.len());
+    let mut sources = Vec::with_capacity(files.len());
     let mut report = FolderReport::default();
     for ((path, label), result) in files.into_iter().zip(decoded) {
         match result {
             Ok(p) => {
                 pixels.extend_from_slice(&p);
                 labels.push(label);
+                sources.push(path.display().to_string());
             }
             Err(DataError::CorruptImage { reason, .. }) if options.skip_bad => {
                 report.skipped.push((path, reason))
@@ -135,7 +137,8 @@ pub fn read(
         labels,
         class_names,
         [options.channels, options.side, options.side],
-    )?;
+    )?
+    .with_sources(sources)?;
     Ok((set, report))
 }
 

@@ -156,7 +156,8 @@ pub fn from_arrays(
         labs.data.iter().map(|&l| l as u32).collect(),
         class_names,
         [1, h, w],
-    )
+    )?
+    .with_sources((0..n).map(|k| format!("{}#{k}", images.display())).collect())
 }
 
 /// Reads the `split` of an MNIST-style directory (`train-images-idx3-ubyte[.gz]`,

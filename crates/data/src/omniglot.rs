@@ -89,7 +89,8 @@ pub fn read(images_zip: &Path, strokes_zip: Option<&Path>, side: usize, channels
         pixels.extend(d);
     }
     let names = classes.keys().cloned().collect();
-    let images = ImageSet::new(pixels, labels, names, [channels, side, side])?;
+    let sources = files.iter().map(|(_, _, i)| zip.entries[*i].name.clone()).collect();
+    let images = ImageSet::new(pixels, labels, names, [channels, side, side])?.with_sources(sources)?;
     let pen_start = match strokes_zip {
         None => None,
         Some(path) => {

@@ -52,7 +52,7 @@ mod tests {
     #[test]
     fn items_are_placed_where_their_targets_say() {
         // Two 4x4 white images (one channel) on 10x10 canvases, shrunk to 2x2.
-        let set = ImageSet { pixels: vec![255; 2 * 16], labels: vec![0, 1], class_names: vec!["a".into(), "b".into()], channels: 1, height: 4, width: 4 };
+        let set = ImageSet { pixels: vec![255; 2 * 16], labels: vec![0, 1], class_names: vec!["a".into(), "b".into()], channels: 1, height: 4, width: 4, sources: Vec::new() };
         let (pixels, centres) = placed_items(&set, &[0, 1, 0], 2, 10, 7).unwrap();
         assert_eq!(pixels.len(), 3 * 100);
         assert_eq!(centres.len(), 6);

@@ -100,9 +100,11 @@ pub struct FitArgs {
     /// Learning rate of i (Adam).
     #[arg(long, default_value_t = 0.01)]
     pub i_lr: f64,
-    /// Initial value of every entry of i.
-    #[arg(long, default_value_t = 0.5)]
-    pub i_init: f32,
+    /// Where learned i starts: a number in [0, 1] for every entry (the paper: 0.5), or
+    /// `best-corner`: the trained descriptor (corner) whose fixed readout scores best on
+    /// validation, found first with the same grid (one grid of fits per corner).
+    #[arg(long, default_value = "0.5")]
+    pub i_init: String,
     /// Train the head alone at the start descriptor for this many epochs (features computed once,
     /// cheap) before the --epochs in which head and i are learned together.
     #[arg(long, default_value_t = 0)]

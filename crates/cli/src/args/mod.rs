@@ -75,9 +75,14 @@ pub enum Command {
     /// Describe an encoder: parameters per part (static convs, generators, embeddings, BN, head)
     /// and the FLOPs of one forward, computed from the config and checked against the built model.
     Info(InfoArgs),
-    /// Export a run's encoder for the browser page (`--web`): one file with the description and
-    /// the tensors (weights in f16), which the page opens from its file picker.
+    /// Export a run's encoder for the browser page (`--web`: one file with the description and the
+    /// tensors, weights in f16, which the page opens from its file picker) or for PyTorch
+    /// (`--torch`: state_dict names and layouts that python/ail_torch.py loads).
     Export(ExportArgs),
+    /// Bring an encoder in from PyTorch: a checkpoint of the authors' release (`--release
+    /// PATH.pth.tar`, their MoCo-v2 Hyper-ResNet-50) or an `ail export --torch` directory, written
+    /// as an ail checkpoint that every command loads.
+    Import(ImportArgs),
     /// Measure how invariant a checkpoint's features are to each transform (flips, crops,
     /// rotation, colour, ...) at one or more descriptors: Mahalanobis-whitened cosine similarity
     /// of f(x) and f(t(x)) (Ericsson et al. 2022). Writes a CSV, a markdown table and a radar chart.
@@ -183,12 +188,43 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["web", "torch"])))]
 pub struct ExportArgs {
     /// The run directory (`ail pretrain --out`, its newest checkpoint) or one checkpoint directory
     /// to export for the browser page.
     #[arg(long, value_name = "RUN")]
-    pub web: PathBuf,
-    /// The file to write (default: encoder.ailweb inside RUN).
+    pub web: Option<PathBuf>,
+    /// The run directory or checkpoint directory to export in PyTorch's conventions: a directory
+    /// with model.safetensors (state_dict names of python/ail_torch.py's modules, Linear weights
+    /// `[out, in]`) and config.json.
+    #[arg(long, value_name = "RUN")]
+    pub torch: Option<PathBuf>,
+    /// Where to write: the file for --web (default: encoder.ailweb inside RUN), the directory for
+    /// --torch (default: torch/ inside the checkpoint directory).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["release", "torch"])))]
+pub struct ImportArgs {
+    /// A checkpoint of the authors' release (`torch.save` of `{'state_dict': ...}`, such as
+    /// hyper_resnet50_imagenet100-moco_2_checkpoint_0300.pth.tar): its MoCo-v2 Hyper-ResNet-50
+    /// (`module.base_encoder.*`, or a plain ResNet-50 baseline under `module.encoder_q.*`) or
+    /// MoCo-v3 Prompt-ViT becomes an ail checkpoint. Every tensor is matched by name and shape; the projection head, the
+    /// momentum encoder and the queues are left out.
+    #[arg(long, value_name = "PATH")]
+    pub release: Option<PathBuf>,
+    /// An `ail export --torch` directory (or any directory of the same layout) back into an ail
+    /// checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub torch: Option<PathBuf>,
+    /// The checkpoint directory to write (it must not hold a checkpoint already).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// --release, ResNets: the side of the images the encoder was trained on (224 for ImageNet-100:
+    /// the 7x7 stem with max-pool; 64 or less chooses the CIFAR stem). A ViT's follows from its
+    /// position embeddings.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
 }

@@ -104,9 +104,13 @@ pub struct PretrainArgs {
     /// Steps between checkpoints (one is always written at the end).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
-    /// Steps between kNN evaluations of every trained descriptor (0: only at the end).
+    /// Steps between kNN evaluations (0: only at the end).
     #[arg(long)]
     pub monitor_every: Option<u64>,
+    /// Which descriptors the kNN monitor evaluates: `named` (default: each single augmentation,
+    /// all of them, and all but one; 2K + 1 at most) or `all` trained ones (audio: 120 passes).
+    #[arg(long, value_enum)]
+    pub monitor_descriptors: Option<ail_core::pretrain::MonitoredDescriptors>,
     /// `image` (default) or `audio`: --data is then an audio folder (`<class>/<file>.wav`) or FSDD
     /// (`recordings/<digit>_<speaker>_<take>.wav`), views come from the seven CLAR augmentations
     /// (--invariances audio, K = 7, 120 descriptors) and the encoder sees 128-bin log-mel

@@ -127,6 +127,45 @@ pub struct MonitorSettings {
     pub queries: usize,
     pub k: usize,
     pub temperature: f32,
+    /// Which trained descriptors are evaluated: `named` (default) or `all`.
+    pub descriptors: MonitoredDescriptors,
+}
+
+/// Which descriptors the kNN monitor evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum MonitoredDescriptors {
+    /// A fixed, named set: each single augmentation (one-hot), all of them (all ones) and all but
+    /// one; `2K + 1` descriptors at most (K = 2: the three trained ones; K = 5: 11 where 26 are
+    /// trained; audio, K = 7: 15 where 120 are). A fixed descriptor is monitored alone.
+    #[default]
+    Named,
+    /// Every trained descriptor (audio: 120 kNN passes per evaluation).
+    All,
+}
+
+impl MonitoredDescriptors {
+    /// The descriptors to evaluate, ordered by their binary value (first entry most significant)
+    /// as [`crate::Family::trained`] orders them.
+    pub fn select(self, invariances: &crate::sampler::Invariances) -> Vec<crate::Descriptor> {
+        let family = match (self, invariances) {
+            (MonitoredDescriptors::Named, crate::sampler::Invariances::Family(f)) => *f,
+            _ => return invariances.trained(),
+        };
+        let k = family.num_invariances();
+        let mut set: Vec<Vec<f32>> = Vec::new();
+        for j in 0..k {
+            set.push((0..k).map(|m| if m == j { 1.0 } else { 0.0 }).collect());
+            set.push((0..k).map(|m| if m == j { 0.0 } else { 1.0 }).collect());
+        }
+        set.push(vec![1.0; k]);
+        set.retain(|v| v.contains(&1.0));
+        let bits = |v: &Vec<f32>| v.iter().fold(0u64, |acc, &x| (acc << 1) | u64::from(x == 1.0));
+        set.sort_by_key(bits);
+        set.dedup();
+        set.into_iter().map(crate::Descriptor).collect()
+    }
 }
 
 /// The audio side of a run (`modality = "audio"`).
@@ -196,7 +235,7 @@ impl Default for OptimizerSettings {
 
 impl Default for MonitorSettings {
     fn default() -> Self {
-        Self { every: 100, bank: 2000, queries: 500, k: 200, temperature: 0.1 }
+        Self { every: 100, bank: 2000, queries: 500, k: 200, temperature: 0.1, descriptors: MonitoredDescriptors::Named }
     }
 }
 
@@ -348,7 +387,7 @@ impl PretrainConfig {
     /// The settings (other than the length, logging, checkpoint and monitor intervals) in which
     /// `self` (a run's saved config) and `asked` differ, named by their path (`optimizer.lr`).
     pub fn differences(&self, asked: &PretrainConfig) -> Vec<String> {
-        const FREE: [&str; 4] = ["steps", "log_every", "checkpoint_every", "monitor.every"];
+        const FREE: [&str; 5] = ["steps", "log_every", "checkpoint_every", "monitor.every", "monitor.descriptors"];
         let (a, b) = (serde_json::to_value(self).unwrap_or_default(), serde_json::to_value(asked).unwrap_or_default());
         let mut out = Vec::new();
         diff_values("", &a, &b, &mut out);
@@ -438,6 +477,22 @@ mod tests {
         assert!(audio.validate().unwrap_err().to_string().contains("use --invariances audio"));
         let lr = PretrainConfig { optimizer: OptimizerSettings { lr: -1.0, ..Default::default() }, ..Default::default() };
         assert!(lr.validate().unwrap_err().to_string().contains("--lr"));
+    }
+
+    #[test]
+    fn the_monitor_evaluates_a_named_subset_unless_asked_for_all() {
+        use crate::sampler::Invariances;
+        let named = |inv: &str| MonitoredDescriptors::Named.select(&Invariances::parse(inv).unwrap());
+        let text = |d: Vec<crate::Descriptor>| d.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        assert_eq!(named("groups"), crate::Family::Groups.trained(), "K = 2: the three trained descriptors");
+        let k5 = text(named("individual"));
+        assert_eq!(k5.len(), 11, "{k5:?}");
+        for d in ["1,0,0,0,0", "0,0,0,0,1", "1,1,1,1,1", "0,1,1,1,1", "1,1,1,1,0"] {
+            assert!(k5.contains(&d.to_string()), "{d} in {k5:?}");
+        }
+        assert_eq!(named("audio").len(), 15);
+        assert_eq!(MonitoredDescriptors::All.select(&Invariances::parse("audio").unwrap()).len(), 120);
+        assert_eq!(text(named("fixed:0,1")), vec!["0,1".to_string()]);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use ail_augment::device::SelectedDevice;
 use ail_data::{BatchLoader, DataSource, ImageSet, LoadOptions, LoaderConfig};
 use serde::Serialize;
 
-pub use config::{AudioSettings, DataSettings, EncoderSettings, HeadSettings, Modality, MonitorSettings, OptimizerSettings, PretrainConfig};
+pub use config::{AudioSettings, DataSettings, EncoderSettings, HeadSettings, Modality, MonitorSettings, MonitoredDescriptors, OptimizerSettings, PretrainConfig};
 pub use monitor::Monitor;
 pub use parallel::Replicas;
 pub use run_dir::RunDir;
@@ -355,12 +355,20 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
         ));
     }
     let meta = |step: u64| monitor::checkpoint_meta(&config, &normalization, step);
+    let monitored = config.monitor.descriptors.select(&config.invariances);
+    if monitored != trained {
+        observer.message(&format!(
+            "kNN monitor: {} descriptors (each single augmentation, all, all but one) of the {} trained; --monitor-descriptors all evaluates every trained one",
+            monitored.len(),
+            trained.len()
+        ));
+    }
     let knn = |model: &ContrastiveModel, step: u64, metrics: &mut run_dir::Metrics, observer: &mut dyn Observer| -> Result<Vec<f64>, CoreError> {
-        let accuracies = monitor.accuracies(model, &meta(step), &trained)?;
-        for (d, acc) in trained.iter().zip(&accuracies) {
+        let accuracies = monitor.accuracies(model, &meta(step), &monitored)?;
+        for (d, acc) in monitored.iter().zip(&accuracies) {
             metrics.row(step, d, None, None, None, Some(*acc))?;
         }
-        let pairs: Vec<(crate::Descriptor, f64)> = trained.iter().cloned().zip(accuracies.iter().copied()).collect();
+        let pairs: Vec<(crate::Descriptor, f64)> = monitored.iter().cloned().zip(accuracies.iter().copied()).collect();
         observer.monitored(step, &pairs);
         Ok(accuracies)
     };
@@ -431,7 +439,7 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
     let summary = Summary {
         steps: config.steps,
         final_loss: last_loss,
-        knn_accuracy: trained.iter().map(|d| d.to_string()).zip(accuracies).collect(),
+        knn_accuracy: monitored.iter().map(|d| d.to_string()).zip(accuracies).collect(),
         num_queries: monitor.queries.len(),
         seconds,
         images_per_second: (steps_run as usize * config.batch_size) as f64 / seconds.max(1e-9),
