@@ -271,7 +271,10 @@ mod tests {
         std::fs::create_dir(&plain).unwrap();
         std::fs::write(plain.join("train-images-idx3-ubyte"), &imgs).unwrap();
         std::fs::write(plain.join("train-labels-idx1-ubyte"), &labs).unwrap();
-        assert_eq!(read(&plain, OfficialSplit::Train).unwrap(), a);
+        let b = read(&plain, OfficialSplit::Train).unwrap();
+        assert_eq!((&b.pixels, &b.labels, &b.class_names, b.shape()), (&a.pixels, &a.labels, &a.class_names, a.shape()));
+        // Each image names its file and record.
+        assert!(a.sources[1].ends_with("train-images-idx3-ubyte.gz#1") && b.sources[0].ends_with("plain/train-images-idx3-ubyte#0"), "{:?} {:?}", a.sources, b.sources);
     }
 
     #[test]
