@@ -10,7 +10,7 @@ trained descriptors, saves it as their MoCo-v2 script saves checkpoints (`{'stat
 {'module.base_encoder.' + name: tensor}}`), imports it with `ail import --release`, embeds three
 random 224 px images with `ail embed` (shared running statistics, as the release evaluates) at four
 descriptors and prints the largest difference from the release's own features
-(`forward_head(forward_features(x, i), pre_logits=True)`). Needs about 13 GB of memory (the
+(`forward_head(forward_features(x, i), pre_logits=True)`). Needs about 10 GB of memory (the
 generators hold 774 million values) and a few minutes.
 """
 

@@ -152,10 +152,12 @@ pub fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
 }
 
 /// Builds the encoder from our-named tensors and saves it as a checkpoint in `out`.
-fn save_imported(meta: &CheckpointMeta, tensors: &[Array], source: &Path, out: &Path) -> anyhow::Result<TorchArchSummary> {
+fn save_imported(meta: &CheckpointMeta, tensors: Vec<Array>, source: &Path, out: &Path) -> anyhow::Result<TorchArchSummary> {
+    let summary = TorchArchSummary { kind: meta.encoder.kind, tensors: tensors.len(), values: tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum() };
+    eprintln!("building the {} and writing {}...", meta.encoder.kind, out.display());
     let encoder = checkpoint::from_tensors(&meta.encoder, tensors, source, &Device::flex())?;
     checkpoint::save(out, &encoder, meta, None)?;
-    Ok(TorchArchSummary { kind: meta.encoder.kind, tensors: tensors.len(), values: tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum() })
+    Ok(summary)
 }
 
 /// An `ail export --torch` directory back into a checkpoint.
@@ -181,7 +183,7 @@ pub fn import_torch(dir: &Path, out: &Path) -> anyhow::Result<TorchArchSummary> 
     let (arrays, _) = read_safetensors(&bytes, &tensors_path.display().to_string())?;
     drop(bytes);
     let ours = from_torch(&config.meta.encoder, arrays, &|n| n.ends_with("num_batches_tracked"), &tensors_path.display().to_string())?;
-    save_imported(&config.meta, &ours, &tensors_path, out)
+    save_imported(&config.meta, ours, &tensors_path, out)
 }
 
 /// ImageNet's channel statistics, which the release normalises with.
@@ -269,6 +271,7 @@ pub fn import_release(path: &Path, image_size: usize, out: &Path) -> anyhow::Res
     let mut arrays = Vec::new();
     let mut names: Vec<&String> = tensors.keys().filter(|n| n.starts_with(prefix)).collect();
     names.sort();
+    eprintln!("reading the {} ({} tensors under `{prefix}`) from {}...", encoder.kind, names.len(), path.display());
     for name in names {
         let short = &name[prefix.len()..];
         if (prefix.is_empty() && RELEASE_PREFIXES[..4].iter().any(|p| name.starts_with(p))) || ignore(short) {
@@ -278,7 +281,7 @@ pub fn import_release(path: &Path, image_size: usize, out: &Path) -> anyhow::Res
         arrays.push(Array::f32(short, t.shape(), read_torch_tensor(t)?));
     }
     let ours = from_torch(&encoder, arrays, &|_| false, &path.display().to_string())?;
-    save_imported(&meta, &ours, path, out)
+    save_imported(&meta, ours, path, out)
 }
 
 /// The ResNet a release state_dict (`shape` of each name, prefix removed) holds.

@@ -133,8 +133,9 @@ pub fn tensors(encoder: &Encoder) -> Result<Vec<crate::arrays::Array>, CoreError
 
 /// Builds the encoder `config` describes on `device` from tensors named as in `model.safetensors`
 /// (every one present, with its shape, and no other); `source` names their origin in errors.
-pub fn from_tensors(config: &EncoderConfig, arrays: &[crate::arrays::Array], source: &Path, device: &Device) -> Result<Encoder, CoreError> {
-    let bytes = crate::arrays::safetensors_bytes(arrays, &Default::default());
+pub fn from_tensors(config: &EncoderConfig, arrays: Vec<crate::arrays::Array>, source: &Path, device: &Device) -> Result<Encoder, CoreError> {
+    let bytes = crate::arrays::safetensors_bytes(&arrays, &Default::default());
+    drop(arrays);
     let mut encoder = config.init(device)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = encoder.load_from(&mut store).map_err(|e| err(source, format!("cannot load the tensors ({e})")))?;

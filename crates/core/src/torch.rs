@@ -354,6 +354,22 @@ fn convert(names: &[TensorName], arrays: Vec<Array>, to_torch: bool, ignore: &dy
             targets.push((to.clone(), to_shape.clone()));
         }
     }
+    let extra: Vec<&Array> = by_name.values().filter(|a| !used.contains(&a.name)).collect();
+    if !extra.is_empty() {
+        let first: Vec<String> = extra.iter().take(5).map(|a| format!("`{}` {:?}", a.name, a.shape)).collect();
+        return Err(bad(source, format!(
+            "{} tensor(s) are not part of a model with this description: {}{}",
+            extra.len(),
+            first.join(", "),
+            if extra.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    // Each source tensor is dropped once its last block has moved: a large model is held about
+    // twice, not three times.
+    let mut uses: BTreeMap<&String, usize> = BTreeMap::new();
+    for n in names {
+        *uses.entry(if to_torch { &n.ours } else { &n.torch }).or_default() += 1;
+    }
     let mut out = Vec::with_capacity(targets.len());
     for (to, to_shape) in targets {
         let mut values = vec![0f32; to_shape.iter().product()];
@@ -364,18 +380,13 @@ fn convert(names: &[TensorName], arrays: Vec<Array>, to_torch: bool, ignore: &dy
             let (piece, shape) = take(v, from_shape, from_part);
             let piece = if n.transpose { transpose(&piece, shape[0], shape[1]) } else { piece };
             put(&mut values, &to_shape, to_part, &piece);
+            let left = uses.get_mut(from).expect("counted above");
+            *left -= 1;
+            if *left == 0 {
+                by_name.remove(from);
+            }
         }
         out.push(Array::f32(&to, &to_shape, values));
-    }
-    by_name.retain(|name, _| !used.contains(name));
-    if !by_name.is_empty() {
-        let extra: Vec<String> = by_name.values().take(5).map(|a| format!("`{}` {:?}", a.name, a.shape)).collect();
-        return Err(bad(source, format!(
-            "{} tensor(s) are not part of a model with this description: {}{}",
-            by_name.len(),
-            extra.join(", "),
-            if by_name.len() > 5 { ", ..." } else { "" }
-        )));
     }
     Ok(out)
 }
