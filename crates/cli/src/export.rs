@@ -117,7 +117,9 @@ pub struct TorchArchSummary {
 
 fn run_torch(run: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let dir = resolve_checkpoint(run)?;
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join("torch"));
+    // Beside what was named (RUN/torch for a run directory), never inside checkpoints/, whose old
+    // steps a continuing run deletes.
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| run.join("torch"));
     let s = export_torch(&dir, &out).with_context(|| format!("exporting {} for PyTorch", dir.display()))?;
     println!(
         "wrote {} ({} {} tensors, {} values): in Python, `import ail_torch; model = ail_torch.load(\"{}\")` (python/ail_torch.py)",

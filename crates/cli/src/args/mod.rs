@@ -200,7 +200,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "RUN")]
     pub torch: Option<PathBuf>,
     /// Where to write: the file for --web (default: encoder.ailweb inside RUN), the directory for
-    /// --torch (default: torch/ inside the checkpoint directory).
+    /// --torch (default: torch/ inside RUN).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
