@@ -495,6 +495,28 @@ mod tests {
         assert_eq!(text(named("fixed:0,1")), vec!["0,1".to_string()]);
     }
 
+    /// The configs EXPERIMENTS.md cites parse and validate; those whose tables report kNN at every
+    /// trained descriptor ask the monitor for all of them.
+    #[test]
+    fn the_documented_configs_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mut config = PretrainConfig::from_toml(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if config.modality == Modality::Audio {
+                config.data.source = "fsdd".into(); // given with --data, as the config's comment says
+            }
+            config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "cifar-simclr-k5.toml" || name == "fsdd-ai-simclr.toml" {
+                assert_eq!(config.monitor.descriptors, MonitoredDescriptors::All, "{name}");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 7, "{seen} configs in {}", dir.display());
+    }
+
     #[test]
     fn memory_estimates_grow_with_what_allocates() {
         let base = PretrainConfig::default();
