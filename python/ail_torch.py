@@ -30,6 +30,15 @@ import torch.nn.functional as F
 EMBED_DIM = 16
 
 
+def register_normalization(module, normalization, in_channels):
+    """The input statistics (`{"mean": [...], "std": [...]}`, identity when absent) as buffers
+    `mean` and `std` of shape `[1, C, 1, 1]`, kept out of the state dict."""
+    normalization = normalization or {}
+    for name, default in (("mean", 0.0), ("std", 1.0)):
+        values = torch.tensor(normalization.get(name, [default] * in_channels))
+        module.register_buffer(name, values.view(1, -1, 1, 1), persistent=False)
+
+
 class HyperNetwork(nn.Module):
     """Generates one conv kernel `[out, in, k, k]` from a block embedding `z` (`[16]`)."""
 
@@ -127,8 +136,7 @@ class HyperResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eps = eps
-        self.register_buffer("mean", torch.tensor((normalization or {}).get("mean", [0.0] * in_channels)).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor((normalization or {}).get("std", [1.0] * in_channels)).view(1, -1, 1, 1), persistent=False)
+        register_normalization(self, normalization, in_channels)
 
     def normalize(self, x01):
         """`(x - mean) / std` per channel, with the statistics the encoder was trained with."""
@@ -226,8 +234,7 @@ class PromptViT(nn.Module):
             ])
         self.blocks = nn.ModuleList([TransformerBlock(embed_dim, num_heads, mlp_ratio, block_eps) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        self.register_buffer("mean", torch.tensor((normalization or {}).get("mean", [0.0] * in_channels)).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor((normalization or {}).get("std", [1.0] * in_channels)).view(1, -1, 1, 1), persistent=False)
+        register_normalization(self, normalization, in_channels)
 
     def normalize(self, x01):
         """`(x - mean) / std` per channel, with the statistics the encoder was trained with."""

@@ -95,17 +95,18 @@ const MAX_TENSOR_BYTES: u64 = 8 << 30;
 pub fn export_torch(checkpoint_dir: &Path, out: &Path) -> anyhow::Result<TorchArchSummary> {
     let device = Device::flex();
     let ckpt = checkpoint::load(checkpoint_dir, &device)?;
-    let arch = torch_arch(&ckpt.meta.encoder)?;
+    let arch = torch_arch(&ckpt.meta.encoder);
     let source = checkpoint_dir.join(checkpoint::TENSORS_FILE).display().to_string();
     let tensors = to_torch(&ckpt.meta.encoder, checkpoint::tensors(&ckpt.encoder)?, &source)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let metadata = [("format".to_string(), "pt".to_string())].into_iter().collect();
     let path = out.join(TORCH_TENSORS);
     write_atomic(&path, &safetensors_bytes(&tensors, &metadata)).with_context(|| format!("writing {}", path.display()))?;
-    let config = TorchExport { format: TORCH_FORMAT.into(), version: TORCH_VERSION, arch: arch.clone(), meta: ckpt.meta.clone() };
+    let summary = TorchArchSummary::of(ckpt.meta.encoder.kind, &tensors);
+    let config = TorchExport { format: TORCH_FORMAT.into(), version: TORCH_VERSION, arch, meta: ckpt.meta };
     let path = out.join(TORCH_CONFIG);
     write_atomic(&path, &serde_json::to_vec_pretty(&config)?).with_context(|| format!("writing {}", path.display()))?;
-    Ok(TorchArchSummary { kind: ckpt.meta.encoder.kind, tensors: tensors.len(), values: tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum() })
+    Ok(summary)
 }
 
 /// What an export or import moved.
@@ -113,6 +114,12 @@ pub struct TorchArchSummary {
     pub kind: ModelKind,
     pub tensors: usize,
     pub values: usize,
+}
+
+impl TorchArchSummary {
+    fn of(kind: ModelKind, tensors: &[Array]) -> Self {
+        Self { kind, tensors: tensors.len(), values: tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum() }
+    }
 }
 
 fn run_torch(run: &Path, out: Option<&Path>) -> anyhow::Result<()> {
@@ -155,7 +162,7 @@ pub fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
 
 /// Builds the encoder from our-named tensors and saves it as a checkpoint in `out`.
 fn save_imported(meta: &CheckpointMeta, tensors: Vec<Array>, source: &Path, out: &Path) -> anyhow::Result<TorchArchSummary> {
-    let summary = TorchArchSummary { kind: meta.encoder.kind, tensors: tensors.len(), values: tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum() };
+    let summary = TorchArchSummary::of(meta.encoder.kind, &tensors);
     eprintln!("building the {} and writing {}...", meta.encoder.kind, out.display());
     let encoder = checkpoint::from_tensors(&meta.encoder, tensors, source, &Device::flex())?;
     checkpoint::save(out, &encoder, meta, None)?;
@@ -176,7 +183,7 @@ pub fn import_torch(dir: &Path, out: &Path) -> anyhow::Result<TorchArchSummary> 
     );
     config.meta.encoder.validate().with_context(|| format!("{}", path.display()))?;
     anyhow::ensure!(
-        torch_arch(&config.meta.encoder)? == config.arch,
+        torch_arch(&config.meta.encoder) == config.arch,
         "{}: `arch` does not describe the `encoder` beside it (edited by hand?)",
         path.display()
     );
@@ -200,21 +207,10 @@ fn read_torch_tensor(t: &pytorch_reader::Tensor) -> anyhow::Result<Vec<f32>> {
     Ok(match t.dtype() {
         DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
         DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-        DType::F16 => bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_ne_bytes([c[0], c[1]]))).collect(),
+        DType::F16 => bytes.chunks_exact(2).map(|c| burn::tensor::f16::from_ne_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::BF16 => bytes.chunks_exact(2).map(|c| burn::tensor::bf16::from_ne_bytes([c[0], c[1]]).to_f32()).collect(),
         other => anyhow::bail!("tensor `{}` is {other:?}, not floating point", t.name),
     })
-}
-
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let frac = (h & 0x3ff) as f32;
-    sign * match exp {
-        0 => frac * 2f32.powi(-24),
-        31 if frac == 0.0 => f32::INFINITY,
-        31 => f32::NAN,
-        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
-    }
 }
 
 /// The prefixes under which the release's checkpoints hold the query encoder: the amortised
@@ -270,17 +266,38 @@ pub fn import_release(path: &Path, image_size: usize, out: &Path) -> anyhow::Res
             || n.ends_with("num_batches_tracked")
             || n.contains(".bn_down.")
     };
-    let mut arrays = Vec::new();
-    let mut names: Vec<&String> = tensors.keys().filter(|n| n.starts_with(prefix)).collect();
+    let mut names: Vec<&String> = tensors
+        .keys()
+        .filter(|n| n.starts_with(prefix) && !ignore(&n[prefix.len()..]))
+        .filter(|n| !(prefix.is_empty() && RELEASE_PREFIXES[..4].iter().any(|p| n.starts_with(p))))
+        .collect();
     names.sort();
-    eprintln!("reading the {} ({} tensors under `{prefix}`) from {}...", encoder.kind, names.len(), path.display());
+    // Before any tensor is read: the values (as f32) must fit the tensor budget, and the import
+    // holds them about three times (as read, as the body the encoder loads from, in the encoder).
+    let bytes: u64 = names.iter().map(|n| tensors[*n].num_elements() as u64 * 4).sum();
+    anyhow::ensure!(
+        bytes <= MAX_TENSOR_BYTES,
+        "{}: its {} tensors declare {:.1} GB of values, more than the {} GB accepted",
+        path.display(),
+        names.len(),
+        bytes as f64 / 1e9,
+        MAX_TENSOR_BYTES >> 30
+    );
+    if let Some(budget) = ail_data::limits::memory_budget() {
+        anyhow::ensure!(
+            3 * bytes <= budget,
+            "{}: importing its {:.1} GB of values needs about {:.1} GB of memory, more than the {:.1} GB here",
+            path.display(),
+            bytes as f64 / 1e9,
+            3.0 * bytes as f64 / 1e9,
+            budget as f64 / 1e9
+        );
+    }
+    eprintln!("reading the {} ({} tensors, {:.2} GB, under `{prefix}`) from {}...", encoder.kind, names.len(), bytes as f64 / 1e9, path.display());
+    let mut arrays = Vec::with_capacity(names.len());
     for name in names {
-        let short = &name[prefix.len()..];
-        if (prefix.is_empty() && RELEASE_PREFIXES[..4].iter().any(|p| name.starts_with(p))) || ignore(short) {
-            continue;
-        }
         let t = &tensors[name];
-        arrays.push(Array::f32(short, t.shape(), read_torch_tensor(t)?));
+        arrays.push(Array::f32(&name[prefix.len()..], t.shape(), read_torch_tensor(t)?));
     }
     let ours = from_torch(&encoder, arrays, &|_| false, &path.display().to_string())?;
     save_imported(&meta, ours, path, out)

@@ -134,7 +134,6 @@ fn prompt_vit_export_layout_gives_pytorch_features() {
     let encoder: ail_core::EncoderConfig = serde_json::from_value(config["encoder"].clone()).unwrap();
     let mut seen = std::collections::BTreeSet::new();
     let tensors: Vec<Array> = ail_core::torch::tensor_names(&encoder)
-        .unwrap()
         .into_iter()
         .filter(|n| seen.insert(n.torch.clone()))
         .map(|n| Array::f32(&n.torch, &n.torch_shape, formula_value(&n.torch, &n.torch_shape)))

@@ -99,12 +99,8 @@ pub fn save(
     optimizer: Option<burn::optim::OptimizerRecord>,
 ) -> Result<(), CoreError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create the directory: {e}")))?;
-    // The eval-mode copy: burn folds pending BatchNorm running-statistics updates (from every
-    // thread) into it; the training module would save stale statistics.
-    let encoder = &encoder.valid();
-    let mut store = SafetensorsStore::from_bytes(None);
-    encoder.save_into(&mut store).map_err(|e| err(dir, format!("cannot serialise the tensors: {e}")))?;
-    let bytes = store.get_bytes().map_err(|e| err(dir, format!("cannot serialise the tensors: {e}")))?;
+    let (encoder, bytes) = encoder_bytes(encoder).map_err(|e| err(dir, e))?;
+    let encoder = &encoder;
     let tensors = dir.join(TENSORS_FILE);
     crate::io::write_atomic(&tensors, &bytes).map_err(|e| err(&tensors, format!("cannot write: {e}")))?;
     let optimizer_file = match optimizer {
@@ -123,11 +119,33 @@ pub fn save(
     crate::io::write_atomic(&meta_path, &json).map_err(|e| err(&meta_path, format!("cannot write: {e}")))
 }
 
+/// The eval-mode copy of `encoder` (burn folds pending BatchNorm running-statistics updates, from
+/// every thread, into it; the training module would give stale statistics) and the bytes of
+/// `model.safetensors` for it.
+fn encoder_bytes(encoder: &Encoder) -> Result<(Encoder, Vec<u8>), String> {
+    let encoder = encoder.valid();
+    let mut store = SafetensorsStore::from_bytes(None);
+    encoder.save_into(&mut store).map_err(|e| format!("cannot serialise the tensors: {e}"))?;
+    let bytes = store.get_bytes().map_err(|e| format!("cannot serialise the tensors: {e}"))?;
+    Ok((encoder, bytes))
+}
+
+/// Builds the encoder `config` describes on `device` from `model.safetensors` bytes: every tensor
+/// present with its shape, and no other. Errors name `path` and say the tensors do not fit
+/// `described` (where the description came from).
+fn encoder_from_bytes(config: &EncoderConfig, bytes: Vec<u8>, path: &Path, described: &str, device: &Device) -> Result<Encoder, CoreError> {
+    let mut encoder = config.init(device)?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let result = encoder.load_from(&mut store).map_err(|e| err(path, format!("truncated, corrupt or not matching {described} ({e})")))?;
+    if let Some(problems) = mismatch(&result) {
+        return Err(err(path, format!("the tensors do not match the {} described in {described} ({problems})", config.kind)));
+    }
+    Ok(encoder)
+}
+
 /// Every tensor of `encoder` (its eval-mode copy) as it is saved in `model.safetensors`.
 pub fn tensors(encoder: &Encoder) -> Result<Vec<crate::arrays::Array>, CoreError> {
-    let mut store = SafetensorsStore::from_bytes(None);
-    encoder.valid().save_into(&mut store).map_err(|e| CoreError::Config(format!("cannot serialise the tensors: {e}")))?;
-    let bytes = store.get_bytes().map_err(|e| CoreError::Config(format!("cannot serialise the tensors: {e}")))?;
+    let (_, bytes) = encoder_bytes(encoder).map_err(CoreError::Config)?;
     Ok(crate::arrays::read_safetensors(&bytes, "the encoder's tensors")?.0)
 }
 
@@ -136,13 +154,7 @@ pub fn tensors(encoder: &Encoder) -> Result<Vec<crate::arrays::Array>, CoreError
 pub fn from_tensors(config: &EncoderConfig, arrays: Vec<crate::arrays::Array>, source: &Path, device: &Device) -> Result<Encoder, CoreError> {
     let bytes = crate::arrays::safetensors_bytes(&arrays, &Default::default());
     drop(arrays);
-    let mut encoder = config.init(device)?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
-    let result = encoder.load_from(&mut store).map_err(|e| err(source, format!("cannot load the tensors ({e})")))?;
-    if let Some(problems) = mismatch(&result) {
-        return Err(err(source, format!("the tensors do not match a {} ({problems})", config.kind)));
-    }
-    Ok(encoder)
+    encoder_from_bytes(config, bytes, source, "the import's description", device)
 }
 
 /// Reads `dir/checkpoint.json` alone.
@@ -196,11 +208,12 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
     let file = read_meta_file(dir)?;
     let meta = file.meta;
     let path: PathBuf = dir.join(TENSORS_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
     // Before building anything: the file must be able to hold the tensors the config describes
-    // (a config that does not match the file would otherwise allocate for nothing).
+    // (a config that does not match the file would otherwise allocate for nothing), and it is read
+    // only up to what they take with a generous header.
     let summary = crate::summary::params(&meta.encoder, 0);
     let needed = (summary.total() + summary.running_stats) as u64 * 4;
+    let bytes = ail_data::limits::read_file(&path, needed + (64 << 20)).map_err(|e| err(&path, format!("cannot read: {e}")))?;
     if (bytes.len() as u64) < needed {
         return Err(err(&path, format!(
             "{} bytes cannot hold the {} f32 values of the {} described in {META_FILE}: truncated, or not this model's tensors",
@@ -209,14 +222,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
             meta.encoder.kind
         )));
     }
-    let mut encoder = meta.encoder.init(device)?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
-    let result = encoder.load_from(&mut store).map_err(|e| {
-        err(&path, format!("truncated, corrupt or not matching {META_FILE} ({e})"))
-    })?;
-    if let Some(problems) = mismatch(&result) {
-        return Err(err(&path, format!("the tensors do not match the {} described in {META_FILE} ({problems})", meta.encoder.kind)));
-    }
+    let mut encoder = encoder_from_bytes(&meta.encoder, bytes, &path, META_FILE, device)?;
     // Give the parameters their saved identities, so that the optimiser state finds them.
     restore_ids(&path, &mut encoder, &file.param_ids)?;
     let optimizer = match file.optimizer {

@@ -65,11 +65,6 @@ impl TensorName {
         let torch_shape = if transpose { vec![shape[1], shape[0]] } else { shape.clone() };
         Self { ours, torch, shape, torch_shape, ours_part: None, torch_part: None, transpose }
     }
-
-    /// The shape in PyTorch.
-    pub fn torch_shape(&self) -> Vec<usize> {
-        self.torch_shape.clone()
-    }
 }
 
 /// The architecture facts a PyTorch module needs to rebuild the network (written beside an export,
@@ -115,8 +110,8 @@ pub enum TorchArch {
 }
 
 /// The architecture facts of an encoder.
-pub fn torch_arch(config: &EncoderConfig) -> Result<TorchArch, CoreError> {
-    Ok(match config.arch() {
+pub fn torch_arch(config: &EncoderConfig) -> TorchArch {
+    match config.arch() {
         ArchConfig::ResNet(c) => TorchArch::ResNet {
             block: match c.block {
                 crate::resnet::BlockKind::Basic => "basic".into(),
@@ -145,7 +140,7 @@ pub fn torch_arch(config: &EncoderConfig) -> Result<TorchArch, CoreError> {
             block_eps: crate::vit::BLOCK_EPS,
             norm_eps: crate::vit::NORM_EPS,
         },
-    })
+    }
 }
 
 /// The tensors of a ViT: timm's names (`patch_embed.proj`, `cls_token`, `pos_embed`,
@@ -220,10 +215,10 @@ fn vit_names(v: &crate::vit::VitConfig) -> Vec<TensorName> {
 }
 
 /// Every tensor of the encoder `config` describes, with its name in both conventions.
-pub fn tensor_names(config: &EncoderConfig) -> Result<Vec<TensorName>, CoreError> {
+pub fn tensor_names(config: &EncoderConfig) -> Vec<TensorName> {
     let c = match config.arch() {
         ArchConfig::ResNet(c) => c,
-        ArchConfig::Vit(v) => return Ok(vit_names(&v)),
+        ArchConfig::Vit(v) => return vit_names(&v),
     };
     let mut names = Vec::new();
     let mut push = |ours: String, torch: String, shape: Vec<usize>, transpose: bool| names.push(TensorName::whole(ours, torch, shape, transpose));
@@ -272,7 +267,7 @@ pub fn tensor_names(config: &EncoderConfig) -> Result<Vec<TensorName>, CoreError
             b += 1;
         }
     }
-    Ok(names)
+    names
 }
 
 /// `[r, c]` row-major into `[c, r]`.
@@ -393,13 +388,13 @@ fn convert(names: &[TensorName], arrays: Vec<Array>, to_torch: bool, ignore: &dy
 
 /// Our checkpoint's tensors in PyTorch's names and layouts.
 pub fn to_torch(config: &EncoderConfig, ours: Vec<Array>, source: &str) -> Result<Vec<Array>, CoreError> {
-    convert(&tensor_names(config)?, ours, true, &|_| false, source)
+    convert(&tensor_names(config), ours, true, &|_| false, source)
 }
 
 /// A PyTorch state_dict's tensors in our names and layouts; tensors for which `ignore` holds are
 /// dropped first (`num_batches_tracked`, a projection head, ...).
 pub fn from_torch(config: &EncoderConfig, torch: Vec<Array>, ignore: &dyn Fn(&str) -> bool, source: &str) -> Result<Vec<Array>, CoreError> {
-    convert(&tensor_names(config)?, torch, false, ignore, source)
+    convert(&tensor_names(config), torch, false, ignore, source)
 }
 
 #[cfg(test)]
@@ -424,7 +419,7 @@ mod tests {
         for config in configs {
             let encoder = config.init(&device).unwrap();
             let saved = crate::checkpoint::tensors(&encoder).unwrap();
-            let mut expected: Vec<(String, Vec<usize>)> = tensor_names(&config).unwrap().into_iter().map(|n| (n.ours, n.shape)).collect();
+            let mut expected: Vec<(String, Vec<usize>)> = tensor_names(&config).into_iter().map(|n| (n.ours, n.shape)).collect();
             let mut actual: Vec<(String, Vec<usize>)> = saved.iter().map(|a| (a.name.clone(), a.shape.clone())).collect();
             expected.sort();
             expected.dedup();
@@ -444,9 +439,9 @@ mod tests {
     #[test]
     fn linear_weights_are_transposed_and_kernels_keep_their_layout() {
         let config = EncoderConfig::new(ModelKind::HyperResnet18, 2).with_width(0.0625).with_image_size(16);
-        let names = tensor_names(&config).unwrap();
+        let names = tensor_names(&config);
         let emb = names.iter().find(|n| n.torch == "layer1.0.emb1.weight").unwrap();
-        assert_eq!((emb.shape.clone(), emb.torch_shape(), emb.transpose), (vec![2, 16], vec![16, 2], true));
+        assert_eq!((emb.shape.clone(), emb.torch_shape.clone(), emb.transpose), (vec![2, 16], vec![16, 2], true));
         let out = names.iter().find(|n| n.torch == "layer2.0.hypernet_down.layer.2.bias").unwrap();
         assert_eq!(out.ours, "ResNet.blocks.2.shortcut.conv.Hyper.output.bias");
         assert_eq!(out.shape, vec![8 * 4]);
@@ -458,7 +453,7 @@ mod tests {
     #[test]
     fn vit_blocks_are_split_and_stacked() {
         let config = EncoderConfig { num_projectors: Some(2), ..EncoderConfig::new(ModelKind::PromptVitTiny, 2).with_image_size(8) };
-        let names = tensor_names(&config).unwrap();
+        let names = tensor_names(&config);
         let d = 192;
         // Ours: values numbered by position, so that every block can be traced.
         let ours: Vec<Array> = {
@@ -488,8 +483,8 @@ mod tests {
     #[test]
     fn errors_name_the_tensor() {
         let config = EncoderConfig::new(ModelKind::Resnet18, 0).with_width(0.0625).with_image_size(16);
-        let names = tensor_names(&config).unwrap();
-        let mut torch: Vec<Array> = names.iter().map(|n| Array::f32(&n.torch, &n.torch_shape(), vec![0.0; n.torch_shape().iter().product()])).collect();
+        let names = tensor_names(&config);
+        let mut torch: Vec<Array> = names.iter().map(|n| Array::f32(&n.torch, &n.torch_shape.clone(), vec![0.0; n.torch_shape.clone().iter().product()])).collect();
         torch.push(Array::f32("fc.weight", &[10, 32], vec![0.0; 320]));
         let e = from_torch(&config, torch.clone(), &|_| false, "x.pth").unwrap_err().to_string();
         assert!(e.contains("`fc.weight` [10, 32]") && e.contains("not part of"), "{e}");
