@@ -192,6 +192,7 @@ impl Session {
     /// Decodes one of the user's image files to the encoder's input (errors name the file).
     pub fn decode(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, JsError> {
         let [c, s, _] = self.frozen.input_shape();
+        engine::check_dropped(bytes, name).map_err(js)?;
         ail_data::folder::decode_bytes(bytes, s, c).map_err(|reason| js(format!("{name}: {reason}")))
     }
 

@@ -91,9 +91,50 @@ pub async fn features(frozen: &Frozen, x01: &Tensor<4>, i: &[f32]) -> Result<Vec
     Ok(out)
 }
 
+/// The largest export the page opens: a ResNet-50 in f16 is about 50 MB; a browser tab holds the
+/// file, the encoder and the dial's probes at once.
+pub const MAX_EXPORT_BYTES: usize = 128 << 20;
+
+/// The largest input size the page accepts: its probes are every dial transform of each measured
+/// image at this size, on a device a browser shares with everything else.
+pub const MAX_IMAGE_SIZE: usize = 224;
+
+/// The largest image file a user may drop in, and the most pixels it may hold (decoded in a
+/// WebAssembly memory of at most 4 GB).
+pub const MAX_DROPPED_BYTES: usize = 32 << 20;
+pub const MAX_DROPPED_PIXELS: u64 = 1 << 24;
+
+/// Checks a dropped image before it is decoded: its file size, then the dimensions its header
+/// declares (reading them allocates nothing). Errors name the file and the limit.
+pub fn check_dropped(bytes: &[u8], name: &str) -> Result<(), String> {
+    if bytes.len() > MAX_DROPPED_BYTES {
+        return Err(format!("{name}: {:.1} MB, more than the {} MB the page accepts per image: shrink it first", bytes.len() as f64 / 1e6, MAX_DROPPED_BYTES >> 20));
+    }
+    let (w, h) = ail_data::folder::declared_dimensions(bytes).map_err(|reason| format!("{name}: {reason}"))?;
+    if w as u64 * h as u64 > MAX_DROPPED_PIXELS {
+        return Err(format!("{name}: {w}x{h} pixels, more than the {} megapixels the page decodes: shrink it first", MAX_DROPPED_PIXELS >> 20));
+    }
+    Ok(())
+}
+
 /// Opens an export (`ail export --web`) on `device`: the frozen encoder, ready for the dial and
-/// fits. Refuses audio and plain encoders, which the page cannot show.
+/// fits. Refuses audio and plain encoders, which the page cannot show, exports larger than
+/// [`MAX_EXPORT_BYTES`] and input sizes above [`MAX_IMAGE_SIZE`], before anything is built.
 pub fn open(bytes: &[u8], name: &str, device: &Device) -> Result<Frozen, String> {
+    if bytes.len() > MAX_EXPORT_BYTES {
+        return Err(format!(
+            "{name}: {:.0} MB, more than the {} MB the page opens: export a smaller encoder (a ResNet-18 or a narrower width)",
+            bytes.len() as f64 / 1e6,
+            MAX_EXPORT_BYTES >> 20
+        ));
+    }
+    let declared = ail_core::checkpoint::web_meta(bytes, name).map_err(|e| e.to_string())?;
+    if declared.encoder.image_size > MAX_IMAGE_SIZE {
+        return Err(format!(
+            "{name}: an encoder of {0}x{0} images; the page shows encoders of at most {MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE}",
+            declared.encoder.image_size
+        ));
+    }
     let ad = device.clone().without_autodiff().autodiff();
     let (encoder, meta) = load_web(bytes, name, &ad).map_err(|e| e.to_string())?;
     if meta.audio.is_some() {
@@ -342,4 +383,70 @@ pub async fn step(frozen: &Frozen, fit: &mut StepFit) -> Result<Option<StepRepor
 pub async fn evaluate(frozen: &Frozen, fit: &StepFit, query: &Split) -> Result<Scores, String> {
     let raw = read(fit.predict(frozen, query)).await?;
     Ok(fit.scores(&raw, &query.targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &[u8] = include_bytes!("../tests/fixtures/tiny.ailweb");
+
+    /// `bytes` with its JSON description edited by `edit`.
+    fn with_description(bytes: &[u8], edit: impl Fn(String) -> String) -> Vec<u8> {
+        let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let json = edit(String::from_utf8(bytes[12..12 + len].to_vec()).unwrap());
+        let mut out = bytes[..8].to_vec();
+        out.extend((json.len() as u32).to_le_bytes());
+        out.extend(json.as_bytes());
+        out.extend(&bytes[12 + len..]);
+        out
+    }
+
+    /// A PNG header (signature and IHDR) declaring `w x h` grey pixels; no image data.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        fn crc32(data: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in data {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                }
+            }
+            !crc
+        }
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(w.to_be_bytes());
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        out.extend(13u32.to_be_bytes());
+        out.extend(&ihdr);
+        out.extend(crc32(&ihdr).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn exports_too_large_for_a_tab_are_refused_before_anything_is_built() {
+        let device = Device::flex();
+        let err = open(&vec![0u8; MAX_EXPORT_BYTES + 1], "huge.ailweb", &device).err().unwrap();
+        assert!(err.contains("huge.ailweb") && err.contains("more than the 128 MB"), "{err}");
+        // An encoder of 4096 x 4096 images: refused from its description (its probes would take
+        // tens of gigabytes).
+        let big = with_description(TINY, |j| j.replace("\"image_size\":16", "\"image_size\":4096"));
+        let err = open(&big, "big.ailweb", &device).err().unwrap();
+        assert!(err.contains("big.ailweb") && err.contains("4096x4096") && err.contains("at most 224x224"), "{err}");
+        // The fixture itself opens.
+        assert!(open(TINY, "tiny.ailweb", &device).is_ok());
+    }
+
+    #[test]
+    fn dropped_images_are_bounded_before_decoding() {
+        assert!(check_dropped(&png_header(640, 480), "cat.png").is_ok());
+        let err = check_dropped(&png_header(20_000, 20_000), "poster.png").unwrap_err();
+        assert!(err.contains("poster.png") && err.contains("20000x20000") && err.contains("16 megapixels"), "{err}");
+        let err = check_dropped(&vec![0u8; MAX_DROPPED_BYTES + 1], "big.raw").unwrap_err();
+        assert!(err.contains("big.raw") && err.contains("more than the 32 MB"), "{err}");
+        let err = check_dropped(b"GIF89a....", "anim.gif").unwrap_err();
+        assert!(err.contains("anim.gif") && err.contains("not a PNG or JPEG"), "{err}");
+    }
 }

@@ -60,6 +60,23 @@ pub(crate) fn open(global: &Global, checkpoint: &Path, task: &TaskSpec) -> anyho
     Ok((frozen, task))
 }
 
+/// Refuses a fit that would not fit in memory, before its first step: the task's images (held),
+/// their features (cached for each descriptor scored) and a batch's activations — kept for the
+/// backward pass when `i` (or the encoder) learns, in chunks of 256 images otherwise.
+pub(crate) fn check_fit_memory(encoder: &ail_core::encoder::EncoderConfig, feature_dim: usize, task: &Task, batch: usize, backward: bool) -> anyhow::Result<()> {
+    use ail_core::memory::{Estimate, batch_bytes};
+    let splits = [&task.train, &task.val, &task.test];
+    let images: usize = splits.iter().map(|s| s.pixels.len()).sum();
+    let count: usize = splits.iter().map(|s| s.len()).sum();
+    let batch = if backward { batch.min(task.train.len().max(1)) } else { 256 };
+    Estimate::new("this fit")
+        .part(format!("{count} images"), images as f64)
+        .part("their features", 2.0 * count as f64 * feature_dim as f64 * 4.0)
+        .part(format!("a batch of {batch}"), batch_bytes(encoder, batch, backward))
+        .check(None, "lower --batch-size, or use a smaller task")?;
+    Ok(())
+}
+
 pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     ProgressBar::new(len).with_style(
         ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {{pos}}/{{len}} {{msg}} [{{elapsed}} < {{eta}}]"))

@@ -30,6 +30,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
+    if let Some(gib) = cli.global.max_memory {
+        anyhow::ensure!(gib.is_finite() && gib > 0.0, "--max-memory {gib}: give a positive number of GiB");
+        ail_data::limits::set_memory_ceiling((gib * (1u64 << 30) as f64) as u64);
+    }
     match cli.command {
         None => pretrain::demo(&cli.global),
         Some(args::Command::AugmentPreview(a)) => preview::run(&cli.global, &a),

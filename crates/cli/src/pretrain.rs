@@ -86,7 +86,7 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     };
     config.validate()?;
     let devices = match &args.hosts {
-        Some(hosts) => common::remote_devices(hosts)?,
+        Some(hosts) => common::remote_devices(hosts, args.token_file.as_deref())?,
         None => common::devices(global, args.replicas())?,
     };
     let mut options = RunOptions::new(&args.out, devices);
@@ -94,10 +94,6 @@ pub fn run(global: &Global, args: &PretrainArgs) -> anyhow::Result<Summary> {
     options.epochs = args.epochs;
     options.skip_bad = args.skip_bad;
     options.overwrite = args.overwrite;
-    if let Some(gib) = args.max_memory {
-        anyhow::ensure!(gib > 0.0, "--max-memory {gib}: give a positive number of GiB");
-        options.max_memory = Some(gib * (1u64 << 30) as f64);
-    }
     let mut progress = Progress::new().with_stop_signals();
     let summary = pretrain(&config, Data::FromConfig, &options, &mut progress);
     progress.finish();

@@ -314,3 +314,37 @@ fn hostile_data_files_are_refused_within_2gb_naming_the_file() {
         run(args.iter().map(|s| s.to_string()).collect(), &["0_ann_0.wav", &format!("{rate} Hz")]);
     }
 }
+
+#[test]
+fn downstream_work_too_large_for_the_machine_is_refused_with_an_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // 6,000 built-in images decoded at 4096 x 4096: refused from the count, before decoding.
+    refused_within_2gb(
+        &["augment-preview", "--device", "cpu", "--image-size", "4096", "--out", "p.png"],
+        d,
+        &["--max-memory", "6000 images", "needs about", "--image-size"],
+    );
+    // The ceiling is the user's: the task's 17 images (6.4 KiB at 8 x 8, split) are refused under
+    // 1 KiB, and a fit whose batch's activations exceed 8 KiB is refused before its first step.
+    let fit = |ceiling: &str, out: &str| {
+        vec!["--max-memory", ceiling, "fit", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--epochs", "1", "--out", out]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let args = fit("0.000001", "f1");
+    refused_within_2gb(&refs(&args), d, &["--max-memory is 0.0 GiB", "the task's data at the encoder's 8x8 needs about", "17 images"]);
+    let args = fit("0.0000076", "f2");
+    refused_within_2gb(&refs(&args), d, &["--max-memory is 0.0 GiB", "this fit needs about", "a batch of", "--batch-size"]);
+    for out in ["f1", "f2"] {
+        assert!(!d.join(out).join("fit.json").exists(), "a refused fit wrote {out}/fit.json");
+    }
+    // A CSV task of 3 million rows: its images are refused from the row count (never a failed
+    // allocation, which aborts).
+    let rows = "a.png,1\n".repeat(3_000_000);
+    std::fs::write(d.join("imgs/task.csv"), rows).unwrap();
+    let args = ["--max-memory", "0.5", "fit", "--device", "cpu", "--checkpoint", "run", "--task", "csv", "--data", "imgs/task.csv", "--out", "f3"];
+    refused_within_2gb(&args, d, &["imgs/task.csv", "3000000 images", "do not fit in memory"]);
+}

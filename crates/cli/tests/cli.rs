@@ -406,3 +406,22 @@ fn a_second_pretrain_on_the_same_out_is_refused_while_the_first_finishes_intact(
     }
     assert!(dir.path().join("run/summary.json").exists());
 }
+
+#[test]
+fn serve_refuses_an_open_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    // Refused before anything is bound or any device chosen, in every build.
+    let out = ail(&["serve", "--bind", "0.0.0.0", "--port", "1"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--bind 0.0.0.0") && err.contains("--token-file") && err.contains("SSH tunnel"), "{err}");
+    std::fs::write(dir.path().join("empty"), "\n  \n").unwrap();
+    let out = ail(&["serve", "--bind", "0.0.0.0", "--token-file", "empty"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--token-file empty: the first line is empty"), "{err}");
+    let out = ail(&["serve", "--token-file", "missing"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--token-file missing: cannot read the token"), "{err}");
+}

@@ -228,7 +228,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
     let optimizer = match file.optimizer {
         Some(name) => {
             let path = dir.join(&name);
-            let bytes = std::fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
+            let bytes = ail_data::limits::read_data_file(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
             let record = burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
                 .map_err(|e| err(&path, format!("truncated or corrupt optimiser state ({e:?})")))?;
             Some(record)
@@ -290,10 +290,14 @@ pub fn export_web(encoder: &Encoder, meta: &CheckpointMeta) -> Result<Vec<u8>, C
     Ok(out)
 }
 
-/// Reads what [`export_web`] wrote (named `source` in errors) onto `device`: the encoder with f32
-/// parameters, and its description. Wrong files, other versions, truncation and tensors that do not
-/// match the description each get an error saying so.
-pub fn load_web(bytes: &[u8], source: &str, device: &Device) -> Result<(Encoder, CheckpointMeta), CoreError> {
+/// The description of an export [`export_web`] wrote, checked (magic, versions, family layout, a
+/// valid encoder, its normalisation), without building anything: what [`load_web`] would load.
+pub fn web_meta(bytes: &[u8], source: &str) -> Result<CheckpointMeta, CoreError> {
+    web_header(bytes, source).map(|(meta, _)| meta)
+}
+
+/// The checked description and where the tensors start.
+fn web_header(bytes: &[u8], source: &str) -> Result<(CheckpointMeta, usize), CoreError> {
     let how = "export one with `ail export --web RUN --out FILE`";
     if bytes.len() < 12 || &bytes[..6] != WEB_MAGIC {
         return Err(web_err(source, format!("not an encoder export for the page (it does not start with AILWEB): {how}")));
@@ -317,7 +321,15 @@ pub fn load_web(bytes: &[u8], source: &str, device: &Device) -> Result<(Encoder,
     if meta.normalization.as_ref().is_none_or(|n| n.mean.len() != meta.encoder.in_channels || n.std.len() != meta.encoder.in_channels) {
         return Err(web_err(source, format!("the input normalisation does not match the encoder's {} channels", meta.encoder.in_channels)));
     }
-    let body = bytes[12 + len..].to_vec();
+    Ok((meta, 12 + len))
+}
+
+/// Reads what [`export_web`] wrote (named `source` in errors) onto `device`: the encoder with f32
+/// parameters, and its description. Wrong files, other versions, truncation and tensors that do not
+/// match the description each get an error saying so.
+pub fn load_web(bytes: &[u8], source: &str, device: &Device) -> Result<(Encoder, CheckpointMeta), CoreError> {
+    let (meta, body_start) = web_header(bytes, source)?;
+    let body = bytes[body_start..].to_vec();
     let summary = crate::summary::params(&meta.encoder, 0);
     // Half of the weights may be f16: at least 2 bytes per value.
     let needed = (summary.total() + summary.running_stats) as u64 * 2;
@@ -387,7 +399,7 @@ pub fn load_module<M: ModuleSnapshot>(
     module: &mut M,
     ids: &std::collections::BTreeMap<String, u64>,
 ) -> Result<(), CoreError> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let bytes = ail_data::limits::read_data_file(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = module.load_from(&mut store).map_err(|e| err(path, format!("truncated, corrupt or not matching ({e})")))?;
     if let Some(problems) = mismatch(&result) {

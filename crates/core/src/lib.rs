@@ -25,6 +25,7 @@ pub mod io;
 pub mod knn;
 pub mod linalg;
 pub mod loss;
+pub mod memory;
 pub mod method;
 pub mod mel;
 pub mod metrics;

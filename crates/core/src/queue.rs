@@ -50,7 +50,7 @@ impl DescriptorQueues {
     /// Rebuilds queues from [`DescriptorQueues::export`]'s output.
     pub fn import(data: &[f32], pointers: Vec<usize>, size: usize, dim: usize, device: &Device) -> Result<Self, crate::CoreError> {
         let n = pointers.len();
-        if data.len() != n * size * dim || pointers.iter().any(|&p| p >= size.max(1)) {
+        if n.checked_mul(size).and_then(|v| v.checked_mul(dim)) != Some(data.len()) || pointers.iter().any(|&p| p >= size.max(1)) {
             return Err(crate::CoreError::Config(format!(
                 "queue state of {} values and pointers {pointers:?} does not fit {n} queues of {size} x {dim}",
                 data.len()

@@ -184,8 +184,13 @@ fn classes_of(set: &ImageSet) -> Targets {
     Targets::Classes { labels: set.labels.clone(), classes: set.num_classes() }
 }
 
-/// Reads a CSV of `path,target1,...` (an optional header line is skipped).
-fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreError> {
+/// Reads a CSV task of `path,target1,...` rows (an optional header line is skipped; image paths are
+/// relative to the CSV's folder) as images of `[c, side, side]` and their targets.
+pub fn read_csv(path: &Path, shape: [usize; 3]) -> Result<(ImageSet, Targets), CoreError> {
+    read_csv_whole(path, shape).map(|w| (w.set, w.targets))
+}
+
+fn read_csv_whole(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreError> {
     let bad = |reason: String| CoreError::setting(format!("--data {}", path.display()), reason);
     let text = ail_data::limits::read_text(path, ail_data::limits::MAX_TEXT_FILE).map_err(|e| CoreError::io("reading", path, e))?;
     let root = path.parent().unwrap_or(Path::new("."));
@@ -208,7 +213,12 @@ fn read_csv(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreError> {
         }
     }
     let outputs = outputs.ok_or_else(|| bad("has no `path,target,...` rows".into()))?;
-    let mut pixels = Vec::with_capacity(files.len() * c * side * side);
+    // Decoded at 3 channels first; refused (never aborted) when memory cannot hold them.
+    let needed = files.len().checked_mul(3 * side * side).filter(|&n| ail_data::limits::memory_budget().is_none_or(|b| (n as u64) < b / 2));
+    let mut pixels = Vec::new();
+    if needed.is_none_or(|n| pixels.try_reserve_exact(n).is_err()) {
+        return Err(bad(format!("{} images of 3 x {side} x {side} do not fit in memory: use fewer rows or a smaller encoder image size", files.len())));
+    }
     for f in &files {
         pixels.extend(ail_data::folder::decode_file(f, side, 3)?);
     }
@@ -243,6 +253,13 @@ impl TaskSpec {
         }
         let options = LoadOptions { format: self.format, side: Some(side), channels: c, ..Default::default() };
         let source = DataSource::parse(&self.data);
+        if self.task == TaskKind::Classify {
+            // Decoded at three channels, then split (a copy): refused from the count before decoding.
+            let count = source.count_images(self.format).unwrap_or(0);
+            crate::memory::Estimate::new(format!("the task's data at the encoder's {side}x{side}"))
+                .part(format!("{count} images"), 2.0 * crate::memory::images_bytes(count, 3, side))
+                .check(None, "use part of the data (a smaller folder), or an encoder of a smaller image size")?;
+        }
         let mut official = None;
         let mut notes = Vec::new();
         let whole = match self.task {
@@ -278,7 +295,7 @@ impl TaskSpec {
                 };
                 Whole { set: o.images, targets }
             }
-            TaskKind::Csv => read_csv(Path::new(&self.data), shape)?,
+            TaskKind::Csv => read_csv_whole(Path::new(&self.data), shape)?,
             TaskKind::Audio => {
                 let front = meta.audio.as_ref().expect("checked above");
                 let (set, _) = audio_images(Path::new(&self.data), self.audio_labels, self.takes, false, front, device)?;

@@ -23,6 +23,16 @@ pub const SAMPLE_RATE: u32 = 16_000;
 /// that announce more data than anyone means to train on.
 pub const MAX_FRAMES: usize = 48_000 * 600;
 
+/// The longest clip accepted, in seconds: what one clip may become at [`SAMPLE_RATE`] is bounded
+/// whatever rate its header declares.
+pub const MAX_SECONDS: f64 = 600.0;
+
+/// Decodes WAV bytes and resamples them to [`SAMPLE_RATE`]: at most [`MAX_SECONDS`] of samples.
+pub fn decode_wav_16k(bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
+    let (samples, rate) = decode_wav(bytes)?;
+    Ok(resample(&samples, rate as f64, SAMPLE_RATE as f64))
+}
+
 /// Decodes WAV bytes to mono `f32` samples in [-1, 1] and the file's sample rate.
 pub fn decode_wav(bytes: &[u8]) -> std::result::Result<(Vec<f32>, u32), String> {
     let reader = hound::WavReader::new(Cursor::new(bytes)).map_err(|e| match e {
@@ -46,6 +56,15 @@ pub fn decode_wav(bytes: &[u8]) -> std::result::Result<(Vec<f32>, u32), String> 
     if reader.duration() as usize > MAX_FRAMES {
         return Err(format!("{} samples per channel, more than the {MAX_FRAMES} accepted", reader.duration()));
     }
+    // In seconds too: resampled to 16 kHz, a long clip at a low rate would grow 16-fold.
+    let seconds = reader.duration() as f64 / spec.sample_rate as f64;
+    if seconds > MAX_SECONDS {
+        return Err(format!(
+            "{} samples at {} Hz last {seconds:.0} s, more than the {MAX_SECONDS:.0} s accepted (split the recording into clips)",
+            reader.duration(),
+            spec.sample_rate
+        ));
+    }
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader.into_samples::<f32>().collect::<std::result::Result<_, _>>(),
         (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
@@ -67,9 +86,9 @@ pub fn decode_wav(bytes: &[u8]) -> std::result::Result<(Vec<f32>, u32), String> 
 
 /// Reads a WAV file and resamples it to [`SAMPLE_RATE`].
 pub fn read_wav(path: &Path) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let (samples, rate) = decode_wav(&bytes).map_err(|reason| DataError::CorruptAudio { path: path.to_path_buf(), reason })?;
-    Ok(resample(&samples, rate as f64, SAMPLE_RATE as f64))
+    // The frame bound at 4 bytes and 8 channels is under 1 GiB: a larger file is not a clip.
+    let bytes = crate::limits::read_file(path, 1 << 30).map_err(|e| DataError::io(path, e))?;
+    decode_wav_16k(&bytes).map_err(|reason| DataError::CorruptAudio { path: path.to_path_buf(), reason })
 }
 
 /// Band-limited (windowed-sinc) resampling from `from` to `to` Hz with rubato; the output has
@@ -450,6 +469,17 @@ mod tests {
         assert_eq!(set.class_names, ["cat", "dog"]);
         let err = read_dir(folder.path(), &AudioOptions { labels: AudioLabels::Speaker, ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("not FSDD"), "{err}");
+    }
+
+    #[test]
+    fn a_clip_longer_than_ten_minutes_is_refused_at_any_rate() {
+        // 700 s at 1 kHz: few samples, but 11.2 million once at 16 kHz.
+        let long = encode_wav16(&vec![0.1; 700_000], 1000);
+        let e = decode_wav_16k(&long).unwrap_err();
+        assert!(e.contains("700 s") && e.contains("600 s accepted"), "{e}");
+        // A 12 s clip at 1 kHz passes and comes out at 16 kHz.
+        let ok = decode_wav_16k(&encode_wav16(&vec![0.1; 12_000], 1000)).unwrap();
+        assert_eq!(ok.len(), 192_000);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn read(path: &Path, split: OfficialSplit) -> Result<ImageSet> {
     let mut labels = Vec::new();
     let mut sources = Vec::new();
     for file in &files {
-        let bytes = std::fs::read(file).map_err(|e| DataError::io(file, e))?;
+        let bytes = crate::limits::read_data_file(file).map_err(|e| DataError::io(file, e))?;
         let before = labels.len();
         parse_records(file, &bytes, variant, &mut pixels, &mut labels)?;
         sources.extend((0..labels.len() - before).map(|k| format!("{}#{k}", file.display())));

@@ -144,11 +144,17 @@ pub fn read(
 
 /// Decodes one file to `[channels, side, side]` bytes.
 pub fn decode_file(path: &Path, side: usize, channels: usize) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = crate::limits::read_file(path, crate::limits::MAX_IMAGE_FILE).map_err(|e| DataError::io(path, e))?;
     decode_bytes(&bytes, side, channels).map_err(|reason| DataError::CorruptImage {
         path: path.to_path_buf(),
         reason,
     })
+}
+
+/// The width and height PNG/JPEG bytes declare, read from the header alone (nothing is decoded).
+pub fn declared_dimensions(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
+    let format = image::guess_format(bytes).map_err(|_| format!("not a PNG or JPEG image (found {})", crate::describe_bytes(bytes)))?;
+    image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions().map_err(|e| e.to_string())
 }
 
 /// Decodes PNG/JPEG bytes to `[channels, side, side]`; the error is a reason for the user.
@@ -157,7 +163,7 @@ pub fn decode_bytes(bytes: &[u8], side: usize, channels: usize) -> std::result::
         format!("not a PNG or JPEG image (found {})", crate::describe_bytes(bytes))
     })?;
     // The declared size first (reading it allocates nothing), then the decode under the limits.
-    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions().map_err(|e| e.to_string())?;
+    let (w, h) = declared_dimensions(bytes)?;
     if w as u64 * h as u64 > crate::limits::MAX_IMAGE_PIXELS {
         return Err(format!(
             "{w}x{h} pixels; at most {} Mpx per image are accepted (shrink it first)",
@@ -168,7 +174,11 @@ pub fn decode_bytes(bytes: &[u8], side: usize, channels: usize) -> std::result::
     limits.max_alloc = Some(crate::limits::MAX_DECODE_ALLOC);
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| e.to_string())?;
+    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    // Decoded, then cropped (a copy), then converted: reserved across threads before any of it.
+    let held = image::ImageDecoder::total_bytes(&decoder).saturating_mul(2).saturating_add(6 * (side * side) as u64);
+    let _held = crate::limits::DECODING.reserve(held).map_err(|e| format!("{w}x{h} pixels: {e}"))?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
     if img.width() == 0 || img.height() == 0 {
         return Err("the image has no pixels".into());
     }

@@ -29,7 +29,7 @@ pub struct IdxArray {
 
 /// Reads a file, transparently gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let raw = crate::limits::read_data_file(path).map_err(|e| DataError::io(path, e))?;
     gunzip_if_needed(path, raw)
 }
 

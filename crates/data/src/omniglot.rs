@@ -78,7 +78,7 @@ pub fn read(images_zip: &Path, strokes_zip: Option<&Path>, side: usize, channels
         .par_iter()
         .map(|(_, _, i)| {
             let entry = &zip.entries[*i];
-            let bytes = zip.read(entry)?;
+            let (bytes, _held) = zip.read_reserved(entry)?;
             crate::folder::decode_bytes(&bytes, side, channels)
                 .map_err(|reason| DataError::CorruptImage { path: images_zip.join(&entry.name), reason })
         })

@@ -33,7 +33,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 impl ZipArchive {
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let bytes = crate::limits::read_data_file(path).map_err(|e| DataError::io(path, e))?;
         Self::from_bytes(path, bytes)
     }
 
@@ -79,10 +79,30 @@ impl ZipArchive {
         if let Some(w) = headers.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(bad(format!("entries `{}` and `{}` share their data (a crafted archive)", w[0].1, w[1].1)));
         }
+        let declared: u64 = entries.iter().map(|e| e.uncompressed_size as u64).sum();
+        if declared > crate::limits::MAX_ARCHIVE_INFLATED {
+            return Err(bad(format!(
+                "its entries declare {:.1} GiB inflated in total, more than the {:.0} GiB accepted (a decompression bomb?)",
+                crate::limits::gib(declared),
+                crate::limits::gib(crate::limits::MAX_ARCHIVE_INFLATED)
+            )));
+        }
         Ok(Self { path: path.to_path_buf(), bytes, entries })
     }
 
     /// The uncompressed bytes of `entry`.
+    /// Reads one entry within the budget of inflated entries shared by all threads
+    /// ([`crate::limits::INFLATING`]): the bytes are counted until the reservation drops, so keep
+    /// it as long as the bytes (or what is decoded from them) live.
+    pub fn read_reserved(&self, entry: &ZipEntry) -> Result<(Vec<u8>, crate::limits::Reservation<'static>)> {
+        let held = crate::limits::INFLATING.reserve(entry.uncompressed_size.max(entry.compressed_size) as u64).map_err(|reason| DataError::WrongFormat {
+            path: self.path.join(&entry.name),
+            expected: "a readable ZIP entry".into(),
+            found: reason,
+        })?;
+        Ok((self.read(entry)?, held))
+    }
+
     pub fn read(&self, entry: &ZipEntry) -> Result<Vec<u8>> {
         let bad = |found: String| DataError::WrongFormat {
             path: self.path.join(&entry.name),
@@ -216,5 +236,24 @@ mod tests {
         let zip = ZipArchive::from_bytes(Path::new("b.zip"), big).unwrap();
         let e = zip.read(&zip.entries[0]).unwrap_err().to_string();
         assert!(e.contains("b.zip") && e.contains("more than the 1 GiB accepted"), "{e}");
+        // Entries of 1 GiB each are each accepted, but 20 of them in one archive are not.
+        let files: Vec<(String, Vec<u8>)> = (0..20).map(|k| (format!("e{k}.bin"), vec![k as u8; 16])).collect();
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let mut many = write_zip(&refs);
+        for at in directory_entries(&many) {
+            many[at + 24..at + 28].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        }
+        let e = ZipArchive::from_bytes(Path::new("m.zip"), many).err().unwrap().to_string();
+        assert!(e.contains("m.zip") && e.contains("20.0 GiB inflated in total") && e.contains("16 GiB"), "{e}");
+    }
+
+    #[test]
+    fn a_reserved_read_counts_the_entry_until_it_drops() {
+        let bytes = write_zip(&[("a/b.txt", &[7u8; 5000][..])]);
+        let zip = ZipArchive::from_bytes(Path::new("t.zip"), bytes).unwrap();
+        let (data, held) = zip.read_reserved(&zip.entries[0]).unwrap();
+        assert_eq!(data, vec![7u8; 5000]);
+        assert!(crate::limits::INFLATING.high_water() >= 5000);
+        drop(held);
     }
 }

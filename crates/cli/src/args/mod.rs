@@ -54,6 +54,12 @@ pub struct Global {
     /// (slower; kept for side-by-side measurements). GPUs always run burn's kernels.
     #[arg(long, global = true, value_enum, default_value_t = ail_core::kernels::CpuKernels::Own)]
     pub cpu_kernels: ail_core::kernels::CpuKernels,
+    /// The memory ceiling, in GiB: work whose estimate exceeds it is refused before it starts (a
+    /// run: model, optimiser, a step's activations and the training images; a fit: the task's
+    /// images and a batch's activations), and inflated or decoded data is bounded by it. Default:
+    /// this machine's memory (or the address-space limit, `ulimit -v`, when lower).
+    #[arg(long, global = true, value_name = "GIB")]
+    pub max_memory: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,9 +188,19 @@ pub struct PreviewArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TCP port to listen on (all interfaces).
+    /// TCP port to listen on.
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
+    /// Address to listen on. The default, 127.0.0.1, accepts clients of this machine only (through
+    /// an SSH tunnel, for example); give this machine's address on a trusted network, or 0.0.0.0
+    /// for every interface, together with --token-file.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: std::net::IpAddr,
+    /// A file holding a shared secret (its first line); only clients that present it
+    /// (`ail pretrain --hosts ... --token-file`) are served. Required for any address other than
+    /// loopback. Make one with `head -c 32 /dev/urandom | base64 > token`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

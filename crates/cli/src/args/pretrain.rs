@@ -92,6 +92,10 @@ pub struct PretrainArgs {
     /// build with `--features remote`.
     #[arg(long, conflicts_with = "devices")]
     pub hosts: Option<String>,
+    /// The shared secret of the `--hosts` servers (`ail serve --token-file`): a file whose first
+    /// line is the token.
+    #[arg(long, value_name = "FILE", requires = "hosts")]
+    pub token_file: Option<PathBuf>,
     /// Peak learning rate of AdamW (after linear warm-up, then cosine decay).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -123,11 +127,6 @@ pub struct PretrainArgs {
     /// Audio on FSDD: train on these takes only, e.g. `10-49` (hold the others out).
     #[arg(long)]
     pub takes: Option<String>,
-    /// Refuse a run whose estimated memory (model, optimiser, a step's activations, the training
-    /// images at --image-size) exceeds this many GiB. Default: this machine's memory (or the
-    /// address-space limit, `ulimit -v`, when lower).
-    #[arg(long)]
-    pub max_memory: Option<f64>,
     /// Skip (and count) undecodable image or audio files instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,

@@ -100,8 +100,6 @@ impl RunOptions {
 /// Refuses a run that would not fit in `limit` bytes, before anything large is allocated.
 fn check_memory(config: &PretrainConfig, data: &Data, limit: Option<f64>) -> Result<(), CoreError> {
     let Some(limit) = limit else { return Ok(()) };
-    let training = config.memory_estimate();
-    let side = config.data.image_size as f64;
     // Images read from `config.data` are held in memory at the run's size (their number from file
     // sizes, headers or listings; audio clips and sources that cannot tell are left out). Images
     // passed in are already in memory.
@@ -109,22 +107,10 @@ fn check_memory(config: &PretrainConfig, data: &Data, limit: Option<f64>) -> Res
         (Data::FromConfig, Modality::Image) => ail_data::DataSource::parse(&config.data.source).count_images(config.data.format),
         _ => None,
     };
-    let images = count.map_or(0.0, |n| n as f64 * 3.0 * side * side);
-    let gib = |b: f64| ail_data::limits::gib(b as u64);
-    if training + images > limit {
-        return Err(CoreError::setting(
-            "--max-memory",
-            format!(
-                "is {:.1} GiB, but this run needs about {:.1} GiB (model, optimiser and a step's activations {:.1} GiB, images {:.1} GiB): \
-                 lower --batch-size, --image-size, encoder.width, heads.hidden or queue_size, or raise --max-memory (GiB)",
-                gib(limit),
-                gib(training + images),
-                gib(training),
-                gib(images)
-            ),
-        ));
-    }
-    Ok(())
+    crate::memory::Estimate::new("this run")
+        .part("model, optimiser and a step's activations", config.memory_estimate())
+        .part("images", crate::memory::images_bytes(count.unwrap_or(0), 3, config.data.image_size))
+        .check(Some(limit), "lower --batch-size, --image-size, encoder.width, heads.hidden or queue_size")
 }
 
 /// The images a run trains on.
@@ -221,6 +207,11 @@ pub fn load_images(data: &DataSettings, skip_bad: bool, observer: &mut dyn Obser
         return Err(CoreError::setting("--image-size", format!("must be between 1 and 4096 (got {})", data.image_size)));
     }
     let source = DataSource::parse(&data.source);
+    // Refused from the count (file sizes, headers, listings) before any image is decoded.
+    let count = source.count_images(data.format).unwrap_or(0);
+    crate::memory::Estimate::new(format!("{source} at {0}x{0}", data.image_size))
+        .part(format!("{count} images"), crate::memory::images_bytes(count, 3, data.image_size))
+        .check(None, "lower --image-size, or use part of the data")?;
     let options = LoadOptions { format: data.format, side: Some(data.image_size), channels: 3, skip_bad, ..Default::default() };
     let progress = std::sync::Mutex::new(&mut *observer);
     let (set, report) = source

@@ -311,7 +311,14 @@ impl RunDir {
         }
         if stepper.queues.is_some() {
             let path = dir.join("queues.bin");
-            let bytes = std::fs::read(&path).map_err(|e| CoreError::io("reading", path, e))?;
+            // No more than the queues that training.json's pointers and the config describe.
+            let expected = pointers
+                .len()
+                .checked_mul(config.queue_size)
+                .and_then(|v| v.checked_mul(config.heads.output))
+                .and_then(|v| v.checked_mul(4))
+                .ok_or_else(|| CoreError::Checkpoint { path: path.clone(), reason: format!("{} queue pointers of {} x {} overflow", pointers.len(), config.queue_size, config.heads.output) })?;
+            let bytes = ail_data::limits::read_file(&path, expected as u64).map_err(|e| CoreError::io("reading", &path, e))?;
             let data: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             stepper.queues = Some(DescriptorQueues::import(&data, pointers, config.queue_size, config.heads.output, device)?);
         }
