@@ -402,7 +402,7 @@ mod tests {
         out
     }
 
-    /// A PNG header (signature and IHDR) declaring `w x h` grey pixels; no image data.
+    /// A PNG (signature, IHDR, an empty IDAT, IEND) declaring `w x h` grey pixels; no image data.
     fn png_header(w: u32, h: u32) -> Vec<u8> {
         fn crc32(data: &[u8]) -> u32 {
             let mut crc = !0u32;
@@ -414,14 +414,21 @@ mod tests {
             }
             !crc
         }
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend(w.to_be_bytes());
+        let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            let mut body = kind.to_vec();
+            body.extend(data);
+            out.extend((data.len() as u32).to_be_bytes());
+            out.extend(&body);
+            out.extend(crc32(&body).to_be_bytes());
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
         ihdr.extend(h.to_be_bytes());
         ihdr.extend([8, 0, 0, 0, 0]);
         let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        out.extend(13u32.to_be_bytes());
-        out.extend(&ihdr);
-        out.extend(crc32(&ihdr).to_be_bytes());
+        chunk(&mut out, b"IHDR", &ihdr);
+        // The reader looks for the first data chunk before it reports the size.
+        chunk(&mut out, b"IDAT", &[]);
+        chunk(&mut out, b"IEND", &[]);
         out
     }
 

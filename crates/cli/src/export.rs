@@ -38,7 +38,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
 fn run_web(run: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let dir = resolve_checkpoint(run)?;
     let device = Device::flex();
-    let ckpt = checkpoint::load(&dir, &device)?;
+    let ckpt = checkpoint::load_encoder(&dir, &device)?;
     let bytes = export_web(&ckpt.encoder, &ckpt.meta).with_context(|| format!("exporting {}", dir.display()))?;
     // What the page will read must load back, with values within f16 rounding of the checkpoint's.
     let (back, _) = load_web(&bytes, "the export just written", &device)?;
@@ -94,7 +94,7 @@ const MAX_TENSOR_BYTES: u64 = 8 << 30;
 /// atomically, for the encoder of checkpoint `ckpt`.
 pub fn export_torch(checkpoint_dir: &Path, out: &Path) -> anyhow::Result<TorchArchSummary> {
     let device = Device::flex();
-    let ckpt = checkpoint::load(checkpoint_dir, &device)?;
+    let ckpt = checkpoint::load_encoder(checkpoint_dir, &device)?;
     let arch = torch_arch(&ckpt.meta.encoder);
     let source = checkpoint_dir.join(checkpoint::TENSORS_FILE).display().to_string();
     let tensors = to_torch(&ckpt.meta.encoder, checkpoint::tensors(&ckpt.encoder)?, &source)?;

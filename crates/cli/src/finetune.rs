@@ -25,7 +25,7 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
     crate::downstream::check_fit_memory(&meta.encoder, meta.encoder.feature_dim(), &task, args.batch_size, true)?;
     let normalization = meta.normalization.clone().unwrap_or_else(|| task_normalization(&task));
     let device = selected.device.clone().autodiff();
-    let checkpoint = ail_core::checkpoint::load(&dir, &device)?;
+    let checkpoint = ail_core::checkpoint::load_encoder(&dir, &device)?;
     let descriptor = parse_descriptor(&args.descriptor, "--descriptor")?;
     let config = ail_core::finetune::FineTuneConfig {
         stages: args.stages,

@@ -205,6 +205,16 @@ fn check_family_layout(path: &Path, version: u32, family: Option<Family>) -> Res
 
 /// Rebuilds the encoder of `dir` on `device` and loads its tensors (and optimiser state).
 pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
+    load_parts(dir, device, true)
+}
+
+/// [`load`] without the optimiser state, which a frozen or exported encoder never uses (it is
+/// neither read nor held; `optimizer` is `None`).
+pub fn load_encoder(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
+    load_parts(dir, device, false)
+}
+
+fn load_parts(dir: &Path, device: &Device, with_optimizer: bool) -> Result<Checkpoint, CoreError> {
     let file = read_meta_file(dir)?;
     let meta = file.meta;
     let path: PathBuf = dir.join(TENSORS_FILE);
@@ -225,7 +235,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
     let mut encoder = encoder_from_bytes(&meta.encoder, bytes, &path, META_FILE, device)?;
     // Give the parameters their saved identities, so that the optimiser state finds them.
     restore_ids(&path, &mut encoder, &file.param_ids)?;
-    let optimizer = match file.optimizer {
+    let optimizer = match file.optimizer.filter(|_| with_optimizer) {
         Some(name) => {
             let path = dir.join(&name);
             let bytes = ail_data::limits::read_data_file(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;

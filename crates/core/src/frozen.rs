@@ -131,7 +131,7 @@ impl Frozen {
     pub fn open(path: &Path, device: &Device, fallback: impl FnOnce() -> Normalization) -> Result<Self, CoreError> {
         let dir = resolve_checkpoint(path)?;
         let ad = device.clone().without_autodiff().autodiff();
-        let mut ckpt = checkpoint::load(&dir, &ad)?;
+        let mut ckpt = checkpoint::load_encoder(&dir, &ad)?;
         if ckpt.meta.normalization.is_none() {
             ckpt.meta.normalization = Some(fallback());
         }

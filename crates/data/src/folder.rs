@@ -154,6 +154,9 @@ pub fn decode_file(path: &Path, side: usize, channels: usize) -> Result<Vec<u8>>
 /// The width and height PNG/JPEG bytes declare, read from the header alone (nothing is decoded).
 pub fn declared_dimensions(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
     let format = image::guess_format(bytes).map_err(|_| format!("not a PNG or JPEG image (found {})", crate::describe_bytes(bytes)))?;
+    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+        return Err(format!("not a PNG or JPEG image (a {format:?} file): convert it first"));
+    }
     image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions().map_err(|e| e.to_string())
 }
 

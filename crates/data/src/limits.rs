@@ -45,7 +45,14 @@ pub fn read_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>>
 /// Reads a data file (a CIFAR batch, an IDX file, a ZIP archive) whole: at most half the memory
 /// budget, so that what is decoded from it still fits beside it.
 pub fn read_data_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    read_file(path, memory_budget().map_or(u64::MAX, |b| b / 2))
+    let Some(budget) = memory_budget() else { return read_file(path, u64::MAX) };
+    read_file(path, budget / 2).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{e}: half the memory budget of {:.2} GiB (raise it with --max-memory GiB, or free memory)", gib(budget)),
+        ),
+        _ => e,
+    })
 }
 
 /// [`read_file`] as UTF-8 text.
