@@ -128,7 +128,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
 
     let spec = args.task.spec()?;
     let (mut frozen, task) = open(global, &args.checkpoint, &spec)?;
-    crate::downstream::check_fit_memory(&frozen.meta.encoder, frozen.feature_dim(), &task, args.grid.batch_size, true)?;
+    crate::downstream::check_fit_memory(&frozen.meta.encoder, frozen.feature_dim(), &task, args.grid.batch_size, true, 0)?;
     let k = frozen.num_invariances();
     anyhow::ensure!(k > 0, "{} is a plain encoder: compare needs an amortised one (pass plain encoders with --plain)", frozen.checkpoint.display());
     let corners: Vec<Vec<f32>> = match &args.corners {

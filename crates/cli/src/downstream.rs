@@ -63,7 +63,10 @@ pub(crate) fn open(global: &Global, checkpoint: &Path, task: &TaskSpec) -> anyho
 /// Refuses a fit that would not fit in memory, before its first step: the task's images (held),
 /// their features (cached for each descriptor scored) and a batch's activations — kept for the
 /// backward pass when `i` (or the encoder) learns, in chunks of 256 images otherwise.
-pub(crate) fn check_fit_memory(encoder: &ail_core::encoder::EncoderConfig, feature_dim: usize, task: &Task, batch: usize, backward: bool) -> anyhow::Result<()> {
+///
+/// `trained` is the number of encoder parameters the fit updates (fine-tuning): each holds its
+/// gradient and AdamW's two moments beside it.
+pub(crate) fn check_fit_memory(encoder: &ail_core::encoder::EncoderConfig, feature_dim: usize, task: &Task, batch: usize, backward: bool, trained: usize) -> anyhow::Result<()> {
     use ail_core::memory::{Estimate, batch_bytes};
     let splits = [&task.train, &task.val, &task.test];
     let images: usize = splits.iter().map(|s| s.pixels.len()).sum();
@@ -73,6 +76,7 @@ pub(crate) fn check_fit_memory(encoder: &ail_core::encoder::EncoderConfig, featu
         .part(format!("{count} images"), images as f64)
         .part("their features", 2.0 * count as f64 * feature_dim as f64 * 4.0)
         .part(format!("a batch of {batch}"), batch_bytes(encoder, batch, backward))
+        .part("the trained parameters' gradients and optimiser moments", 3.0 * 4.0 * trained as f64)
         .check(None, "lower --batch-size, or use a smaller task")?;
     Ok(())
 }

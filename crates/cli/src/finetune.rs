@@ -22,7 +22,7 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
     anyhow::ensure!(budget.is_none_or(|t| t > 0.0), "the time budget must be positive");
     anyhow::ensure!(args.epochs >= 1 && args.batch_size >= 1, "--epochs and --batch-size must be at least 1");
     let Opened { selected, dir, meta, task } = open_task(global, &args.checkpoint, &args.task.spec()?)?;
-    crate::downstream::check_fit_memory(&meta.encoder, meta.encoder.feature_dim(), &task, args.batch_size, true)?;
+    crate::downstream::check_fit_memory(&meta.encoder, meta.encoder.feature_dim(), &task, args.batch_size, true, ail_core::summary::params(&meta.encoder, 0).total())?;
     let normalization = meta.normalization.clone().unwrap_or_else(|| task_normalization(&task));
     let device = selected.device.clone().autodiff();
     let checkpoint = ail_core::checkpoint::load_encoder(&dir, &device)?;

@@ -258,7 +258,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     if let Some(f) = &fixed {
         frozen.check_descriptor(f).context("--fixed-invariance")?;
     }
-    crate::downstream::check_fit_memory(&frozen.meta.encoder, frozen.feature_dim(), &task, args.grid.batch_size, fixed.is_none() && frozen.num_invariances() > 0)?;
+    crate::downstream::check_fit_memory(&frozen.meta.encoder, frozen.feature_dim(), &task, args.grid.batch_size, fixed.is_none() && frozen.num_invariances() > 0, 0)?;
     frozen.set_batch_norm_statistics(args.bn_statistics, &task.train.pixels, task.train.len(), task.train.shape);
     let start = Instant::now();
     let base = FitConfig {

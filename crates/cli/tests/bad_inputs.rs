@@ -346,5 +346,5 @@ fn downstream_work_too_large_for_the_machine_is_refused_with_an_estimate() {
     let rows = "a.png,1\n".repeat(3_000_000);
     std::fs::write(d.join("imgs/task.csv"), rows).unwrap();
     let args = ["--max-memory", "0.5", "fit", "--device", "cpu", "--checkpoint", "run", "--task", "csv", "--data", "imgs/task.csv", "--out", "f3"];
-    refused_within_2gb(&args, d, &["imgs/task.csv", "3000000 images", "do not fit in memory"]);
+    refused_within_2gb(&args, d, &["--max-memory is 0.5 GiB", "the task imgs/task.csv needs about", "3000000 images", "use fewer rows"]);
 }

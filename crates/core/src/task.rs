@@ -213,12 +213,15 @@ fn read_csv_whole(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreEr
         }
     }
     let outputs = outputs.ok_or_else(|| bad("has no `path,target,...` rows".into()))?;
-    // Decoded at 3 channels first; refused (never aborted) when memory cannot hold them.
-    let needed = files.len().checked_mul(3 * side * side).filter(|&n| ail_data::limits::memory_budget().is_none_or(|b| (n as u64) < b / 2));
+    // Decoded at 3 channels first, then split (a copy): refused from the row count before
+    // decoding, and never aborted by the reservation.
+    crate::memory::Estimate::new(format!("the task {}", path.display()))
+        .part(format!("{} images", files.len()), 2.0 * crate::memory::images_bytes(files.len(), 3, side))
+        .check(None, "use fewer rows, or an encoder of a smaller image size")?;
     let mut pixels = Vec::new();
-    if needed.is_none_or(|n| pixels.try_reserve_exact(n).is_err()) {
-        return Err(bad(format!("{} images of 3 x {side} x {side} do not fit in memory: use fewer rows or a smaller encoder image size", files.len())));
-    }
+    pixels
+        .try_reserve_exact(files.len() * 3 * side * side)
+        .map_err(|_| bad(format!("{} images of 3 x {side} x {side} do not fit in the memory left", files.len())))?;
     for f in &files {
         pixels.extend(ail_data::folder::decode_file(f, side, 3)?);
     }

@@ -153,20 +153,23 @@ pub fn decode_file(path: &Path, side: usize, channels: usize) -> Result<Vec<u8>>
 
 /// The width and height PNG/JPEG bytes declare, read from the header alone (nothing is decoded).
 pub fn declared_dimensions(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
+    header(bytes).map(|(_, w, h)| (w, h))
+}
+
+/// The format and declared size of PNG/JPEG bytes (other formats are named and refused).
+fn header(bytes: &[u8]) -> std::result::Result<(image::ImageFormat, u32, u32), String> {
     let format = image::guess_format(bytes).map_err(|_| format!("not a PNG or JPEG image (found {})", crate::describe_bytes(bytes)))?;
     if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
         return Err(format!("not a PNG or JPEG image (a {format:?} file): convert it first"));
     }
-    image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions().map_err(|e| e.to_string())
+    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions().map_err(|e| e.to_string())?;
+    Ok((format, w, h))
 }
 
 /// Decodes PNG/JPEG bytes to `[channels, side, side]`; the error is a reason for the user.
 pub fn decode_bytes(bytes: &[u8], side: usize, channels: usize) -> std::result::Result<Vec<u8>, String> {
-    let format = image::guess_format(bytes).map_err(|_| {
-        format!("not a PNG or JPEG image (found {})", crate::describe_bytes(bytes))
-    })?;
     // The declared size first (reading it allocates nothing), then the decode under the limits.
-    let (w, h) = declared_dimensions(bytes)?;
+    let (format, w, h) = header(bytes)?;
     if w as u64 * h as u64 > crate::limits::MAX_IMAGE_PIXELS {
         return Err(format!(
             "{w}x{h} pixels; at most {} Mpx per image are accepted (shrink it first)",
