@@ -164,7 +164,7 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
 
 fn read_meta_file(dir: &Path) -> Result<MetaFile, CoreError> {
     let path = dir.join(META_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = ail_data::limits::read_text(&path, ail_data::limits::MAX_TEXT_FILE).map_err(|e| {
         err(&path, format!("cannot read ({e}); a checkpoint directory holds {META_FILE} and {TENSORS_FILE}"))
     })?;
     let file: MetaFile = serde_json::from_str(&text).map_err(|e| err(&path, format!("not a valid checkpoint description: {e}")))?;

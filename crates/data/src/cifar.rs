@@ -176,7 +176,7 @@ fn class_names(path: &Path, variant: Variant) -> Vec<String> {
         Variant::Cifar10 => "batches.meta.txt",
         Variant::Cifar100 => "fine_label_names.txt",
     };
-    let from_file: Vec<String> = std::fs::read_to_string(dir.join(meta))
+    let from_file: Vec<String> = crate::limits::read_text(&dir.join(meta), crate::limits::MAX_TEXT_FILE)
         .map(|s| s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
         .unwrap_or_default();
     if from_file.len() == variant.num_classes() {
