@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The browser page (web/): install its tools, build, serve, test.
 #
-#   scripts/web.sh serve     # build and serve on http://127.0.0.1:8080 (trunk serve, live reload)
-#   scripts/web.sh build     # web/dist: the page as static files for any web server
+#   scripts/web.sh serve     # build and serve on http://127.0.0.1:8080 (PORT=... to change)
+#   scripts/web.sh build     # web/dist: the page as static files for any web server, each text and
+#                            # wasm file beside its gzipped copy (serve those with content-encoding)
 #   scripts/web.sh test      # wasm tests in headless Chromium + end-to-end tests, WebGPU and CPU
 #   scripts/web.sh setup     # only install what is missing
 #
 # What it installs when missing (once per machine): the wasm32 Rust target; wasm-bindgen-cli 0.2.130
-# and trunk 0.21.14 (cargo install, 5-11 minutes each); Debian's chromium and chromium-driver;
-# playwright-core from npm into web/e2e/node_modules.
+# (cargo install, 5-10 minutes); Debian's nodejs and npm; for `test` also
+# Debian's chromium and chromium-driver, and playwright-core from npm into web/e2e/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,11 +26,17 @@ setup() {
     # Not --locked: its lock file names a crate version the registry may lack.
     CARGO_TARGET_DIR="$HOME/.cache/ail/tools" cargo install wasm-bindgen-cli --version 0.2.130
   fi
-  if ! trunk --version 2>/dev/null | grep -q "0.21.14"; then
-    echo "installing trunk 0.21.14 (about 10 minutes, once)..."
-    # No default features: no TLS stack and no update check (the page is built offline).
-    CARGO_TARGET_DIR="$HOME/.cache/ail/tools" cargo install trunk --version 0.21.14 --locked --no-default-features
+  local missing=()
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}..."
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+setup_browser() {
   if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     echo "installing chromium and chromium-driver..."
     as_root apt-get update -qq
@@ -41,8 +48,33 @@ setup() {
 }
 
 build() {
-  (cd web && trunk build --release)
-  echo "built web/dist ($(du -sh web/dist | cut -f1)); serve it with any static server"
+  cargo build --profile web --target wasm32-unknown-unknown -p ail-web --lib
+  local wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/ail_web.wasm" tmp
+  # Built beside web/dist and swapped in at the end: a failed build leaves the last one whole
+  # (and its leftovers are removed by the next build).
+  rm -rf web/.dist.*
+  tmp=$(mktemp -d web/.dist.XXXXXX)
+  # The module is linked stripped (profile.web), so wasm-bindgen cannot read its feature list and
+  # says so; its defaults are the right ones for this module, so that one warning is dropped.
+  wasm-bindgen --target web --no-typescript --out-dir "$tmp" --out-name ail_web "$wasm" 2>&1 \
+    | { grep -v "target_features. custom section is missing" || true; }
+  # No wasm-opt: -Os made the module 19% smaller raw but 2% larger gzipped (BENCHMARKS.md), and
+  # the wire is what a visitor waits for.
+  mkdir "$tmp/assets"
+  cp web/index.html web/app.js web/worker.js web/style.css "$tmp/"
+  cp web/assets/encoder.ailweb crates/data/builtin/fashion-mnist-6k-images-idx3-ubyte.gz \
+    crates/data/builtin/fashion-mnist-6k-labels-idx1-ubyte.gz "$tmp/assets/"
+  # What the page's worker fetches, with sizes (its progress bar) and content hashes (cache keys).
+  node web/e2e/manifest.mjs "$tmp"
+  # Compressed copies of everything that compresses (gzip, and brotli for servers that send it),
+  # for servers that send them with content-encoding (web/e2e/serve.mjs does).
+  node web/e2e/compress.mjs "$tmp"
+  chmod 755 "$tmp"
+  rm -rf web/dist
+  mv "$tmp" web/dist
+  echo "built web/dist: module $(( $(stat -c %s web/dist/ail_web_bg.wasm) / 1000000 )) MB," \
+    "$(( $(stat -c %s web/dist/ail_web_bg.wasm.gz) / 1000000 )) MB gzipped, $(( $(stat -c %s web/dist/ail_web_bg.wasm.br) / 1000000 )) MB brotli;" \
+    "serve it with any static server (scripts/web.sh serve, or node web/e2e/serve.mjs --dist web/dist)"
 }
 
 wasm_tests() {
@@ -78,7 +110,7 @@ e2e() {
 case "${1:-test}" in
   setup) setup ;;
   build) setup; build ;;
-  serve) setup; cd web && exec trunk serve --release --address 127.0.0.1 --port "${PORT:-8080}" ;;
-  test) setup; wasm_tests; build; e2e ;;
+  serve) setup; build; exec node web/e2e/serve.mjs --dist web/dist --port "${PORT:-8080}" ;;
+  test) setup; setup_browser; wasm_tests; build; e2e ;;
   *) echo "usage: scripts/web.sh serve|build|test|setup" >&2; exit 2 ;;
 esac

@@ -127,7 +127,7 @@ fn a_plain_encoder_cannot_be_dialled() {
 fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
     let _serial = ail_core::serial_draws();
     let device = Device::flex();
-    let frozen = engine::open(ail_web::BUILTIN_EXPORT, "built-in", &device).unwrap();
+    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
     assert_eq!(frozen.num_invariances(), 2);
     let set = ail_data::builtin::fashion_mnist().unwrap();
     let five = engine::five_way(&set, &frozen).unwrap();
@@ -186,7 +186,7 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
 fn position_task_by_descriptor_and_support_size() {
     let _serial = ail_core::serial_draws();
     let device = Device::flex();
-    let frozen = engine::open(ail_web::BUILTIN_EXPORT, "built-in", &device).unwrap();
+    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
     let set = ail_data::builtin::fashion_mnist().unwrap();
     println!("| support | i | support R² | query R² |\n|---:|---|---:|---:|");
     for n in [25usize, 100, 200] {
@@ -217,4 +217,10 @@ fn user_tasks_need_two_classes_of_three_images() {
     assert_eq!((t.support.len(), t.query.len()), (6, 2));
     assert_eq!(t.labels, vec!["cats", "dogs"]);
     assert_eq!(t.query.targets, Targets::Classes { labels: vec![0, 1], classes: 2 });
+}
+
+/// The page's built-in encoder, as the page fetches it.
+fn builtin_export() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/assets").join(ail_web::BUILTIN_EXPORT_FILE);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

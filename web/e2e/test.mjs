@@ -1,19 +1,22 @@
-// End-to-end test of the built page (web/dist): serves it on 127.0.0.1, opens it in Debian's
-// Chromium through playwright-core, moves the dial, runs the built-in 5-way fit, feeds it bad
-// input, and asserts what the DOM shows. Saves screenshots and timings.
+// End-to-end test of the built page (web/dist): serves it on 127.0.0.1 as a web server would
+// (gzipped copies with content-encoding), opens it in Debian's Chromium through playwright-core,
+// moves the dial, looks at nearest neighbours, runs the built-in fits, feeds it bad input, and
+// asserts what the DOM shows, the bytes on the wire and that the page's thread never blocks.
+// Saves screenshots and timings.
 //
 //   node e2e/test.mjs --mode webgpu|cpu --dist dist --out OUTDIR
 //
-// webgpu: Chromium with --enable-unsafe-webgpu (SwiftShader, a CPU Vulkan, when there is no GPU);
-// the page must report WebGPU. cpu: without the flag the browser has no adapter and the page must
-// fall back to burn's CPU backend in WebAssembly, and say so.
+// webgpu: Chromium with --enable-unsafe-webgpu (SwiftShader, a software renderer, when there is no
+// GPU): the page must see the adapter is software and choose its CPU backend, offering a switch;
+// the switch (?webgpu) must then give WebGPU, on which the rest runs. cpu: without the flag the
+// browser has no adapter and the page must fall back to the CPU backend, and say so.
 
-import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
+import { createServer } from "./serve.mjs";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, k, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[k + 1]]] : acc), []),
@@ -24,20 +27,16 @@ const out = path.resolve(args.out || "e2e-out");
 const browserPath = process.env.CHROMIUM || "/usr/bin/chromium";
 fs.mkdirSync(out, { recursive: true });
 
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".png": "image/png" };
-const server = http.createServer((req, res) => {
-  const url = new URL(req.url, "http://x");
-  const file = path.join(dist, url.pathname === "/" ? "index.html" : decodeURIComponent(url.pathname));
-  if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-    res.writeHead(404);
-    res.end("not found");
-    return;
-  }
-  res.writeHead(200, { "content-type": TYPES[path.extname(file)] || "application/octet-stream" });
-  fs.createReadStream(file).pipe(res);
-});
+// The test's own files (the self-check's fixture) come from /__test/, never from the page.
+const fixtures = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "tests", "fixtures");
+const { server, sent } = createServer(dist, { "/__test/": fixtures });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const base = `http://127.0.0.1:${server.address().port}/`;
+const wire = () => [...sent].filter(([p]) => !p.startsWith("/__test/")).reduce((n, [, b]) => n + b, 0);
+
+// The wire size's goal, and the longest the page's thread may be busy at once.
+const MAX_WIRE_BYTES = 15e6;
+const MAX_LONG_TASK_MS = 200;
 
 const flags = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -46,7 +45,7 @@ const flags = [
 if (mode === "webgpu") flags.push("--enable-unsafe-webgpu");
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "ail-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: browserPath, headless: true, args: flags, viewport: { width: 1280, height: 1500 },
+  executablePath: browserPath, headless: true, args: flags, viewport: { width: 1280, height: 1700 },
 });
 const browserPid = context.browser()?.process?.()?.pid;
 const log = [];
@@ -56,21 +55,39 @@ try {
   page.on("console", (m) => log.push(`[${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => log.push(`[pageerror] ${e.message}`));
   const t0 = Date.now();
+  // First paint: the page's text and progress bar, before the module arrives.
   await page.goto(base, { waitUntil: "load" });
+  const paint = await page.evaluate(() => (performance.getEntriesByName("first-contentful-paint")[0] || {}).startTime);
+  console.log(`[${mode}] first contentful paint after ${Math.round(paint)} ms`);
   await page.waitForSelector("body[data-ready='1']", { timeout: 600_000 });
   console.log(`[${mode}] interactive after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const wireBytes = wire();
+  console.log(`[${mode}] on the wire until interactive: ${(wireBytes / 1e6).toFixed(2)} MB (${[...sent].map(([p, b]) => `${p} ${(b / 1e6).toFixed(2)}`).join(", ")})`);
+  assert.ok(wireBytes < MAX_WIRE_BYTES, `${wireBytes} bytes on the wire, the goal is under ${MAX_WIRE_BYTES}`);
 
-  // The backend in use is shown, and it is the one this mode must get.
-  const badge = await page.$eval("#backend", (b) => ({ kind: b.dataset.kind, text: b.textContent }));
-  console.log(`[${mode}] backend: ${badge.text}`);
-  assert.equal(badge.kind, mode === "webgpu" ? "webgpu" : "cpu", `backend ${JSON.stringify(badge)}`);
-  if (mode === "cpu") {
-    const note = await page.$eval("#message", (m) => m.textContent);
+  // The backend in use is shown. With WebGPU offered only by a software renderer the page takes
+  // its CPU backend and offers the switch; the switch gives WebGPU.
+  let badge = await page.$eval("#backend", (b) => ({ kind: b.dataset.kind, text: b.textContent }));
+  console.log(`[${mode}] backend by default: ${badge.text}`);
+  assert.equal(badge.kind, "cpu", `backend ${JSON.stringify(badge)}`);
+  const note = await page.$eval("#message", (m) => m.textContent);
+  const switchShown = await page.$eval("#try-webgpu", (b) => !b.hidden);
+  if (mode === "webgpu") {
+    assert.match(note, /software renderer/, "the page says the adapter is a software renderer");
+    assert.ok(switchShown, "the page offers to try WebGPU anyway");
+    await page.click("#try-webgpu");
+    await page.waitForURL(/\?webgpu/);
+    await page.waitForSelector("body[data-ready='1']", { timeout: 600_000 });
+    badge = await page.$eval("#backend", (b) => ({ kind: b.dataset.kind, text: b.textContent }));
+    console.log(`[${mode}] backend after the switch: ${badge.text}`);
+    assert.equal(badge.kind, "webgpu", `backend ${JSON.stringify(badge)}`);
+  } else {
     assert.match(note, /CPU|WebGPU/, "the page says why it computes on the CPU");
+    assert.ok(!switchShown, "no WebGPU switch without an adapter");
   }
 
   // The page's computations on this backend equal the native CPU backend's on a tiny case.
-  const check = JSON.parse(await page.evaluate(() => window.wasmBindings.self_check()));
+  const check = await page.evaluate(() => window.ailSelfCheck("/__test/tiny.ailweb", "/__test/expected.json"));
   console.log(`[${mode}] self-check on ${check.backend} (tolerance ${check.tolerance}): ${check.differences.length} differences; losses ${check.outcome.losses.map((v) => v.toFixed(4)).join(", ")}`);
   assert.equal(check.backend, badge.kind);
   assert.deepEqual(check.differences, [], "results equal to the native CPU backend's");
@@ -84,6 +101,23 @@ try {
   assert.equal(await page.$$eval("#pad rect.trained", (r) => r.length), 3, "three trained corners marked");
   assert.equal(await page.$$eval("#embedding-svg image", (r) => r.length), 128, "128 thumbnails in the embedding");
 
+  // Nearest neighbours of a few images at [1, 1], by clicking them in the map.
+  const neighbours = async () => {
+    const lists = [];
+    for (let k = 0; k < 8; k++) {
+      await page.dispatchEvent(`#embedding-svg image[data-k='${k}']`, "click");
+      lists.push(await page.$eval("#neighbours", (n) => n.dataset.list));
+    }
+    return lists;
+  };
+  const nearFirst = await neighbours();
+  assert.ok(nearFirst.every((l) => l.split(",").length === 5), "five neighbours per image");
+
+  // The page records long tasks: one made on purpose (150 ms of busy work) is seen.
+  await page.evaluate(() => { const t = performance.now(); while (performance.now() - t < 150) {} });
+  await page.waitForFunction(() => window.ailTimings.longTasks.some((t) => t.ms >= 140), null, { timeout: 10_000 });
+  // From here on the page's thread must never be blocked for long.
+  const watchFrom = await page.evaluate(() => performance.now());
   // Move the dial to (spatial 1, appearance 0): the radar must change.
   const pad = await page.$("#pad");
   const box = await pad.boundingBox();
@@ -98,20 +132,26 @@ try {
   console.log(`[${mode}] radar at [0.95,0.05]: ${moved.map(([n, v]) => `${n} ${v}`).join(", ")} (largest change ${change.toFixed(3)})`);
   assert.ok(change > 0.01, "moving the dial changes the invariances");
   assert.ok((await page.evaluate(() => window.ailTimings.dial.length)) > dialsBefore);
+  const nearMoved = await neighbours();
+  const changed = nearMoved.filter((l, k) => l !== nearFirst[k]).length;
+  console.log(`[${mode}] neighbours of 8 images at [1,1] and [0.95,0.05]: ${changed} of 8 lists changed`);
+  assert.ok(changed > 0, "moving the dial changes nearest neighbours");
   await page.screenshot({ path: path.join(out, `${mode}-dial.png`), fullPage: true });
 
-  // The built-in 5-way 5-shot fit: learned i next to i fixed at [1, 1].
+  // The built-in 5-way 5-shot fit: learned i next to every trained corner.
   await page.selectOption("#task", "five-way");
   await page.click("#fit");
   await page.waitForSelector("body[data-fit-done='1']", { timeout: 600_000 });
   const rows = await page.$$eval("#results-table tr[data-run]", (rs) =>
     rs.map((r) => ({ run: r.dataset.run, value: Number(r.querySelector(".score").dataset.value), i: r.cells[2].textContent })));
   console.log(`[${mode}] fit: ${JSON.stringify(rows)}`);
-  assert.deepEqual(rows.map((r) => r.run), ["learned", "fixed"]);
+  // Learned i next to every trained corner.
+  assert.deepEqual(rows.map((r) => r.run), ["learned", "corner", "corner", "corner"]);
   for (const r of rows) assert.ok(r.value > 0.2 && r.value <= 1, `accuracy ${r.value} beats chance (0.2)`);
-  assert.equal(rows[1].i, "[1.00, 1.00]");
+  assert.deepEqual(rows.slice(1).map((r) => r.i).sort(), ["[0.00, 1.00]", "[1.00, 0.00]", "[1.00, 1.00]"]);
   assert.notEqual(rows[0].i, "[0.50, 0.50]", "the learned i moved from its start");
-  assert.ok((await page.$$eval("#loss polyline", (p) => p.length)) === 2, "two loss curves drawn");
+  assert.ok((await page.$$eval("#loss polyline", (p) => p.length)) === 4, "four loss curves drawn");
+  assert.match(await page.$eval("#results .explain", (p) => p.textContent), /best fixed corner/);
   assert.ok((await page.$eval("#fit-path", (p) => p.getAttribute("points").split(" ").length)) >= 30, "the path of i is drawn on the pad");
   await page.screenshot({ path: path.join(out, `${mode}-fit.png`), fullPage: true });
 
@@ -123,8 +163,13 @@ try {
   const reg = await page.$$eval("#results-table tr[data-run]", (rs) =>
     rs.map((r) => ({ run: r.dataset.run, r2: Number(r.querySelector(".score").dataset.value), i: r.cells[2].textContent })));
   console.log(`[${mode}] position fit: ${JSON.stringify(reg)}`);
-  assert.deepEqual(reg.map((r) => r.run), ["learned", "fixed"]);
-  for (const r of reg) assert.ok(r.r2 > 0 && r.r2 <= 1, `R² ${r.r2} beats predicting the mean position`);
+  assert.deepEqual(reg.map((r) => r.run), ["learned", "corner", "corner", "corner"]);
+  const bestReg = Math.max(...reg.map((r) => r.r2));
+  assert.ok(bestReg > 0 && bestReg <= 1, `best R² ${bestReg} beats predicting the mean position`);
+  const longTasks = await page.evaluate((from) => window.ailTimings.longTasks.filter((t) => t.start >= from), watchFrom);
+  const longest = Math.max(0, ...longTasks.map((t) => t.ms));
+  console.log(`[${mode}] the page's thread during dial updates and fits: ${longTasks.length} tasks over 50 ms, the longest ${Math.round(longest)} ms`);
+  assert.ok(longest <= MAX_LONG_TASK_MS, `the page's thread was blocked for ${Math.round(longest)} ms (at most ${MAX_LONG_TASK_MS})`);
 
   // Stop: a fit stopped after a few steps says so, shows no result and leaves the page ready.
   await page.selectOption("#task", "five-way");
@@ -165,8 +210,11 @@ try {
     dial_updates: dial.length,
     five_way_fit_ms: Math.round(timings.fits[0].ms),
     position_fit_ms: Math.round(timings.fits[1].ms),
-    accuracy: { learned: rows[0].value, fixed: rows[1].value, learned_i: rows[0].i },
-    position_r2: { learned: reg[0].r2, fixed: reg[1].r2, learned_i: reg[0].i },
+    first_contentful_paint_ms: Math.round(paint),
+    wire_bytes: wireBytes,
+    longest_task_ms: Math.round(longest),
+    accuracy: Object.fromEntries(rows.map((r) => [r.run === "learned" ? `learned ${r.i}` : r.i, r.value])),
+    position_r2: Object.fromEntries(reg.map((r) => [r.run === "learned" ? `learned ${r.i}` : r.i, r.r2])),
   };
   fs.writeFileSync(path.join(out, `${mode}-timings.json`), JSON.stringify(result, null, 2));
   console.log(`[${mode}] timings: ${JSON.stringify(result)}`);

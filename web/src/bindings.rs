@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::{BUILTIN_EXPORT, MEASURED_IMAGES, PROBE_IMAGES, engine};
+use crate::{MEASURED_IMAGES, PROBE_IMAGES, engine};
 
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +21,9 @@ struct Backend {
     adapter: String,
     /// Why the CPU runs, when WebGPU was wanted.
     note: String,
+    /// Whether the browser's WebGPU adapter is a software renderer (then `auto` chose the CPU, and
+    /// the page offers to try WebGPU anyway).
+    software: bool,
 }
 
 thread_local! {
@@ -41,40 +44,66 @@ fn device() -> Result<Device, JsError> {
 }
 
 fn builtin_images() -> Result<Rc<ImageSet>, JsError> {
-    if let Some(set) = BUILTIN.with(|b| b.borrow().clone()) {
-        return Ok(set);
-    }
-    let set = Rc::new(ail_data::builtin::fashion_mnist().map_err(js)?);
-    BUILTIN.with(|b| *b.borrow_mut() = Some(set.clone()));
-    Ok(set)
+    BUILTIN.with(|b| b.borrow().clone()).ok_or_else(|| js("the built-in images are not loaded: call load_builtin_images() first"))
+}
+
+/// Decodes the built-in images from their two fetched files (`ail_data::builtin::IMAGES_FILE`,
+/// `LABELS_FILE`), once per page; errors name the file that does not parse.
+#[wasm_bindgen]
+pub fn load_builtin_images(images: &[u8], labels: &[u8]) -> Result<(), JsError> {
+    let set = Rc::new(ail_data::builtin::fashion_mnist_from(images, labels).map_err(js)?);
+    BUILTIN.with(|b| *b.borrow_mut() = Some(set));
+    Ok(())
 }
 
 fn cpu_backend(note: String) -> (Device, Backend) {
-    (Device::flex(), Backend { kind: "cpu", adapter: "burn flex (CPU) in WebAssembly, one thread".into(), note })
+    (Device::flex(), Backend { kind: "cpu", adapter: "burn flex (CPU) in WebAssembly, one thread".into(), note, software: false })
 }
 
-/// Chooses the backend once per page: WebGPU when `allow_gpu` and the browser gives an adapter,
-/// else the CPU. Returns `{kind, adapter, note}` as JSON.
+/// Chooses the backend once per page, as the command line's `auto` does: `auto` takes WebGPU when
+/// the browser offers a hardware adapter and the CPU when it offers none or only a software one (a
+/// CPU rasteriser such as SwiftShader computes the same on the CPU, far slower than the CPU
+/// backend); `webgpu` takes any WebGPU adapter, software included; `cpu` never asks for one.
+/// Returns `{kind, adapter, note, software}` as JSON.
 #[wasm_bindgen]
-pub async fn start(allow_gpu: bool) -> Result<String, JsError> {
+pub async fn start(mode: &str) -> Result<String, JsError> {
     console_error_panic_hook::set_once();
     if let Some((_, b)) = BACKEND.with(|b| b.borrow().clone()) {
         return Ok(json(&b));
     }
-    let chosen = if allow_gpu { gpu().await } else { cpu_backend("WebGPU was not requested".into()) };
+    let chosen = match mode {
+        "cpu" => cpu_backend("the CPU was asked for".into()),
+        "auto" | "webgpu" => gpu(mode == "webgpu").await,
+        other => return Err(js(format!("unknown backend `{other}`: auto, webgpu or cpu"))),
+    };
     let backend = chosen.1.clone();
     BACKEND.with(|b| *b.borrow_mut() = Some(chosen));
     Ok(json(&backend))
 }
 
-async fn gpu() -> (Device, Backend) {
+/// Whether an adapter is a software rasteriser: wgpu reports it as a CPU device (the browser's
+/// fallback adapter), or its name says so.
+fn is_software(info: &burn::tensor::wgpu::wgpu::AdapterInfo) -> bool {
+    let names = format!("{} {}", info.name, info.driver).to_lowercase();
+    info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu || ["swiftshader", "llvmpipe", "lavapipe", "software"].iter().any(|s| names.contains(s))
+}
+
+async fn gpu(any_adapter: bool) -> (Device, Backend) {
     engine::request_webgpu_subgroups();
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
             let name = if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name.clone() };
             let adapter = format!("{name} ({:?}, {:?}{})", info.device_type, info.backend, if info.driver.is_empty() { String::new() } else { format!(", {}", info.driver) });
-            (device, Backend { kind: "webgpu", adapter, note: String::new() })
+            let software = is_software(&info);
+            if software && !any_adapter {
+                let mut b = cpu_backend(format!(
+                    "this browser offers WebGPU only through a software renderer ({adapter}), which computes on the CPU far slower than the page's own CPU backend; computing on the CPU instead"
+                ));
+                b.1.software = true;
+                return b;
+            }
+            (device, Backend { kind: "webgpu", adapter, note: String::new(), software })
         }
         Err(e) => cpu_backend(format!("no WebGPU adapter ({e}); computing on the CPU instead")),
     }
@@ -134,11 +163,6 @@ impl Session {
             _ => Rc::new(engine::open(bytes, name, &engine::fit_device()).map_err(js)?),
         };
         Ok(Session { frozen, fit_frozen, probe, images })
-    }
-
-    /// The encoder shipped with the page.
-    pub fn builtin() -> Result<Session, JsError> {
-        Self::open(BUILTIN_EXPORT, "the built-in encoder")
     }
 
     /// What the page shows about the encoder, as JSON.
@@ -217,9 +241,11 @@ impl Session {
         Ok(Task { task: engine::custom(&classes, self.frozen.input_shape()).map_err(js)? })
     }
 
-    /// A fit on `task`: learning `i` (from 0.5), or with `i` fixed at 1 in every entry.
-    pub fn fit(&self, task: &Task, learn_i: bool) -> Result<Fit, JsError> {
-        let fixed = (!learn_i).then(|| vec![1.0; self.frozen.num_invariances()]);
+    /// A fit on `task`: learning `i` (from 0.5) when `fixed` is absent, else with `i` fixed there.
+    pub fn fit(&self, task: &Task, fixed: Option<Vec<f32>>) -> Result<Fit, JsError> {
+        if let Some(i) = &fixed {
+            self.fit_frozen.check_descriptor(i).map_err(js)?;
+        }
         let fit = StepFit::new(&self.fit_frozen, &task.task.support, &engine::fit_config(fixed), 0).map_err(js)?;
         Ok(Fit { frozen: self.fit_frozen.clone(), fit, query: task.task.query.clone() })
     }
@@ -301,14 +327,13 @@ impl Fit {
 /// The tiny case of [`crate::fixture`] on this page's backend, compared with what the native CPU
 /// backend recorded: `{backend, differences, outcome}` as JSON (no differences: they agree within
 /// the tolerance: 1e-4 on the CPU, 2e-3 on WebGPU). The dial runs on the page's backend, the fit
-/// on `engine::fit_device`, as in the page. The browser test calls it.
+/// on `engine::fit_device`, as in the page. The browser test calls it with the fixture's two files
+/// (`tests/fixtures/tiny.ailweb` and `expected.json`, which the page itself never fetches).
 #[wasm_bindgen]
-pub async fn self_check() -> Result<String, JsError> {
-    const TINY: &[u8] = include_bytes!("../tests/fixtures/tiny.ailweb");
-    const EXPECTED: &str = include_str!("../tests/fixtures/expected.json");
+pub async fn self_check(tiny: &[u8], expected: &str) -> Result<String, JsError> {
     let (device, backend) = BACKEND.with(|b| b.borrow().clone()).ok_or_else(|| js("call start() first"))?;
-    let want: crate::fixture::Outcome = serde_json::from_str(EXPECTED).map_err(js)?;
-    let got = crate::fixture::run(TINY, &device, &engine::fit_device()).await.map_err(js)?;
+    let want: crate::fixture::Outcome = serde_json::from_str(expected).map_err(js)?;
+    let got = crate::fixture::run(tiny, &device, &engine::fit_device()).await.map_err(js)?;
     let tolerance = if backend.kind == "webgpu" { 2e-3 } else { 1e-4 };
     let differences = crate::fixture::differences(&got, &want, tolerance);
     #[derive(Serialize)]

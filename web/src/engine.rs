@@ -204,6 +204,41 @@ pub struct DialView {
     pub coords: Vec<f32>,
     /// Variance along each axis.
     pub variance: Vec<f64>,
+    /// For each probe original, the [`NEIGHBOURS`] others nearest to it in feature space at this
+    /// `i` (cosine of centred features), nearest first: `[n_stats, NEIGHBOURS]`.
+    pub neighbours: Vec<u32>,
+}
+
+/// Nearest neighbours the dial reports per probe image.
+pub const NEIGHBOURS: usize = 5;
+
+/// For each of the `n` rows of `features` (`[n, d]`), the indices of the `k` other rows with the
+/// largest cosine similarity after centring (the mean row subtracted), nearest first; ties go to
+/// the lower index. `[n, min(k, n - 1)]`.
+pub fn nearest(features: &[f32], n: usize, d: usize, k: usize) -> Vec<u32> {
+    let k = k.min(n.saturating_sub(1));
+    let mut mean = vec![0f64; d];
+    for row in features.chunks_exact(d) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v as f64 / n as f64;
+        }
+    }
+    let unit: Vec<Vec<f64>> = features
+        .chunks_exact(d)
+        .map(|row| {
+            let c: Vec<f64> = row.iter().zip(&mean).map(|(&v, m)| v as f64 - m).collect();
+            let norm = c.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+            c.into_iter().map(|v| v / norm).collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n * k);
+    for a in 0..n {
+        let mut sims: Vec<(f64, usize)> =
+            (0..n).filter(|&b| b != a).map(|b| (unit[a].iter().zip(&unit[b]).map(|(x, y)| x * y).sum::<f64>(), b)).collect();
+        sims.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        out.extend(sims.iter().take(k).map(|&(_, b)| b as u32));
+    }
+    out
 }
 
 /// The encoder's invariances and embedding at `i`.
@@ -215,7 +250,8 @@ pub async fn dial(frozen: &Frozen, probe: &Probe, i: &[f32]) -> Result<DialView,
     let moved = features(frozen, &probe.transformed, i).await?;
     let invariance = invariance::similarities_from_features(&reference, &probe.transforms, &moved);
     let (coords, variance) = pca(&stats, probe.n_stats, d, 2);
-    Ok(DialView { transforms: probe.transforms.iter().map(|t| t.name).collect(), invariance, coords, variance })
+    let neighbours = nearest(&stats, probe.n_stats, d, NEIGHBOURS);
+    Ok(DialView { transforms: probe.transforms.iter().map(|t| t.name).collect(), invariance, coords, variance, neighbours })
 }
 
 /// A task: support and query images with their targets, and how to show it.
@@ -444,6 +480,22 @@ mod tests {
         assert!(err.contains("big.ailweb") && err.contains("4096x4096") && err.contains("at most 224x224"), "{err}");
         // The fixture itself opens.
         assert!(open(TINY, "tiny.ailweb", &device).is_ok());
+    }
+
+    #[test]
+    fn nearest_neighbours_are_by_centred_cosine() {
+        // Four points in 2-d; centring moves the mean (1, 1) to the origin.
+        let f = [2.0, 1.1, 1.9, 1.3, 0.0, 1.0, 0.1, 0.6];
+        let nn = nearest(&f, 4, 2, 2);
+        assert_eq!(nn.len(), 8);
+        // 0 and 1 point the same way from the mean, 2 and 3 the opposite way.
+        assert_eq!(&nn[0..2], &[1, 3]);
+        assert_eq!(&nn[2..4], &[0, 2]);
+        assert_eq!(nn[4], 3);
+        assert_eq!(nn[6], 2);
+        // Never more neighbours than other rows, never the row itself.
+        let nn = nearest(&f[..4], 2, 2, 5);
+        assert_eq!(nn, vec![1, 0]);
     }
 
     #[test]

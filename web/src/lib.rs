@@ -12,8 +12,10 @@ pub mod fixture;
 #[cfg(target_family = "wasm")]
 mod bindings;
 
-/// The encoder the page opens by default: `ail export --web` of the built-in demo run (README).
-pub const BUILTIN_EXPORT: &[u8] = include_bytes!("../assets/encoder.ailweb");
+/// The encoder the page opens by default, fetched at start (not compiled into the module):
+/// `ail export --web` of the built-in demo run (README), at `web/assets/` in the repository and
+/// `assets/` beside the page.
+pub const BUILTIN_EXPORT_FILE: &str = "encoder.ailweb";
 /// Probe images of the dial: statistics (and PCA points), and how many of them are measured.
 pub const PROBE_IMAGES: usize = 128;
 pub const MEASURED_IMAGES: usize = 8;
