@@ -33,7 +33,7 @@ fi
 
 # The browser page: its computations in WebAssembly on the CPU backend in headless Chromium, then
 # the built page end to end, with WebGPU and with the CPU fallback (installs Chromium,
-# wasm-bindgen-cli, trunk and the npm packages first when missing). Skipped with AIL_SKIP_WEB=1,
+# wasm-bindgen-cli, Node and the npm packages first when missing). Skipped with AIL_SKIP_WEB=1,
 # and when cargo arguments select part of the suite (`scripts/test.sh -p ail-core`).
 if [ -z "${AIL_SKIP_WEB:-}" ] && [ "$#" -eq 0 ]; then
   scripts/web.sh test

@@ -8,14 +8,19 @@
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const timings = (window.ailTimings = { interactive: null, dial: [], fits: [], longTasks: [] });
-const state = { info: null, i: [], busy: false, pending: null, path: [], thumbs: [], classes: [], view: null, selected: 0, opened: false };
+const state = { info: null, i: [], busy: false, pending: null, path: [], thumbs: [], classes: [], view: null, selected: 0, opened: false, viewsBusy: false, viewsPending: false };
 
-// Long tasks on this thread (over 50 ms), for the page's own check that it never freezes.
-try {
-  new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) timings.longTasks.push({ start: e.startTime, ms: e.duration });
-  }).observe({ type: "longtask", buffered: true });
-} catch {}
+// Stalls of this thread, for the page's own check that it never freezes: a timer due every 25 ms
+// that fires more than 50 ms after the last one found the thread busy (or starved) in between.
+// (Chromium's Long Tasks API reports nothing in headless mode, so the page measures itself.)
+{
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last > 50) timings.longTasks.push({ start: last, ms: now - last });
+    last = now;
+  }, 25);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The worker
@@ -240,6 +245,7 @@ async function requestDial(i) {
       drawRadar(view, next);
       drawEmbedding(view);
       drawNeighbours(next);
+      requestViews();
       document.body.dataset.dialI = iLabel(next);
     } catch (e) {
       message("The dial could not update: " + errorText(e));
@@ -298,7 +304,7 @@ function drawEmbedding(view) {
     svg("rect", { x: px - 2, y: py - 2, width: T + 4, height: T + 4, fill: PALETTE[labels[k] % 10], stroke: mark, "stroke-width": k === state.selected || near.has(k) ? 2 : 0 }, s);
     const img = svg("image", { x: px, y: py, width: T, height: T, href: state.thumbs[k], class: "probe" }, s);
     img.dataset.k = k;
-    img.addEventListener("click", () => { state.selected = k; drawEmbedding(state.view); drawNeighbours(state.i); });
+    img.addEventListener("click", () => { state.selected = k; drawEmbedding(state.view); drawNeighbours(state.i); requestViews(); });
     svg("title", {}, img).textContent = `${state.info.class_names[labels[k]]} (click: its nearest neighbours)`;
   });
   svg("text", { x: 4, y: H - 4 }, s).textContent = `horizontal: direction of largest spread (${fmt(100 * view.variance[0] / (view.variance.reduce((a, b) => a + b, 0) || 1), 0)}% of the two); vertical: the next`;
@@ -338,6 +344,62 @@ function drawNeighbours(i) {
   box.dataset.i = iLabel(i);
   const same = near.filter((n) => labels[n] === labels[k]).length;
   $("neighbours-note").textContent = `At i = ${iLabel(i)}, ${same} of its ${near.length} nearest images (by their features) are of the same class.`;
+}
+
+// The selected image's views under each transform at the current i; one request at a time, the
+// latest waiting.
+async function requestViews() {
+  if (state.viewsBusy) {
+    state.viewsPending = true;
+    return;
+  }
+  state.viewsBusy = true;
+  do {
+    state.viewsPending = false;
+    const k = state.selected, i = state.i.slice();
+    try {
+      drawViews(await call("views", { k, i }), i);
+    } catch (e) {
+      message("The views could not update: " + errorText(e));
+    }
+  } while (state.viewsPending);
+  state.viewsBusy = false;
+}
+
+function drawViews(v, i) {
+  const side = state.info.image_size;
+  const urls = thumbnails(v.rgba, side);
+  const box = $("views");
+  box.innerHTML = "";
+  let at = 0;
+  for (const t of v.transforms) {
+    const row = document.createElement("div");
+    row.className = "views-row";
+    row.dataset.transform = t.name;
+    row.dataset.mean = t.mean;
+    const label = document.createElement("span");
+    label.className = "views-name";
+    label.textContent = `${t.name}: ${fmt(t.mean, 2)}`;
+    row.append(label);
+    // At most four of the transform's settings, spread over them.
+    const n = t.similarities.length, shown = Math.min(4, n);
+    for (let s = 0; s < shown; s++) {
+      const j = Math.round((s * (n - 1)) / Math.max(1, shown - 1));
+      const f = document.createElement("figure");
+      const img = document.createElement("img");
+      img.src = urls[at + j];
+      const c = document.createElement("figcaption");
+      c.textContent = fmt(t.similarities[j], 2);
+      f.append(img, c);
+      row.append(f);
+    }
+    at += n;
+    box.append(row);
+  }
+  box.dataset.image = v.image;
+  box.dataset.i = iLabel(i);
+  const names = state.info.class_names, labels = state.info.probe_labels;
+  $("views-note").textContent = `This ${names[labels[v.image]].toLowerCase()} changed in each way, at i = ${iLabel(i)}. Under each view: how similar its features stay to the unchanged image's (1: the encoder does not notice the change). The number after each change's name is the mean over all its settings.`;
 }
 
 function drawLegend() {
@@ -389,6 +451,7 @@ function wireInputs() {
 const TASK_NOTES = {
   "five-way": "Which kind of garment is it? A shirt stays a shirt when it is moved, flipped or made brighter, so invariance to both kinds of change should help: expect the corner [1, 1] to do best.",
   position: "Where on the canvas is the item? The answer is the position itself, so an encoder that ignores where things are (spatial invariance) throws the answer away: expect the corner without it, [0, 1], to do best, and the learned i to move towards it (left on the pad).",
+  tint: "Each garment was tinted reddish, greenish or bluish: which tint? Only colour tells, so an encoder that ignores how things look (appearance invariance) throws the answer away: expect the corner without it, [1, 0], to do best, and the learned i to move towards it (down on the pad).",
   custom: "Your own classes: which invariance helps depends on what tells them apart (colour? shape? position?). The fit finds out.",
 };
 

@@ -78,6 +78,13 @@ const ops = {
     return { result: JSON.parse(await state.session.dial(Float32Array.from(i))) };
   },
 
+  // Probe image k under every dial transform at i, with each view's similarity.
+  async views({ k, i }) {
+    const views = JSON.parse(await state.session.views(k, Float32Array.from(i)));
+    const rgba = state.session.views_rgba();
+    return { result: { ...views, rgba }, transfer: [rgba.buffer] };
+  },
+
   async decode({ name, bytes }) {
     const pixels = state.session.decode(name, bytes);
     return { result: pixels, transfer: [pixels.buffer] };

@@ -143,6 +143,10 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
     assert_eq!((position.support.len(), position.query.len()), (100, 100));
     let Targets::Values { values, outputs: 2 } = &position.query.targets else { panic!("two outputs") };
     assert!(values.iter().all(|v| (0.2..=0.8).contains(v)), "centres of half-size items lie in [0.25, 0.75]");
+    let tint = engine::tint(&set, &frozen, engine::TINT_SIZES).unwrap();
+    assert_eq!((tint.support.len(), tint.query.len()), engine::TINT_SIZES);
+    let Targets::Classes { labels, classes: 3 } = &tint.query.targets else { panic!("three tints") };
+    assert_eq!(labels.iter().filter(|&&l| l == 2).count(), engine::TINT_SIZES.1 / 3);
 
     // The whole page fit on the built-in encoder: learned i against i fixed at [1, 1].
     let run = |task: &engine::Task, fixed: Option<Vec<f32>>| {
@@ -201,6 +205,65 @@ fn position_task_by_descriptor_and_support_size() {
             println!("| {n} | [{i}] {how} | {s:.3} | {q:.3} |");
         }
     }
+}
+
+/// The built-in encoder on each built-in task, at every trained corner and with `i` learned, for
+/// EXPERIMENTS.md ("The browser page's built-in tasks").
+/// `cargo test --release --workspace --test web_engine -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement (about a minute), not a check"]
+fn built_in_tasks_by_descriptor() {
+    let _serial = ail_core::serial_draws();
+    let device = Device::flex();
+    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
+    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let tasks = [
+        ("five-way", engine::five_way(&set, &frozen).unwrap()),
+        ("position", engine::position(&set, &frozen, engine::POSITION_SIZES).unwrap()),
+        ("tint", engine::tint(&set, &frozen, engine::TINT_SIZES).unwrap()),
+    ];
+    println!("| task | i | query score |\n|---|---|---:|");
+    for (name, task) in &tasks {
+        for fixed in [Some(vec![0.0, 1.0]), Some(vec![1.0, 0.0]), Some(vec![1.0, 1.0]), None] {
+            let mut fit = StepFit::new(&frozen, &task.support, &engine::fit_config(fixed.clone()), 0).unwrap();
+            while block_on(engine::step(&frozen, &mut fit)).unwrap().is_some() {}
+            let s = block_on(engine::evaluate(&frozen, &fit, &task.query)).unwrap();
+            let i = fit.i().iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
+            let how = if fixed.is_some() { "fixed" } else { "learned" };
+            let score = s.accuracy.map(|a| format!("{:.1}%", 100.0 * a)).unwrap_or_else(|| format!("R² {:.3}", s.r2.unwrap()));
+            println!("| {name} | [{i}] {how} | {score} |");
+        }
+    }
+}
+
+#[test]
+fn one_images_views_average_to_the_dial() {
+    // The views of each measured image, averaged over the measured images, are the dial's values:
+    // the per-image measure is the dial's, one image at a time.
+    let _serial = ail_core::serial_draws();
+    let device = Device::flex();
+    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
+    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let idx: Vec<usize> = (0..24).map(|k| 250 * k).collect();
+    let subset = engine::to_input(set.subset(&idx), &frozen).unwrap();
+    let names = ["h-flip", "translation", "brightness"];
+    let probe = engine::Probe::new(subset.pixels, subset.labels, frozen.input_shape(), 4, &names, frozen.device()).unwrap();
+    let i = [0.7, 0.2];
+    let dial = block_on(engine::dial(&frozen, &probe, &i)).unwrap();
+    let views: Vec<engine::ImageViews> = (0..4).map(|k| block_on(engine::views(&frozen, &probe, k, &i)).unwrap()).collect();
+    for (t, name) in names.iter().enumerate() {
+        let mean = views.iter().map(|v| v.transforms[t].mean).sum::<f64>() / 4.0;
+        assert!((mean - dial.invariance[t]).abs() < 1e-6, "{name}: views {mean} vs dial {}", dial.invariance[t]);
+        assert_eq!(views[0].transforms[t].name, *name);
+    }
+    // One view per setting: 1 flip, 8 translations, 4 brightness factors; pixels for each.
+    let v = &views[1];
+    assert_eq!(v.transforms.iter().map(|t| t.similarities.len()).collect::<Vec<_>>(), vec![1, 8, 4]);
+    assert_eq!(v.pixels.len(), 13 * frozen.input_shape().iter().product::<usize>());
+    assert!(v.transforms.iter().flat_map(|t| &t.similarities).all(|s| (-1.0 - 1e-9..=1.0 + 1e-9).contains(s)));
+    // A probe image that does not exist is named.
+    let err = block_on(engine::views(&frozen, &probe, 24, &i)).unwrap_err();
+    assert!(err.contains("image 24") && err.contains("24 probe images"), "{err}");
 }
 
 #[test]

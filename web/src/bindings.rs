@@ -119,6 +119,8 @@ pub struct Session {
     probe: engine::Probe,
     /// The built-in images, as stored.
     images: Rc<ImageSet>,
+    /// The RGBA views of the last [`Session::views`], until the page takes them.
+    last_views: RefCell<Vec<u8>>,
 }
 
 #[derive(Serialize)]
@@ -162,7 +164,7 @@ impl Session {
             Some("cpu") => frozen.clone(),
             _ => Rc::new(engine::open(bytes, name, &engine::fit_device()).map_err(js)?),
         };
-        Ok(Session { frozen, fit_frozen, probe, images })
+        Ok(Session { frozen, fit_frozen, probe, images, last_views: RefCell::new(Vec::new()) })
     }
 
     /// What the page shows about the encoder, as JSON.
@@ -202,12 +204,27 @@ impl Session {
         Ok(json(&view))
     }
 
-    /// A built-in task: `five-way` or `position`.
+    /// Probe image `k` under each dial transform at `i`: `{image, transforms: [{name,
+    /// similarities, mean}]}` as JSON.
+    pub async fn views(&self, k: usize, i: Vec<f32>) -> Result<String, JsError> {
+        let views = engine::views(&self.frozen, &self.probe, k, &i).await.map_err(js)?;
+        let rgba = rgba(&views.pixels, self.probe.shape);
+        self.last_views.replace(rgba);
+        Ok(json(&views))
+    }
+
+    /// The views of the last [`Session::views`] as RGBA `[views, S, S, 4]`, for thumbnails.
+    pub fn views_rgba(&self) -> Vec<u8> {
+        self.last_views.take()
+    }
+
+    /// A built-in task: `five-way`, `position` or `tint`.
     pub fn builtin_task(&self, name: &str) -> Result<Task, JsError> {
         let task = match name {
             "five-way" => engine::five_way(&self.images, &self.frozen),
             "position" => engine::position(&self.images, &self.frozen, engine::POSITION_SIZES),
-            other => Err(format!("unknown built-in task `{other}`: five-way or position")),
+            "tint" => engine::tint(&self.images, &self.frozen, engine::TINT_SIZES),
+            other => Err(format!("unknown built-in task `{other}`: five-way, position or tint")),
         }
         .map_err(js)?;
         Ok(Task { task })

@@ -254,6 +254,63 @@ pub async fn dial(frozen: &Frozen, probe: &Probe, i: &[f32]) -> Result<DialView,
     Ok(DialView { transforms: probe.transforms.iter().map(|t| t.name).collect(), invariance, coords, variance, neighbours })
 }
 
+/// One probe image under each dial transform at one `i`: its views and how similar each view's
+/// features stay to the original's (the dial's measure, for this image alone).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageViews {
+    /// The probe image's index.
+    pub image: usize,
+    /// Per transform: its name, the similarity of each setting's view, and their mean.
+    pub transforms: Vec<TransformViews>,
+    /// Every view as `u8` `[views, C, H, W]`, transform after transform, setting after setting.
+    #[serde(skip)]
+    pub pixels: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransformViews {
+    pub name: &'static str,
+    pub similarities: Vec<f64>,
+    pub mean: f64,
+}
+
+/// Probe image `k` under every setting of every dial transform, with the similarity of each view's
+/// features to the original's at `i`: the same whitened cosine as [`dial`] (mean and covariance
+/// from all probe originals), for one image; the mean over the first `n_measure` images of a
+/// transform's `mean` is the dial's value for it.
+pub async fn views(frozen: &Frozen, probe: &Probe, k: usize, i: &[f32]) -> Result<ImageViews, String> {
+    frozen.check_descriptor(i).map_err(|e| e.to_string())?;
+    if k >= probe.n_stats {
+        return Err(format!("image {k} is not among the {} probe images", probe.n_stats));
+    }
+    let d = frozen.feature_dim();
+    let len = probe.shape.iter().product::<usize>();
+    let stats = features(frozen, &probe.originals, i).await?;
+    // The statistics do not depend on the rows' order; the image measured goes first.
+    let mut reordered = stats[k * d..(k + 1) * d].to_vec();
+    reordered.extend(stats.chunks_exact(d).enumerate().filter(|&(r, _)| r != k).flat_map(|(_, row)| row.iter().copied()));
+    let reference = Reference::new(&reordered, probe.n_stats, 1, Metric::Mahalanobis, invariance::DEFAULT_RIDGE).map_err(|e| e.to_string())?;
+    let image: Vec<f32> = probe.pixels[k * len..(k + 1) * len].iter().map(|&p| p as f32 / 255.0).collect();
+    let moved = invariance::transformed_all(&image, 1, probe.shape, &probe.transforms);
+    let count = moved.len() / len;
+    let [c, h, w] = probe.shape;
+    let device = frozen.device().clone().without_autodiff();
+    let tensor = Tensor::<1>::from_floats(moved.as_slice(), &device).reshape([count, c, h, w]);
+    let moved_features = features(frozen, &tensor, i).await?;
+    let mut rows = moved_features.chunks_exact(d);
+    let transforms = probe
+        .transforms
+        .iter()
+        .map(|t| {
+            let similarities: Vec<f64> = t.settings.iter().map(|_| reference.similarity(rows.next().expect("one row per view"))).collect();
+            let mean = similarities.iter().sum::<f64>() / similarities.len() as f64;
+            TransformViews { name: t.name, similarities, mean }
+        })
+        .collect();
+    let pixels = moved.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    Ok(ImageViews { image: k, transforms, pixels })
+}
+
 /// A task: support and query images with their targets, and how to show it.
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -329,6 +386,39 @@ pub fn position(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize)) -> Resul
         support: split(sp, shape, Targets::Values { values: sv, outputs: 2 }),
         query: split(qp, shape, Targets::Values { values: qv, outputs: 2 }),
         labels: vec!["x".into(), "y".into()],
+    })
+}
+
+/// The tints of the built-in colour task: the same total factor in each, so that the tint changes
+/// the colour of an item far more than its brightness.
+pub const TINTS: [(&str, [f32; 3]); 3] = [("reddish", [1.3, 0.85, 0.85]), ("greenish", [0.85, 1.3, 0.85]), ("bluish", [0.85, 0.85, 1.3])];
+
+/// Support and query images of the page's colour task.
+pub const TINT_SIZES: (usize, usize) = (30, 60);
+
+/// The built-in colour task (a derived task): which tint was applied to a built-in image? Only
+/// colour carries the answer, so invariance to appearance (colour, brightness) should hurt. The
+/// items (the same every time, from the second half of the built-in set) take the tints in turn.
+/// `sizes`: support and query images. Needs an encoder of colour (3-channel) images.
+pub fn tint(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize)) -> Result<Task, String> {
+    let (support, query) = sizes;
+    if frozen.input_shape()[0] != 3 {
+        return Err("the colour task needs an encoder of colour (3-channel) images".into());
+    }
+    let pick = |k: usize, offset: usize| (set.len() / 2 + 53 * k + offset) % set.len();
+    let items: Vec<usize> = (0..support).map(|k| pick(k, 5)).chain((0..query).map(|k| pick(k, 29))).collect();
+    let set = to_input(set.subset(&items), frozen)?;
+    let tints: Vec<[f32; 3]> = TINTS.iter().map(|t| t.1).collect();
+    let make = |idx: Vec<usize>| ail_data::tasks::tinted_items(&set, &idx, &tints).map_err(|e| e.to_string());
+    let (sp, sl) = make((0..support).collect())?;
+    let (qp, ql) = make((support..support + query).collect())?;
+    let shape = set.shape();
+    let classes = TINTS.len();
+    Ok(Task {
+        name: "which tint? (derived task: colour)".into(),
+        support: split(sp, shape, Targets::Classes { labels: sl, classes }),
+        query: split(qp, shape, Targets::Classes { labels: ql, classes }),
+        labels: TINTS.iter().map(|t| t.0.to_string()).collect(),
     })
 }
 

@@ -45,9 +45,51 @@ pub fn placed_items(set: &ImageSet, indices: &[usize], item: usize, canvas: usiz
     Ok((pixels, centres))
 }
 
+/// Images of `set` (three channels) each multiplied, channel by channel, by one of `tints` (the
+/// `k`-th of `indices` by tint `k % tints.len()`): the images (`[n, 3, H, W]`) and, per image, the
+/// index of its tint, a label that only colour carries (a derived task that appearance invariance
+/// should hurt). Factors above 1 saturate at 255.
+pub fn tinted_items(set: &ImageSet, indices: &[usize], tints: &[[f32; 3]]) -> Result<(Vec<u8>, Vec<u32>)> {
+    if set.channels != 3 {
+        return Err(DataError::InvalidOption(format!("tinting needs colour images (3 channels), not {}", set.channels)));
+    }
+    if tints.is_empty() || tints.iter().flatten().any(|f| !(f.is_finite() && *f >= 0.0)) {
+        return Err(DataError::InvalidOption("tints need at least one set of finite, non-negative factors".into()));
+    }
+    if let Some(&bad) = indices.iter().find(|&&i| i >= set.len()) {
+        return Err(DataError::InvalidOption(format!("image {bad} is not among the {} images", set.len())));
+    }
+    let hw = set.height * set.width;
+    let mut pixels = Vec::with_capacity(indices.len() * 3 * hw);
+    let mut labels = Vec::with_capacity(indices.len());
+    for (k, &index) in indices.iter().enumerate() {
+        let tint = k % tints.len();
+        let image = set.image(index);
+        for (ch, factor) in tints[tint].iter().enumerate() {
+            pixels.extend(image[ch * hw..(ch + 1) * hw].iter().map(|&p| (p as f32 * factor).round().min(255.0) as u8));
+        }
+        labels.push(tint as u32);
+    }
+    Ok((pixels, labels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tinted_items_carry_their_tint_in_colour_only() {
+        let grey = ImageSet::new(vec![100u8; 2 * 3 * 4], vec![0, 1], vec!["a".into(), "b".into()], [3, 2, 2]).unwrap();
+        let (pixels, labels) = tinted_items(&grey, &[0, 1, 0], &[[1.0, 0.5, 0.5], [0.5, 0.5, 3.0]]).unwrap();
+        assert_eq!(labels, vec![0, 1, 0]);
+        assert_eq!(&pixels[0..12], &[100, 100, 100, 100, 50, 50, 50, 50, 50, 50, 50, 50]);
+        // The blue factor saturates.
+        assert_eq!(&pixels[12..24], &[50, 50, 50, 50, 50, 50, 50, 50, 255, 255, 255, 255]);
+        let one = ImageSet::new(vec![1u8; 4], vec![0], vec!["a".into()], [1, 2, 2]).unwrap();
+        assert!(tinted_items(&one, &[0], &[[1.0; 3]]).unwrap_err().to_string().contains("3 channels"));
+        assert!(tinted_items(&grey, &[0], &[[f32::NAN, 1.0, 1.0]]).is_err());
+        assert!(tinted_items(&grey, &[5], &[[1.0; 3]]).unwrap_err().to_string().contains("image 5"));
+    }
 
     #[test]
     fn items_are_placed_where_their_targets_say() {
