@@ -58,7 +58,7 @@ try {
   // First paint: the page's text and progress bar, before the module arrives.
   await page.goto(base, { waitUntil: "load" });
   const paint = await page.evaluate(() => (performance.getEntriesByName("first-contentful-paint")[0] || {}).startTime);
-  console.log(`[${mode}] first contentful paint after ${Math.round(paint)} ms`);
+  console.log(`[${mode}] first contentful paint ${paint === undefined ? "not reported" : `after ${Math.round(paint)} ms`}`);
   await page.waitForSelector("body[data-ready='1']", { timeout: 600_000 });
   console.log(`[${mode}] interactive after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   const wireBytes = wire();
@@ -171,6 +171,8 @@ try {
   assert.ok((await page.$$eval("#loss polyline", (p) => p.length)) === 4, "four loss curves drawn");
   assert.match(await page.$eval("#results .explain", (p) => p.textContent), /best fixed corner/);
   assert.ok((await page.$eval("#fit-path", (p) => p.getAttribute("points").split(" ").length)) >= 30, "the path of i is drawn on the pad");
+  // The views panel follows the dial to the learned i before the picture is taken.
+  await page.waitForFunction(() => document.querySelector("#views").dataset.i === document.querySelector("#radar-values").dataset.i, null, { timeout: 600_000 });
   await page.screenshot({ path: path.join(out, `${mode}-fit.png`), fullPage: true });
 
   // The derived position task: a regression, scored by R² on the query items.
@@ -195,6 +197,8 @@ try {
   console.log(`[${mode}] tint fit: ${JSON.stringify(tint)}`);
   assert.deepEqual(tint.map((r) => r.run), ["learned", "corner", "corner", "corner"]);
   assert.ok(Math.max(...tint.map((r) => r.value)) > 1 / 3, "the best readout beats chance (1/3)");
+  await page.waitForFunction(() => document.querySelector("#views").dataset.i === document.querySelector("#radar-values").dataset.i, null, { timeout: 600_000 });
+  await page.screenshot({ path: path.join(out, `${mode}-tint.png`), fullPage: true });
   const longTasks = await page.evaluate((from) => window.ailTimings.longTasks.filter((t) => t.start >= from), watchFrom);
   const longest = Math.max(0, ...longTasks.map((t) => t.ms));
   console.log(`[${mode}] the page's thread during dial updates and fits: ${longTasks.length} stalls over 50 ms, the longest ${Math.round(longest)} ms`);
