@@ -484,11 +484,48 @@ function addClass() {
     }
   };
   pick.addEventListener("change", () => add(pick.files));
+  const snap = document.createElement("button");
+  snap.className = "snap";
+  snap.textContent = "Take a photo";
+  snap.title = "A picture from your camera, added to this class (the page asks for the camera once)";
+  snap.addEventListener("click", async () => {
+    try {
+      add([await cameraPhoto(`${cls.name} photo ${cls.images.length + 1}.png`)]);
+    } catch (e) {
+      message(errorText(e));
+    }
+  });
   box.addEventListener("dragover", (ev) => { ev.preventDefault(); box.classList.add("over"); });
   box.addEventListener("dragleave", () => box.classList.remove("over"));
   box.addEventListener("drop", (ev) => { ev.preventDefault(); box.classList.remove("over"); add(ev.dataTransfer.files); });
-  box.append(name, document.createElement("br"), pick, shown);
+  box.append(name, document.createElement("br"), pick, snap, shown);
   $("classes").appendChild(box);
+}
+
+// One frame of the camera as a PNG file (the camera is asked for once and then kept open, shown
+// above the class boxes). A refusal, or no camera, gets a message saying what to do instead.
+async function cameraPhoto(name) {
+  const video = $("camera");
+  if (!video.srcObject) {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error("This browser gives the page no camera (it needs https or localhost): drop image files into the boxes instead.");
+    }
+    try {
+      video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio: false });
+    } catch (e) {
+      const why = e && e.name === "NotAllowedError" ? "the camera was refused" : e && e.name === "NotFoundError" ? "no camera was found" : `the camera could not start (${errorText(e)})`;
+      throw new Error(`No photo: ${why}. Allow the camera in the browser's site settings and try again, or drop image files into the boxes instead.`);
+    }
+    video.hidden = false;
+    await video.play();
+  }
+  if (!video.videoWidth) await new Promise((r) => video.addEventListener("loadeddata", r, { once: true }));
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
+  return new File([blob], name, { type: "image/png" });
 }
 
 // The fit request for the chosen task.

@@ -40,7 +40,7 @@ const MAX_LONG_TASK_MS = 200;
 
 const flags = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync",
+  "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ];
 if (mode === "webgpu") flags.push("--enable-unsafe-webgpu");
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "ail-chromium-"));
@@ -228,6 +228,26 @@ try {
   await page.click("#fit");
   await page.waitForFunction(() => /needs at least 3|at least two class boxes/.test(document.querySelector("#message").textContent), null, { timeout: 60_000 });
   console.log(`[${mode}] bad input message: ${await page.$eval("#message", (m) => m.textContent)}`);
+
+  // The camera: Chromium's fake camera gives frames; three photos land in the second class box.
+  const snaps = await page.$$(".classbox .snap");
+  for (let k = 0; k < 3; k++) {
+    await snaps[1].click();
+    await page.waitForFunction((n) => document.querySelectorAll(".classbox")[1].querySelectorAll("img").length >= n, k + 1, { timeout: 60_000 });
+  }
+  assert.ok(!(await page.$eval("#camera", (v) => v.hidden)), "the camera's preview is shown");
+  // A refused camera gets a message saying what to do instead (a page whose camera is refused).
+  const refused = await context.newPage();
+  await refused.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("denied", "NotAllowedError"));
+  });
+  await refused.goto(base + (mode === "webgpu" ? "?cpu" : ""));
+  await refused.waitForSelector("body[data-ready='1']", { timeout: 600_000 });
+  await refused.selectOption("#task", "custom");
+  await refused.click(".classbox .snap");
+  await refused.waitForFunction(() => document.querySelector("#message").textContent.includes("camera was refused"), null, { timeout: 60_000 });
+  console.log(`[${mode}] refused camera: ${await refused.$eval("#message", (m) => m.textContent)}`);
+  await refused.close();
   // The page is alive: the dial still answers.
   const n = await page.evaluate(() => window.ailTimings.dial.length);
   await pad.scrollIntoViewIfNeeded();
