@@ -4,7 +4,10 @@
 #   scripts/web.sh serve     # build and serve on http://127.0.0.1:8080 (PORT=... to change)
 #   scripts/web.sh build     # web/dist: the page as static files for any web server, each text and
 #                            # wasm file beside its gzipped copy (serve those with content-encoding)
-#   scripts/web.sh test      # wasm tests in headless Chromium + end-to-end tests, WebGPU and CPU
+#   scripts/web.sh package   # build, then ail-page.tar.gz: the built page in one archive (unpack it
+#                            # anywhere and serve the ail-page/ folder; no Rust needed to use it)
+#   scripts/web.sh test      # wasm tests in headless Chromium + end-to-end tests, WebGPU and CPU,
+#                            # run on the page unpacked from the archive `package` writes
 #   scripts/web.sh setup     # only install what is missing
 #
 # What it installs when missing (once per machine): the wasm32 Rust target; wasm-bindgen-cli 0.2.130
@@ -77,6 +80,18 @@ build() {
     "serve it with any static server (scripts/web.sh serve, or node web/e2e/serve.mjs --dist web/dist)"
 }
 
+# The built page as one archive, ail-page.tar.gz at the repository root (written beside and renamed,
+# so a failed packing leaves the last archive whole). Its single folder, ail-page/, is what a
+# static server serves.
+package() {
+  local tmp=ail-page.tar.gz.partial
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
+    --transform 's|^web/dist|ail-page|' -czf "$tmp" web/dist
+  mv "$tmp" ail-page.tar.gz
+  echo "packed ail-page.tar.gz ($(( $(stat -c %s ail-page.tar.gz) / 1000000 )) MB): tar xzf ail-page.tar.gz," \
+    "then serve ail-page/ (node web/e2e/serve.mjs --dist ail-page, or any static server)"
+}
+
 wasm_tests() {
   local dir
   dir=$(mktemp -d)
@@ -91,19 +106,24 @@ EOF
 }
 
 e2e() {
-  local out="${AIL_WEB_OUT:-$CARGO_TARGET_DIR/web-e2e}"
+  local out="${AIL_WEB_OUT:-$CARGO_TARGET_DIR/web-e2e}" unpacked
+  # The end-to-end tests run on the page as a user gets it: unpacked from the archive.
+  unpacked=$(mktemp -d)
+  tar -xzf ail-page.tar.gz -C "$unpacked"
+  local dist="$unpacked/ail-page"
   for mode in webgpu cpu; do
     local rc=0
-    node web/e2e/test.mjs --mode "$mode" --dist web/dist --out "$out" || rc=$?
+    node web/e2e/test.mjs --mode "$mode" --dist "$dist" --out "$out" || rc=$?
     if [ "$rc" -eq 3 ]; then
       # The WebGPU pass failed after wgpu reported refused pipelines (CubeCL's autotuner on wasm;
       # see web/e2e/test.mjs). Rerun it once.
       echo "the WebGPU pass failed after wgpu reported refused pipelines; rerunning it once"
       rc=0
-      node web/e2e/test.mjs --mode "$mode" --dist web/dist --out "$out" || rc=$?
+      node web/e2e/test.mjs --mode "$mode" --dist "$dist" --out "$out" || rc=$?
     fi
-    [ "$rc" -eq 0 ] || return "$rc"
+    [ "$rc" -eq 0 ] || { rm -rf "$unpacked"; return "$rc"; }
   done
+  rm -rf "$unpacked"
   echo "screenshots and timings: $out"
 }
 
@@ -111,6 +131,7 @@ case "${1:-test}" in
   setup) setup ;;
   build) setup; build ;;
   serve) setup; build; exec node web/e2e/serve.mjs --dist web/dist --port "${PORT:-8080}" ;;
-  test) setup; setup_browser; wasm_tests; build; e2e ;;
-  *) echo "usage: scripts/web.sh serve|build|test|setup" >&2; exit 2 ;;
+  package) setup; build; package ;;
+  test) setup; setup_browser; wasm_tests; build; package; e2e ;;
+  *) echo "usage: scripts/web.sh serve|build|package|test|setup" >&2; exit 2 ;;
 esac

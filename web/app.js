@@ -622,7 +622,7 @@ async function runFit() {
     $("stop").disabled = true;
   }
   const ms = performance.now() - t0;
-  timings.fits.push({ task: $("task").value, ms });
+  timings.fits.push({ task: $("task").value, ms, runs: done.results.map((r) => ({ run: r.run, i: r.scores.i, ms: r.ms })) });
   drawLoss(curves);
   showResults(done.info, done.results, ms);
   // The dial follows the learned i.

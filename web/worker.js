@@ -102,6 +102,7 @@ const ops = {
       const runs = [{ run: "learned", fixed: null }, ...corners.map((c) => ({ run: "corner", fixed: c }))];
       const results = [];
       for (const [k, run] of runs.entries()) {
+        const started = performance.now();
         const fit = state.session.fit(task, run.fixed ? Float32Array.from(run.fixed) : undefined);
         try {
           for (;;) {
@@ -110,7 +111,7 @@ const ops = {
             if (r === undefined || r === null) break;
             post({ event: "step", index: k, report: JSON.parse(r) });
           }
-          results.push({ ...run, scores: JSON.parse(await fit.evaluate()) });
+          results.push({ ...run, scores: JSON.parse(await fit.evaluate()), ms: performance.now() - started });
         } finally {
           // A finished, stopped or failed fit's memory in WebAssembly is given back.
           fit.free();

@@ -264,6 +264,11 @@ try {
     dial_update_ms_median: Math.round(dial[Math.floor(dial.length / 2)]),
     dial_updates: dial.length,
     five_way_fit_ms: Math.round(timings.fits[0].ms),
+    // Each fit of a task on its own (in the worker): the learned one back-propagates through the
+    // encoder at every joint step, a fixed corner computes the features once.
+    five_way_fit_runs_ms: timings.fits[0].runs.map((r) => Math.round(r.ms)),
+    position_fit_runs_ms: timings.fits[1].runs.map((r) => Math.round(r.ms)),
+    tint_fit_runs_ms: timings.fits[2].runs.map((r) => Math.round(r.ms)),
     position_fit_ms: Math.round(timings.fits[1].ms),
     first_contentful_paint_ms: Math.round(paint),
     wire_bytes: wireBytes,
