@@ -137,6 +137,24 @@ fn checkpoints_configs_and_values_out_of_range() {
         d,
         &["01_01.txt", "no stroke points"],
     );
+    // Hostile zips, each under a 2 GB address-space limit: 300 directory entries that all point at
+    // one PNG's data (one file decoded 300 times), and an entry whose directory declares 4 GiB.
+    let names: Vec<String> = (0..300).map(|k| format!("images_background/A/character{:02}/01_{k:03}.png", k % 20 + 1)).collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), png.as_slice())).collect();
+    let mut shared = ail_data::zip::write_zip(&entries);
+    let directory: Vec<usize> = shared.windows(4).enumerate().filter(|(_, w)| *w == b"PK\x01\x02").map(|(at, _)| at).collect();
+    assert_eq!(directory.len(), 300);
+    let first: [u8; 4] = shared[directory[0] + 42..directory[0] + 46].try_into().unwrap();
+    for &at in &directory[1..] {
+        shared[at + 42..at + 46].copy_from_slice(&first);
+    }
+    std::fs::write(d.join("shared.zip"), shared).unwrap();
+    refused_within_2gb(&["fewshot", "--device", "cpu", "--checkpoint", &ckpt, "--data", "shared.zip"], d, &["shared.zip", "share their data"]);
+    let mut big = ail_data::zip::write_zip(&entries[..1]);
+    let at = big.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    big[at + 24..at + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(d.join("big.zip"), big).unwrap();
+    refused_within_2gb(&["fewshot", "--device", "cpu", "--checkpoint", &ckpt, "--data", "big.zip"], d, &["big.zip", "01_000.png", "needs 4.00 GiB at once"]);
     // A fit.json that is not one.
     std::fs::write(d.join("fit.json"), b"[1, 2, 3]").unwrap();
     expect(&["bound", "--fit", "fit.json"], d, &["fit.json", "not a fit.json"]);
