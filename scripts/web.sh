@@ -114,13 +114,16 @@ e2e() {
   for mode in webgpu cpu; do
     local rc=0
     node web/e2e/test.mjs --mode "$mode" --dist "$dist" --out "$out" || rc=$?
-    if [ "$rc" -eq 3 ]; then
-      # The WebGPU pass failed after wgpu reported refused pipelines (CubeCL's autotuner on wasm;
-      # see web/e2e/test.mjs). Rerun it once.
-      echo "the WebGPU pass failed after wgpu reported refused pipelines; rerunning it once"
+    # Exit 3: the WebGPU pass failed after wgpu reported refused pipelines (CubeCL's autotuner on
+    # wasm; see web/e2e/test.mjs). It is rerun, at most twice: on a loaded machine the autotuner
+    # picks a refused kernel more often (SwiftShader's timings are the CPU's).
+    local tries=1
+    while [ "$rc" -eq 3 ] && [ "$tries" -lt 3 ]; do
+      echo "the WebGPU pass failed after wgpu reported refused pipelines; rerunning it ($tries of 2)"
       rc=0
+      tries=$((tries + 1))
       node web/e2e/test.mjs --mode "$mode" --dist "$dist" --out "$out" || rc=$?
-    fi
+    done
     [ "$rc" -eq 0 ] || { rm -rf "$unpacked"; return "$rc"; }
   done
   rm -rf "$unpacked"

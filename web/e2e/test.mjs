@@ -298,7 +298,7 @@ try {
 // cannot check a pipeline's creation (it cannot block there), so autotune candidates that
 // SwiftShader refuses are launched, and each refusal panics in CubeCL's error handler. Most runs
 // see a few of these without harm; now and then the autotuner chooses a refused kernel and the
-// numbers go wrong (the self-check catches it). scripts/web.sh reruns the WebGPU pass once on this
+// numbers go wrong (the self-check catches it). scripts/web.sh reruns the WebGPU pass (twice at most) on this
 // code only; a CPU pass, or a WebGPU pass without such errors, fails at once.
 const refused = mode === "webgpu" && log.some((l) => l.includes("wgpu error:"));
 if (failed && refused) console.error(`[${mode}] failed after wgpu reported uncaptured errors (exit 3)`);
