@@ -10,7 +10,7 @@
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -269,7 +269,7 @@ impl StepFit {
             i,
             adam: DescriptorAdam::new(k, config.i_lr),
             head,
-            optim: AdamWConfig::new().init(),
+            optim: crate::kernels::adamw(Default::default(), None),
             x,
             y,
             classes: matches!(support.targets, Targets::Classes { .. }),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 use crate::checkpoint::{Checkpoint, Normalization};
@@ -111,7 +111,7 @@ pub fn finetune(
         head: LinearConfig::new(checkpoint.meta.encoder.feature_dim(), *classes).init(&device),
     };
     let trainable = trainable_parameters(&model);
-    let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).init();
+    let mut optim = crate::kernels::adamw(crate::kernels::AdamWHyper { weight_decay: config.weight_decay as f32, ..Default::default() }, None);
     let it = checkpoint.meta.encoder.kind.descriptor_input(&i, &device);
     let len = train.shape.iter().product::<usize>();
     let batches = train.len().div_ceil(config.batch_size);

@@ -10,7 +10,7 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -455,7 +455,7 @@ pub fn fit_from(
         Some(r) => r.head.clone(),
         None => LinearConfig::new(d, m).init(&device),
     };
-    let mut optim = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).init();
+    let mut optim = crate::kernels::adamw(crate::kernels::AdamWHyper { weight_decay: config.weight_decay as f32, ..Default::default() }, None);
     let mut adam = DescriptorAdam::new(k, config.i_lr);
     let rows_all = target_rows(&train.targets, &mean, &std);
     // Fixed descriptor: features once.

@@ -48,10 +48,11 @@ pub struct Global {
     /// included.
     #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
     pub device: String,
-    /// Convolution, BatchNorm and kernel-generator kernels on the CPU: `own` = ail's (im2col +
-    /// GEMM convolutions with their own backward pass, fused training BatchNorm + ReLU),
-    /// `burn` = burn's conv2d with its generic backward and BatchNorm from tensor operations
-    /// (slower; kept for side-by-side measurements). GPUs always run burn's kernels.
+    /// Convolution, BatchNorm, kernel-generator and optimiser kernels on the CPU: `own` = ail's
+    /// (im2col + GEMM convolutions with their own backward pass, fused training BatchNorm + ReLU,
+    /// AdamW in one pass), `burn` = burn's conv2d with its generic backward, BatchNorm from
+    /// tensor operations and burn's AdamW (slower; kept for side-by-side measurements). GPUs
+    /// always run burn's kernels.
     #[arg(long, global = true, value_enum, default_value_t = ail_core::kernels::CpuKernels::Own)]
     pub cpu_kernels: ail_core::kernels::CpuKernels,
     /// The memory ceiling, in GiB: work whose estimate exceeds it is refused before it starts (a

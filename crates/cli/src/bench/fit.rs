@@ -14,7 +14,7 @@ pub(super) fn run(global: &Global, args: &BenchFitArgs) -> anyhow::Result<()> {
     use ail_core::loss::cross_entropy_one_hot;
     use burn::module::Module;
     use burn::nn::LinearConfig;
-    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::optim::GradientsParams;
     use burn::tensor::{Distribution, Tensor};
 
     let widths: Vec<f32> = parse_list(&args.widths, "--widths", ListError::Short)?;
@@ -31,7 +31,7 @@ pub(super) fn run(global: &Global, args: &BenchFitArgs) -> anyhow::Result<()> {
             config.validate()?;
             let encoder = config.init(&device)?.freeze(); // eval-mode BatchNorm, no parameter gradients
             let mut head = Some(LinearConfig::new(config.feature_dim(), classes).init(&device));
-            let mut optim = AdamWConfig::new().init();
+            let mut optim = ail_core::kernels::adamw(Default::default(), None);
             let mut adam = ail_core::fit::DescriptorAdam::new(2, 0.01);
             let mut i = vec![0.5f32, 0.5];
             let side = args.image_size;

@@ -181,23 +181,30 @@ pub(super) fn run(global: &Global, args: &BenchProfileArgs) -> anyhow::Result<()
         wait(x_tracked.grad(&grads).expect("input gradient"));
     });
     // The optimiser alone: gradients are computed untimed before each timed update.
-    let mut optim = ail_core::pretrain::optimizer(&config);
-    let mut current = Some(model.clone());
-    let mut times = Vec::new();
-    for run in 0..=runs {
-        let m = current.take().expect("model");
-        let grads = GradientsParams::from_grads(m.simclr_loss(x.clone().narrow(0, 0, 8), d.clone(), 0, config.temperature).backward(), &m);
-        wait_model(&m);
-        let t0 = std::time::Instant::now();
-        let m = optim.step(1e-3, m, grads);
-        wait_model(&m);
-        if run > 0 {
-            times.push(t0.elapsed().as_secs_f64());
+    let optimizer_time = || {
+        let mut optim = ail_core::pretrain::optimizer(&config);
+        let mut current = Some(model.clone());
+        let mut times = Vec::new();
+        for run in 0..=runs {
+            let m = current.take().expect("model");
+            let grads = GradientsParams::from_grads(m.simclr_loss(x.clone().narrow(0, 0, 8), d.clone(), 0, config.temperature).backward(), &m);
+            wait_model(&m);
+            let t0 = std::time::Instant::now();
+            let m = optim.step(1e-3, m, grads);
+            wait_model(&m);
+            if run > 0 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            current = Some(m);
         }
-        current = Some(m);
+        super::timing::median(times)
+    };
+    rows.push(("AdamW over all parameters", optimizer_time()));
+    if !selected.is_gpu && own == CpuKernels::Own {
+        set_cpu_kernels(CpuKernels::Burn);
+        rows.push(("  the same with burn's AdamW", optimizer_time()));
+        set_cpu_kernels(own);
     }
-    let optimizer_time = super::timing::median(times);
-    rows.push(("AdamW over all parameters", optimizer_time));
 
     // augmentation of the two views (host draws, CPU or device kernels, upload)
     let augmenter = Augmenter::new(&device);

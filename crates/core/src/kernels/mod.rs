@@ -1,6 +1,6 @@
 //! Our own CPU kernels for the operations that dominate a training step: the convolution
-//! ([`conv2d`]), training-mode BatchNorm ([`batch_norm_train`]) and the kernel generators' output
-//! layer ([`row_linear`]).
+//! ([`conv2d`]), training-mode BatchNorm ([`batch_norm_train`]), the kernel generators' output
+//! layer ([`row_linear`]) and the optimiser's update ([`AdamW`], [`adamw`]).
 //!
 //! Each is a burn backend extension implemented for burn's CPU backend (`flex`) and for autodiff
 //! over it, with a hand-written backward pass: the kernels read and write contiguous `f32`
@@ -9,6 +9,7 @@
 //! backend-generic. [`set_cpu_kernels`] switches `flex` back to burn's operations for the whole
 //! process: the benchmarks measure both side by side, and the tests compare them.
 
+pub mod adamw;
 mod conv;
 pub mod conv_cpu;
 pub mod generator;
@@ -22,18 +23,20 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
+pub use adamw::{AdamW, AdamWHyper, adamw};
 pub use conv::{ConvOps, conv2d, conv2d_module};
 pub use generator::{GeneratorOps, row_linear};
 pub use norm::{NormOps, batch_norm_train};
 
-/// Which kernels burn's CPU backend runs for convolutions and BatchNorm.
+/// Which kernels burn's CPU backend runs for convolutions, BatchNorm, the generators' output layer
+/// and AdamW.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CpuKernels {
-    /// Ours (this module): im2col + GEMM convolutions, fused BatchNorm (the default).
+    /// Ours (this module): im2col + GEMM convolutions, fused BatchNorm, one-pass AdamW (the default).
     #[default]
     Own,
-    /// burn's `conv2d` with its generic backward, and BatchNorm composed of tensor operations.
+    /// burn's `conv2d` with its generic backward, BatchNorm composed of tensor operations, burn's AdamW.
     Burn,
 }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use ail_augment::audio::AudioViewParams;
 use ail_augment::{Augmenter, OpSet, sample_views};
-use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -191,10 +190,12 @@ impl Stepper {
     }
 }
 
-/// AdamW with the run's weight decay and optional gradient clipping.
+/// AdamW with the run's weight decay and optional gradient clipping (fused on the CPU:
+/// [`crate::kernels::AdamW`]).
 pub fn optimizer(config: &PretrainConfig) -> burn::optim::ModuleOptimizer {
     let clip = config.optimizer.grad_clip.map(burn::optim::grad_clipping::GradientClippingConfig::Norm);
-    AdamWConfig::new().with_weight_decay(config.optimizer.weight_decay).with_grad_clipping(clip).init()
+    let hyper = crate::kernels::AdamWHyper { weight_decay: config.optimizer.weight_decay, ..Default::default() };
+    crate::kernels::adamw(hyper, clip)
 }
 
 /// Per-channel mean and std as `[1, C, 1, 1]` tensors.
