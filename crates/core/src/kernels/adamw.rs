@@ -219,7 +219,7 @@ mod tests {
     /// interchangeable.
     #[test]
     fn fused_adamw_is_burns_adamw_bit_for_bit() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let start: Linear = LinearConfig::new(37, 21).init(&device);
         assert!(own_kernels_on(&device), "the fused step runs on this device");
         for weight_decay in [0.0, 1e-4, 0.05] {
@@ -252,7 +252,7 @@ mod tests {
     /// the copy keeps its values.
     #[test]
     fn a_shared_parameter_buffer_is_left_intact() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let model: Linear = LinearConfig::new(5, 3).init(&device);
         let kept = model.clone();
         let before = values(kept.weight.val());
