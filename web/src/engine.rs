@@ -25,15 +25,24 @@ pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
     data.convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("unexpected result type: {e:?}"))
 }
 
-/// Lets the browser run its event loop (input, drawing, messages) before going on: one task
-/// later, through a `MessageChannel` (a zero-delay timer where there is none), nothing natively.
-/// Called between pieces of work, so that the CPU backend, which computes synchronously, never
-/// holds the page for long. Not a timer: browsers make every nested timer after the fifth wait at
-/// least 4 ms, which a fit's hundred steps paid each time.
+/// Lets the browser run its event loop (input, drawing, messages) before going on, once at least
+/// [`YIELD_EVERY_MS`] have passed since the last time: one task later, through a `MessageChannel`
+/// (a zero-delay timer where there is none); nothing natively. Called between pieces of work, so
+/// that the CPU backend, which computes synchronously, never holds its thread for long. Not a
+/// timer, which browsers make wait at least 4 ms after five nested ones; and not at every call:
+/// in the page's worker a yield took about 17 ms whichever way it was made (the end-to-end test,
+/// headless Chromium on 2 cores), so a fit that yielded at each of its 100 steps spent 1.7 s of
+/// a 2.1 s fixed-corner fit waiting (BENCHMARKS.md).
 pub async fn pause() {
     #[cfg(target_family = "wasm")]
     {
         use wasm_bindgen::{JsCast, JsValue};
+        thread_local! {
+            static LAST_YIELD: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NEG_INFINITY) };
+        }
+        if js_sys::Date::now() - LAST_YIELD.get() < YIELD_EVERY_MS {
+            return;
+        }
         let get = |target: &JsValue, key: &str| js_sys::Reflect::get(target, &JsValue::from_str(key)).ok();
         let promise = js_sys::Promise::new(&mut |resolve, _| {
             let channel = get(&js_sys::global(), "MessageChannel")
@@ -60,8 +69,14 @@ pub async fn pause() {
             }
         });
         let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+        LAST_YIELD.set(js_sys::Date::now());
     }
 }
+
+/// The longest stretch of work between two yields of [`pause`]: a stop request or a new dial
+/// position waits at most this long (plus the step under way) before the worker sees it, well
+/// within the 200 ms a page may be busy without feeling frozen.
+pub const YIELD_EVERY_MS: f64 = 50.0;
 
 /// Makes the browser's WebGPU device carry the `subgroups` feature whenever its adapter offers it.
 /// Some of CubeCL's matmul kernels (tried by its autotuner) are written with `enable subgroups;`,
