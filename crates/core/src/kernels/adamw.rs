@@ -39,14 +39,13 @@ impl Default for AdamWHyper {
 /// share a generator's weights.
 const CHUNK: usize = 1 << 14;
 
-/// One AdamW step of the parameter `param` with gradient `grad`, in place: `moments` is `None`
-/// on the first step (they are then written, not read) and `time` the step number after this
-/// step (1 for the first).
+/// One AdamW step of the parameter `param` with gradient `grad`, in place; `time` counts this
+/// step (1 for the first, when the moments `m` and `v` are only written, not read).
 ///
 /// The arithmetic is burn 0.22.1's, operation for operation in `f32`: `m = β₁m + (1-β₁)g`,
 /// `v = β₂v + (1-β₂)g²`, `p = p(1 - lr·λ) - lr · (m / c₁) / (sqrt(v / c₂) + ε)` with
 /// `cₖ = 1 - βₖᵗ`, so the results are bitwise equal to burn's.
-pub fn adamw_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], first: bool, time: i32, lr: LearningRate, h: &AdamWHyper) {
+pub fn adamw_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], time: i32, lr: LearningRate, h: &AdamWHyper) {
     assert!(param.len() == grad.len() && m.len() == grad.len() && v.len() == grad.len(), "AdamW buffers of one size");
     let (b1, b2) = (h.beta_1, h.beta_2);
     let (f1, f2) = (1.0 - b1, 1.0 - b2);
@@ -54,6 +53,7 @@ pub fn adamw_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32
     let decay_rate = lr * h.weight_decay as f64;
     let keep = (1.0 - decay_rate) as f32;
     let (lr32, eps) = (lr as f32, h.epsilon);
+    let first = time == 1;
     param
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
@@ -124,13 +124,12 @@ impl AdamWOps for Flex {
         let shape = param.layout().shape().clone();
         let n = shape.num_elements();
         let grad = contiguous(&grad);
-        let first = time == 1;
         let mut m = writable(moment_1);
         let mut v = writable(moment_2);
         let mut p = writable(param);
         let h = AdamWHyper { beta_1, beta_2, epsilon, weight_decay };
         let time = i32::try_from(time).unwrap_or(i32::MAX);
-        adamw_update(values_mut(&mut p, n), slice(&grad), values_mut(&mut m, n), values_mut(&mut v, n), first, time, lr, &h);
+        adamw_update(values_mut(&mut p, n), slice(&grad), values_mut(&mut m, n), values_mut(&mut v, n), time, lr, &h);
         (p, m, v)
     }
 }
