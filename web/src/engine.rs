@@ -26,13 +26,12 @@ pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
 }
 
 /// Lets the browser run its event loop (input, drawing, messages) before going on, once at least
-/// [`YIELD_EVERY_MS`] have passed since the last time: one task later, through a `MessageChannel`
-/// (a zero-delay timer where there is none); nothing natively. Called between pieces of work, so
-/// that the CPU backend, which computes synchronously, never holds its thread for long. Not a
-/// timer, which browsers make wait at least 4 ms after five nested ones; and not at every call:
-/// in the page's worker a yield took about 17 ms whichever way it was made (the end-to-end test,
-/// headless Chromium on 2 cores), so a fit that yielded at each of its 100 steps spent 1.7 s of
-/// a 2.1 s fixed-corner fit waiting (BENCHMARKS.md).
+/// [`YIELD_EVERY_MS`] have passed since the last time: a zero-delay timer on wasm32, nothing
+/// natively. Called between pieces of work, so that the CPU backend, which computes synchronously,
+/// never holds its thread for long. Not at every call: in the page's worker a yield took about
+/// 17 ms (the end-to-end test, headless Chromium on 2 cores; a `MessageChannel` instead of the
+/// timer was no faster), so a fit that yielded at each of its 100 steps spent 1.7 s of a 2.1 s
+/// fixed-corner fit waiting (BENCHMARKS.md).
 pub async fn pause() {
     #[cfg(target_family = "wasm")]
     {
@@ -43,22 +42,10 @@ pub async fn pause() {
         if js_sys::Date::now() - LAST_YIELD.get() < YIELD_EVERY_MS {
             return;
         }
-        let get = |target: &JsValue, key: &str| js_sys::Reflect::get(target, &JsValue::from_str(key)).ok();
         let promise = js_sys::Promise::new(&mut |resolve, _| {
-            let channel = get(&js_sys::global(), "MessageChannel")
-                .and_then(|c| c.dyn_into::<js_sys::Function>().ok())
-                .and_then(|c| js_sys::Reflect::construct(&c, &js_sys::Array::new()).ok());
-            let ports = channel.as_ref().and_then(|c| Some((get(c, "port1")?, get(c, "port2")?)));
-            if let Some((receiver, sender)) = ports {
-                let post = get(&sender, "postMessage").and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-                if let Some(post) = post
-                    && js_sys::Reflect::set(&receiver, &JsValue::from_str("onmessage"), &resolve).is_ok()
-                    && post.call1(&sender, &JsValue::NULL).is_ok()
-                {
-                    return;
-                }
-            }
-            let set_timeout = get(&js_sys::global(), "setTimeout").and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+            let set_timeout = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"))
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
             match set_timeout {
                 Some(f) => {
                     let _ = f.call2(&JsValue::NULL, &resolve, &JsValue::from(0));
