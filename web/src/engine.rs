@@ -405,9 +405,7 @@ pub fn position(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize)) -> Resul
     })
 }
 
-/// The tints of the built-in colour task: the same total factor in each, so that the tint changes
-/// the colour of an item far more than its brightness.
-pub const TINTS: [(&str, [f32; 3]); 3] = [("reddish", [1.3, 0.85, 0.85]), ("greenish", [0.85, 1.3, 0.85]), ("bluish", [0.85, 0.85, 1.3])];
+pub use ail_data::tasks::TINTS;
 
 /// Support and query images of the page's colour task.
 pub const TINT_SIZES: (usize, usize) = (30, 60);

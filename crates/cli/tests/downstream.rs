@@ -124,6 +124,30 @@ fn fit_learns_i_and_the_head_and_the_baseline_fixes_i_and_bound_prints_every_ter
 }
 
 #[test]
+fn derived_position_and_tint_tasks_fit_from_any_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pretrained(d);
+    let fit = |task: &str, extra: &[&str], out: &str| {
+        let common = [
+            "fit", "--device", "cpu", "--checkpoint", "run", "--task", task, "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25",
+            "--epochs", "2", "--batch-size", "16", "--lrs", "0.01", "--weight-decays", "0", "--out", out,
+        ];
+        ok(ail(&[&common[..], extra].concat(), d));
+        json(&d.join(out).join("fit.json"))
+    };
+    let tint = fit("tint", &["--fixed-invariance", "1,1"], "tint");
+    assert!(tint["task"].as_str().unwrap().starts_with("tint:"), "{}", tint["task"]);
+    assert_eq!(tint["head"]["class_names"], serde_json::json!(["reddish", "greenish", "bluish"]));
+    assert!((0.0..=1.0).contains(&tint["test"]["accuracy"].as_f64().unwrap()));
+    assert_eq!(floats(&tint["samples"]), vec![32.0, 16.0, 16.0]);
+    let position = fit("position", &[], "position");
+    assert_eq!(position["learned_i"], true);
+    assert_eq!(position["head"]["outputs"], 2);
+    assert!(position["test"]["r2"].as_f64().unwrap().is_finite() && position["test"]["accuracy"].is_null());
+}
+
+#[test]
 fn fewshot_and_lowshot_report_means_with_confidence_intervals() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

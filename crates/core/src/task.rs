@@ -7,6 +7,12 @@
 //! | `omniglot-pen`  | `--data images_*.zip --strokes strokes_*.zip`     | first pen-down `(x, y)`, pixels |
 //! | `csv`           | `--data file.csv` of `path,target1,target2,...`   | the targets                    |
 //! | `audio`         | `--data` an audio folder or FSDD (`recordings/`)  | the class, digit or speaker     |
+//! | `position`      | `--data` as `classify`, each image shrunk to half the side and placed at random on an empty canvas | its centre `(x, y)`, fractions of the side |
+//! | `tint`          | `--data` as `classify` (colour), each image tinted reddish, greenish or bluish in turn | the tint |
+//!
+//! `position` and `tint` are derived tasks whose best invariance is known by construction: spatial
+//! invariance (crops, flips) discards where an item is, appearance invariance (colour jitter,
+//! grayscale) discards its tint, and the images' own classes carry neither.
 //!
 //! Validation is always carved from the training data. The test split is the official one where the
 //! format has it (CIFAR binary, IDX); otherwise it is carved too (`--test-fraction`). Every carve is
@@ -37,6 +43,13 @@ pub enum TaskKind {
     /// Classification of audio clips (audio checkpoints): `<class>/<file>.wav`, or FSDD's
     /// `recordings/` labelled by --audio-labels digit|speaker.
     Audio,
+    /// Derived, spatial: each image of --data (as for classify) shrunk to half the side and placed
+    /// at a random position on an empty canvas; regress its centre (x, y) as fractions of the side.
+    /// Spatial invariance should hurt.
+    Position,
+    /// Derived, colour: each image of --data (colour, as for classify) tinted reddish, greenish or
+    /// bluish in turn; classify the tint. Appearance invariance should hurt.
+    Tint,
 }
 
 /// Which task, and how to split it (`ail fit`, `fewshot`, `lowshot` and `finetune` take it as flags).
@@ -93,6 +106,8 @@ impl TaskKind {
             TaskKind::OmniglotPen => "omniglot-pen",
             TaskKind::Csv => "csv",
             TaskKind::Audio => "audio",
+            TaskKind::Position => "position",
+            TaskKind::Tint => "tint",
         }
     }
 }
@@ -166,6 +181,7 @@ impl Task {
 }
 
 /// All images of a source with their targets (before splitting).
+#[derive(Debug)]
 struct Whole {
     set: ImageSet,
     targets: Targets,
@@ -230,6 +246,34 @@ fn read_csv_whole(path: &Path, [c, side, _]: [usize; 3]) -> Result<Whole, CoreEr
     Ok(Whole { set, targets: Targets::Values { values, outputs } })
 }
 
+/// The derived task `kind` ([`TaskKind::Position`] or [`TaskKind::Tint`]) of every image of `set`:
+/// placements drawn from `seed`; tints in turn, in the set's order (class by class), so that
+/// every class carries every tint equally often.
+fn derive(kind: TaskKind, set: &ImageSet, seed: u64) -> Result<Whole, ail_data::DataError> {
+    let all: Vec<usize> = (0..set.len()).collect();
+    let [c, side, _] = set.shape();
+    let (pixels, targets, class_names) = match kind {
+        TaskKind::Position => {
+            let (pixels, centres) = ail_data::tasks::placed_items(set, &all, (side / 2).max(1), side, seed)?;
+            (pixels, Targets::Values { values: centres, outputs: 2 }, vec!["all".to_string()])
+        }
+        TaskKind::Tint => {
+            let tints: Vec<[f32; 3]> = ail_data::tasks::TINTS.iter().map(|t| t.1).collect();
+            let (pixels, labels) = ail_data::tasks::tinted_items(set, &all, &tints)?;
+            let names = ail_data::tasks::TINTS.iter().map(|t| t.0.to_string()).collect();
+            (pixels, Targets::Classes { labels, classes: tints.len() }, names)
+        }
+        other => unreachable!("{} is not a derived task", other.name()),
+    };
+    let labels = match &targets {
+        Targets::Classes { labels, .. } => labels.clone(),
+        Targets::Values { .. } => vec![0; set.len()],
+    };
+    let sources = (0..set.len()).map(|i| set.source(i)).collect();
+    let set = ImageSet::new(pixels, labels, class_names, [c, side, side])?.with_sources(sources)?;
+    Ok(Whole { set, targets })
+}
+
 impl TaskSpec {
     /// Loads the task at the input shape of the encoder `meta` describes and splits it (audio is
     /// turned into log-mel images on `device`).
@@ -256,7 +300,8 @@ impl TaskSpec {
         }
         let options = LoadOptions { format: self.format, side: Some(side), channels: c, ..Default::default() };
         let source = DataSource::parse(&self.data);
-        if self.task == TaskKind::Classify {
+        let derived = matches!(self.task, TaskKind::Position | TaskKind::Tint);
+        if self.task == TaskKind::Classify || derived {
             // Decoded at three channels, then split (a copy): refused from the count before decoding.
             let count = source.count_images(self.format).unwrap_or(0);
             crate::memory::Estimate::new(format!("the task's data at the encoder's {side}x{side}"))
@@ -297,6 +342,10 @@ impl TaskSpec {
                     None => classes_of(&o.images),
                 };
                 Whole { set: o.images, targets }
+            }
+            TaskKind::Position | TaskKind::Tint => {
+                let (set, _) = source.load(options, &|_| {}).map_err(|e| CoreError::Loading { data: source.to_string(), error: e })?;
+                derive(self.task, &set, self.split_seed).map_err(|e| CoreError::setting(format!("--task {}", self.task.name()), e.to_string()))?
             }
             TaskKind::Csv => read_csv_whole(Path::new(&self.data), shape)?,
             TaskKind::Audio => {
@@ -346,5 +395,45 @@ impl TaskSpec {
             notes,
             shape,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Eight 3-channel 8x8 images of two classes, each a flat grey of its own level.
+    fn greys() -> ImageSet {
+        let pixels = (0..8u8).flat_map(|k| std::iter::repeat_n(40 + 20 * k, 3 * 64)).collect();
+        ImageSet::new(pixels, vec![0, 0, 0, 0, 1, 1, 1, 1], vec!["a".into(), "b".into()], [3, 8, 8]).unwrap()
+    }
+
+    #[test]
+    fn derived_tasks_carry_their_target_in_position_or_colour_only() {
+        let set = greys();
+        let tint = derive(TaskKind::Tint, &set, 0).unwrap();
+        let Targets::Classes { labels, classes } = &tint.targets else { panic!("tint is a classification") };
+        assert_eq!(*classes, 3);
+        // Tints in turn, so each class holds several tints and no tint is one class.
+        assert_eq!(labels, &vec![0, 1, 2, 0, 1, 2, 0, 1]);
+        assert_eq!(tint.set.class_names, ["reddish", "greenish", "bluish"]);
+        // Image 1 (grey 60) tinted greenish: its green channel is 1.3 / 0.85 times its red.
+        let image = tint.set.image(1);
+        assert_eq!((image[0], image[64], image[128]), (51, 78, 51));
+
+        let position = derive(TaskKind::Position, &set, 3).unwrap();
+        let Targets::Values { values, outputs } = &position.targets else { panic!("position is a regression") };
+        assert_eq!((*outputs, values.len()), (2, 16));
+        for (k, centre) in values.chunks(2).enumerate() {
+            // A 4x4 item on an 8x8 canvas: its centre lies in [0.25, 0.75] and its pixels there.
+            assert!(centre.iter().all(|v| (0.25..=0.75).contains(v)), "{centre:?}");
+            let image = position.set.image(k);
+            let (x, y) = ((centre[0] * 8.0) as usize, (centre[1] * 8.0) as usize);
+            assert_eq!(image[y * 8 + x], 40 + 20 * k as u8, "image {k} at {centre:?}");
+            assert_eq!(image.iter().filter(|&&p| p > 0).count(), 3 * 16, "image {k}: one 4x4 item per channel");
+        }
+        assert_ne!(derive(TaskKind::Position, &set, 4).unwrap().targets, position.targets, "placements follow the seed");
+        let grey = ImageSet::new(vec![9; 64], vec![0], vec!["a".into()], [1, 8, 8]).unwrap();
+        assert!(derive(TaskKind::Tint, &grey, 0).unwrap_err().to_string().contains("3 channels"));
     }
 }

@@ -1,6 +1,8 @@
-//! Tasks derived from a labelled image set, for demonstrations where no second data set is at
-//! hand (the browser page's built-in tasks, tests): a spatial regression made by placing each
-//! image, shrunk, somewhere on a larger empty canvas and asking where it is.
+//! Tasks derived from any image set whose best invariance is known by construction (`ail --task
+//! position` and `--task tint`, the browser page's built-in tasks): a spatial regression made by
+//! placing each image, shrunk, somewhere on an empty canvas and asking where it is (spatial
+//! invariance should hurt), and a colour classification made by tinting each image and asking
+//! which tint (appearance invariance should hurt).
 
 use crate::dataset::resize_chw;
 use crate::{DataError, ImageSet, Result};
@@ -44,6 +46,10 @@ pub fn placed_items(set: &ImageSet, indices: &[usize], item: usize, canvas: usiz
     }
     Ok((pixels, centres))
 }
+
+/// The tints of the derived colour task (`ail --task tint`, the page's colour task): the same total
+/// factor in each, so that a tint changes the colour of an image far more than its brightness.
+pub const TINTS: [(&str, [f32; 3]); 3] = [("reddish", [1.3, 0.85, 0.85]), ("greenish", [0.85, 1.3, 0.85]), ("bluish", [0.85, 0.85, 1.3])];
 
 /// Images of `set` (three channels) each multiplied, channel by channel, by one of `tints` (the
 /// `k`-th of `indices` by tint `k % tints.len()`): the images (`[n, 3, H, W]`) and, per image, the
