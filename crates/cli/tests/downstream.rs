@@ -124,27 +124,46 @@ fn fit_learns_i_and_the_head_and_the_baseline_fixes_i_and_bound_prints_every_ter
 }
 
 #[test]
-fn derived_position_and_tint_tasks_fit_from_any_image_folder() {
+fn derived_position_and_tint_tasks_fit_from_any_image_folder_and_exported_encoders_load_as_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     pretrained(d);
-    let fit = |task: &str, extra: &[&str], out: &str| {
+    let fit = |checkpoint: &str, task: &str, extra: &[&str], out: &str| {
         let common = [
-            "fit", "--device", "cpu", "--checkpoint", "run", "--task", task, "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25",
+            "fit", "--device", "cpu", "--checkpoint", checkpoint, "--task", task, "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25",
             "--epochs", "2", "--batch-size", "16", "--lrs", "0.01", "--weight-decays", "0", "--out", out,
         ];
         ok(ail(&[&common[..], extra].concat(), d));
         json(&d.join(out).join("fit.json"))
     };
-    let tint = fit("tint", &["--fixed-invariance", "1,1"], "tint");
+    let tint = fit("run", "tint", &["--fixed-invariance", "1,1"], "tint");
     assert!(tint["task"].as_str().unwrap().starts_with("tint:"), "{}", tint["task"]);
     assert_eq!(tint["head"]["class_names"], serde_json::json!(["reddish", "greenish", "bluish"]));
     assert!((0.0..=1.0).contains(&tint["test"]["accuracy"].as_f64().unwrap()));
     assert_eq!(floats(&tint["samples"]), vec![32.0, 16.0, 16.0]);
-    let position = fit("position", &[], "position");
+    let position = fit("run", "position", &[], "position");
     assert_eq!(position["learned_i"], true);
     assert_eq!(position["head"]["outputs"], 2);
     assert!(position["test"]["r2"].as_f64().unwrap().is_finite() && position["test"]["accuracy"].is_null());
+
+    // An exported encoder file (the form published encoders take) is a checkpoint for every
+    // command: its f16 kernel weights give nearly the features of the run it came from.
+    ok(ail(&["export", "--web", "run", "--out", "enc.ailweb"], d));
+    let exported = fit("enc.ailweb", "tint", &["--fixed-invariance", "1,1"], "tint-file");
+    assert!(exported["checkpoint"].as_str().unwrap().ends_with("enc.ailweb"), "{}", exported["checkpoint"]);
+    let (a, b) = (exported["test"]["loss"].as_f64().unwrap(), tint["test"]["loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 0.02 * b.abs().max(1.0), "test loss from the file {a} vs the run {b}");
+    ok(ail(&["measure", "--device", "cpu", "--checkpoint", "enc.ailweb", "--data", "imgs", "--images", "16", "--stats-images", "32", "--out", "m"], d));
+    assert!(d.join("m").read_dir().unwrap().count() > 0);
+    ok(ail(
+        &[
+            "fewshot", "--device", "cpu", "--checkpoint", "enc.ailweb", "--task", "classify", "--data", "imgs", "--ways", "3", "--shots", "2",
+            "--queries", "3", "--episodes", "2", "--steps", "2", "--out", "fs-file",
+        ],
+        d,
+    ));
+    let bad = ail(&["fit", "--device", "cpu", "--checkpoint", "imgs", "--data", "imgs", "--out", "x"], d);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("an encoder file of `ail export --web`"));
 }
 
 #[test]

@@ -158,9 +158,29 @@ pub fn from_tensors(config: &EncoderConfig, arrays: Vec<crate::arrays::Array>, s
 }
 
 /// Reads `dir/checkpoint.json` alone.
+///
+/// `dir` may also be an encoder file of `ail export --web` (the published encoders are such files).
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
+    if is_export_file(dir) {
+        return web_meta(&read_export(dir)?, &dir.display().to_string());
+    }
     read_meta_file(dir).map(|f| f.meta)
 }
+
+/// Whether `path` is a file that starts as an encoder export of `ail export --web` does.
+pub fn is_export_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 6];
+    path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == WEB_MAGIC
+}
+
+/// The bytes of an export file, read up to the size the largest encoder's export takes.
+fn read_export(path: &Path) -> Result<Vec<u8>, CoreError> {
+    ail_data::limits::read_file(path, MAX_EXPORT_BYTES).map_err(|e| err(path, format!("cannot read: {e}")))
+}
+
+/// The largest export file read: a ResNet-50 in f16 is about 50 MB.
+pub const MAX_EXPORT_BYTES: u64 = 512 << 20;
 
 fn read_meta_file(dir: &Path) -> Result<MetaFile, CoreError> {
     let path = dir.join(META_FILE);
@@ -210,7 +230,13 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
 
 /// [`load`] without the optimiser state, which a frozen or exported encoder never uses (it is
 /// neither read nor held; `optimizer` is `None`).
+///
+/// `dir` may also be an encoder file of `ail export --web` (f16 kernel weights, read as f32).
 pub fn load_encoder(dir: &Path, device: &Device) -> Result<Checkpoint, CoreError> {
+    if is_export_file(dir) {
+        let (encoder, meta) = load_web(&read_export(dir)?, &dir.display().to_string(), device)?;
+        return Ok(Checkpoint { encoder, meta, optimizer: None });
+    }
     load_parts(dir, device, false)
 }
 

@@ -82,16 +82,17 @@ struct Calibration {
 /// How many feature sets the cache keeps.
 const CACHED_SETS: usize = 8;
 
-/// Finds the checkpoint a path names: a checkpoint directory (holds `checkpoint.json`) or a run
-/// directory (its newest `checkpoints/step-*`).
+/// Finds the checkpoint a path names: a checkpoint directory (holds `checkpoint.json`), a run
+/// directory (its newest `checkpoints/step-*`) or an encoder file of `ail export --web` (the form
+/// the published encoders take).
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CoreError> {
-    if path.join(checkpoint::META_FILE).exists() {
+    if path.join(checkpoint::META_FILE).exists() || checkpoint::is_export_file(path) {
         return Ok(path.to_path_buf());
     }
     run_checkpoints(path).pop().ok_or_else(|| CoreError::Checkpoint {
         path: path.to_path_buf(),
         reason: format!(
-            "neither a checkpoint (no {}) nor a run directory with checkpoints/step-*: pass the --out of `ail pretrain` or one of its checkpoints",
+            "neither a checkpoint (no {}), a run directory with checkpoints/step-* nor an encoder file of `ail export --web`: pass the --out of `ail pretrain`, one of its checkpoints or an exported encoder",
             checkpoint::META_FILE
         ),
     })

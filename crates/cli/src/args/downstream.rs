@@ -87,7 +87,8 @@ pub struct GridArgs {
 
 #[derive(Debug, Args)]
 pub struct FitArgs {
-    /// A pretraining run directory (its newest checkpoint) or a checkpoint directory.
+    /// A pretraining run directory (its newest checkpoint), a checkpoint directory or an encoder file
+    /// of `ail export --web`.
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[command(flatten)]
@@ -127,7 +128,8 @@ pub struct FitArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The amortised encoder: a pretraining run directory or a checkpoint directory.
+    /// The amortised encoder: a pretraining run directory, a checkpoint directory or an encoder file
+    /// of `ail export --web`.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Separately pretrained plain encoders to compare with, as NAME=PATH (repeatable), e.g.
@@ -164,7 +166,8 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct BatchNormArgs {
-    /// An amortised encoder: a pretraining run directory or a checkpoint directory.
+    /// An amortised encoder: a pretraining run directory, a checkpoint directory or an encoder file of
+    /// `ail export --web`.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Labelled images (any classification data): the statistics are computed on the training
@@ -257,7 +260,7 @@ pub enum ReadoutArg {
 
 #[derive(Debug, Args)]
 pub struct FewShotArgs {
-    /// A pretraining run directory or a checkpoint directory.
+    /// A pretraining run directory, a checkpoint directory or an encoder file of `ail export --web`.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Classes to sample episodes from: `omniglot` (--data images zip), `classify` (any image

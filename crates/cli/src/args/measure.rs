@@ -10,8 +10,8 @@ use ail_data::DataFormat;
 /// The encoder, the images and the comparison, shared by `measure` and `interpolate`.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// A run directory (the `--out` of `ail pretrain`; its newest checkpoint is used) or one
-    /// checkpoint directory (holds checkpoint.json).
+    /// A run directory (the `--out` of `ail pretrain`; its newest checkpoint is used), one
+    /// checkpoint directory (holds checkpoint.json) or an encoder file of `ail export --web`.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset: `builtin` (6,000 Fashion-MNIST images shipped with ail), a CIFAR binary folder, an
