@@ -164,6 +164,18 @@ fn derived_position_and_tint_tasks_fit_from_any_image_folder_and_exported_encode
     ));
     let bad = ail(&["fit", "--device", "cpu", "--checkpoint", "imgs", "--data", "imgs", "--out", "x"], d);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("an encoder file of `ail export --web`"));
+    // A damaged export is refused from its first bytes, naming the problem: a description length
+    // beyond any text file's, and a file cut inside its tensors.
+    let bytes = std::fs::read(d.join("enc.ailweb")).unwrap();
+    let mut huge = bytes[..12].to_vec();
+    huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(d.join("huge.ailweb"), huge).unwrap();
+    std::fs::write(d.join("cut.ailweb"), &bytes[..bytes.len() / 2]).unwrap();
+    for (file, needle) in [("huge.ailweb", "more than the"), ("cut.ailweb", "truncated")] {
+        let out = ail(&["fit", "--device", "cpu", "--checkpoint", file, "--fixed-invariance", "1,1", "--data", "imgs", "--out", "x"], d);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(file) && stderr.contains(needle), "{file}: {stderr}");
+    }
 }
 
 #[test]

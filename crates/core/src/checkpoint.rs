@@ -162,7 +162,7 @@ pub fn from_tensors(config: &EncoderConfig, arrays: Vec<crate::arrays::Array>, s
 /// `dir` may also be an encoder file of `ail export --web` (the published encoders are such files).
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
     if is_export_file(dir) {
-        return web_meta(&read_export(dir)?, &dir.display().to_string());
+        return read_export_header(dir);
     }
     read_meta_file(dir).map(|f| f.meta)
 }
@@ -174,13 +174,31 @@ pub fn is_export_file(path: &Path) -> bool {
     path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == WEB_MAGIC
 }
 
-/// The bytes of an export file, read up to the size the largest encoder's export takes.
-fn read_export(path: &Path) -> Result<Vec<u8>, CoreError> {
-    ail_data::limits::read_file(path, MAX_EXPORT_BYTES).map_err(|e| err(path, format!("cannot read: {e}")))
+/// The checked description of an export file, read from the file's first bytes alone (the
+/// description is bounded like any text file) without the tensors.
+fn read_export_header(path: &Path) -> Result<CheckpointMeta, CoreError> {
+    use std::io::Read;
+    let source = path.display().to_string();
+    let mut file = std::fs::File::open(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let mut head = vec![0u8; 12];
+    file.read_exact(&mut head).map_err(|e| err(path, format!("cannot read its first 12 bytes: {e}")))?;
+    let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64;
+    if len > ail_data::limits::MAX_TEXT_FILE {
+        return Err(err(path, format!("its description claims {len} bytes, more than the {} accepted: not an encoder export", ail_data::limits::MAX_TEXT_FILE)));
+    }
+    (&mut file).take(len).read_to_end(&mut head).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    web_meta(&head, &source)
 }
 
-/// The largest export file read: a ResNet-50 in f16 is about 50 MB.
-pub const MAX_EXPORT_BYTES: u64 = 512 << 20;
+/// The bytes of an export file, read only after its description says how many its tensors take
+/// (f32 at most, with a generous margin for the safetensors header), as [`load_parts`] bounds a
+/// checkpoint directory's tensors.
+fn read_export(path: &Path) -> Result<Vec<u8>, CoreError> {
+    let meta = read_export_header(path)?;
+    let summary = crate::summary::params(&meta.encoder, 0);
+    let limit = (summary.total() + summary.running_stats) as u64 * 4 + ail_data::limits::MAX_TEXT_FILE + (64 << 20);
+    ail_data::limits::read_file(path, limit).map_err(|e| err(path, format!("cannot read: {e}")))
+}
 
 fn read_meta_file(dir: &Path) -> Result<MetaFile, CoreError> {
     let path = dir.join(META_FILE);
