@@ -3,8 +3,9 @@
 //! grid, and everything is chosen on the validation split: the grid point and epoch of each fit,
 //! and which trained descriptor ("corner") is the best fixed one. The test split is scored once
 //! per arm and seed. Arms: learned `i` from each start (0.5 as in the paper, or the corner that
-//! won on validation), the encoder fixed at each corner, the validation-best corner, and
-//! separately pretrained plain encoders.
+//! won on validation), the same with the head refitted at the learned `i` (a fixed fit there:
+//! the learned fit's head was trained while the features moved), the encoder fixed at each
+//! corner, the validation-best corner, and separately pretrained plain encoders.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -50,6 +51,10 @@ impl Start {
             Start::BestCorner => "learned i (from the best corner)".into(),
         }
     }
+
+    fn refit_name(&self) -> String {
+        format!("{}, head refit", self.name())
+    }
 }
 
 /// One arm's result in one seed.
@@ -73,7 +78,7 @@ pub struct ArmRun {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Arm {
     pub name: String,
-    /// `learned`, `corner`, `best-corner` or `plain`.
+    /// `learned`, `learned-refit`, `corner`, `best-corner` or `plain`.
     pub kind: String,
     pub runs: Vec<ArmRun>,
     /// Validation and test score (accuracy or R^2) over the seeds: mean and 95% interval (Student's t).
@@ -183,6 +188,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
     let mut corner_runs: Vec<Vec<ArmRun>> = vec![Vec::new(); corners.len()];
     let mut best_runs = Vec::new();
     let mut learned_runs: Vec<Vec<ArmRun>> = vec![Vec::new(); starts.len()];
+    let mut refit_runs: Vec<Vec<ArmRun>> = vec![Vec::new(); starts.len()];
     let mut plain_runs: Vec<Vec<ArmRun>> = vec![Vec::new(); plain_encoders.len()];
     for seed in 0..args.seeds {
         for (c, corner) in corners.iter().enumerate() {
@@ -204,6 +210,15 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
             let what = format!("seed {seed}, {}", start.name());
             let run = one(&frozen, FitConfig { i_start: Some(i_start), seed, ..base.clone() }, &what)?;
             eprintln!("{what}: validation {:.4}, i = {}", run.val.primary(), fmt_i(&run.i));
+            // The head of a learned fit was trained while the features moved under it; a fixed fit
+            // at the i it ended with (features once: cheap) gives that i a head of its own, with
+            // the same grid and epochs and chosen on validation like every other fit.
+            let refit_what = format!("{what}, head refit at {}", fmt_i(&run.i));
+            let mut refit = one(&frozen, FitConfig { fixed: Some(run.i.clone()), seed, ..base.clone() }, &refit_what)?;
+            eprintln!("{refit_what}: validation {:.4}", refit.val.primary());
+            refit.start = run.start.clone();
+            refit.wall_time_s += run.wall_time_s;
+            refit_runs[s].push(refit);
             learned_runs[s].push(run);
         }
         best_runs.push(best);
@@ -213,8 +228,9 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
     }
 
     let mut arms = Vec::new();
-    for (start, runs) in starts.iter().zip(learned_runs) {
+    for ((start, runs), refits) in starts.iter().zip(learned_runs).zip(refit_runs) {
         arms.push(arm(start.name(), "learned", runs));
+        arms.push(arm(start.refit_name(), "learned-refit", refits));
     }
     arms.push(arm("best corner (chosen on validation)".into(), "best-corner", best_runs));
     for (corner, runs) in corners.iter().zip(corner_runs) {

@@ -306,7 +306,9 @@ fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor(
         names,
         [
             "learned i (from 0.5)",
+            "learned i (from 0.5), head refit",
             "learned i (from the best corner)",
+            "learned i (from the best corner), head refit",
             "best corner (chosen on validation)",
             "fixed i = [0.00, 1.00]",
             "fixed i = [1.00, 0.00]",
@@ -331,14 +333,23 @@ fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor(
     }
     // The best corner is, in each seed, the corner with the highest validation score, and the
     // learned arm from it starts there.
+    // The refit arms read the encoder at the i their learned fit ended with, from the same start,
+    // and count the learned fit's time in theirs.
     for seed in 0..2 {
         let corner_val = |k: usize| arms[k]["runs"][seed]["val"]["accuracy"].as_f64().unwrap();
-        let best = arms[2]["runs"][seed]["val"]["accuracy"].as_f64().unwrap();
-        assert_eq!(best, (3..6).map(corner_val).fold(f64::MIN, f64::max));
-        assert_eq!(arms[1]["runs"][seed]["start"], arms[2]["runs"][seed]["i"]);
+        let best = arms[4]["runs"][seed]["val"]["accuracy"].as_f64().unwrap();
+        assert_eq!(best, (5..8).map(corner_val).fold(f64::MIN, f64::max));
+        assert_eq!(arms[2]["runs"][seed]["start"], arms[4]["runs"][seed]["i"]);
         assert_eq!(floats(&arms[0]["runs"][seed]["start"]), vec![0.5, 0.5]);
+        for (learned, refit) in [(0, 1), (2, 3)] {
+            let (l, r) = (&arms[learned]["runs"][seed], &arms[refit]["runs"][seed]);
+            assert_eq!(r["i"], l["i"]);
+            assert_eq!(r["start"], l["start"]);
+            assert!(r["wall_time_s"].as_f64().unwrap() > l["wall_time_s"].as_f64().unwrap(), "{r} {l}");
+        }
+        assert_eq!(arms[1]["kind"], "learned-refit");
     }
-    assert_eq!(arms[6]["runs"][0]["i"].as_array().unwrap().len(), 0);
+    assert_eq!(arms[8]["runs"][0]["i"].as_array().unwrap().len(), 0);
     assert!(out.contains("| learned i (from 0.5) |") && d.join("cmp/compare.svg").exists(), "{out}");
     assert_eq!(report["bn_statistics"], "per-descriptor");
 
