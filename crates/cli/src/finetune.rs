@@ -76,6 +76,7 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
         head: None,
         finetuned_stages: Some(args.stages),
         corners: Vec::new(),
+        head_refit: None,
     };
     let path = args.out.join("fit.json");
     write_json(&path, &report)?;

@@ -146,6 +146,25 @@ pub struct FitReport {
     /// started at the best.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub corners: Vec<CornerScore>,
+    /// `--refit-head`: the validation scores of the head learned with i and of the head refitted
+    /// at the learned i, and which one the report's head is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_refit: Option<HeadRefit>,
+}
+
+/// `ail fit --refit-head`: the two heads at the learned i, scored on validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadRefit {
+    /// Validation score (accuracy or R^2) of the head trained jointly with i.
+    pub joint_val_score: f64,
+    /// Validation score of the head refitted with i fixed at the learned value.
+    pub refit_val_score: f64,
+    /// The refit's chosen learning rate, weight decay and epoch.
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub epochs: usize,
+    /// Whether the report's head (and its scores) is the refitted one.
+    pub kept: bool,
 }
 
 impl FitReport {
@@ -259,6 +278,10 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         frozen.check_descriptor(f).context("--fixed-invariance")?;
     }
     crate::downstream::check_fit_memory(&frozen.meta.encoder, frozen.feature_dim(), &task, args.grid.batch_size, fixed.is_none() && frozen.num_invariances() > 0, 0)?;
+    if args.refit_head {
+        anyhow::ensure!(fixed.is_none(), "--refit-head refits the head at a learned i: drop --fixed-invariance (a fixed fit is already one)");
+        anyhow::ensure!(frozen.num_invariances() > 0, "--refit-head refits the head at a learned i: {} is a plain encoder, with no i to learn", frozen.checkpoint.display());
+    }
     frozen.set_batch_norm_statistics(args.bn_statistics, &task.train.pixels, task.train.len(), task.train.shape);
     let start = Instant::now();
     let base = FitConfig {
@@ -287,7 +310,34 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     } else {
         base
     };
-    let (lr, wd, best, grid) = fit_grid(&frozen, &task.train, &task.val, &base, &lrs, &wds, "fit", true)?;
+    let (lr, wd, mut best, grid) = fit_grid(&frozen, &task.train, &task.val, &base, &lrs, &wds, "fit", true)?;
+    let head_refit = if args.refit_head && best.learned_i {
+        let at = best.best.i.clone();
+        let what = format!("head refit at {}", crate::compare::fmt_i(&at));
+        let (r_lr, r_wd, refit, _) = fit_grid(&frozen, &task.train, &task.val, &FitConfig { fixed: Some(at), ..base.clone() }, &lrs, &wds, &what, false)?;
+        let kept = refit.val.primary() > best.val.primary();
+        eprintln!(
+            "{what}: validation {} against {} with the head learned with i: {}",
+            describe(&refit.val),
+            describe(&best.val),
+            if kept { "the refitted head is kept" } else { "the joint head is kept" }
+        );
+        let info = HeadRefit {
+            joint_val_score: best.val.primary(),
+            refit_val_score: refit.val.primary(),
+            lr: r_lr,
+            weight_decay: r_wd,
+            epochs: refit.best_epoch,
+            kept,
+        };
+        if kept {
+            best.best.head = refit.best.head;
+            best.val = refit.val;
+        }
+        Some(info)
+    } else {
+        None
+    };
     let readout = &best.best;
     // The statistics the scores below are computed with (per-descriptor mode), saved with the head.
     let statistics = frozen.statistics_at(&readout.i);
@@ -336,6 +386,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         head: Some(save_head(&args.out, statistics.as_deref(), readout, &task.class_names)?),
         finetuned_stages: None,
         corners,
+        head_refit,
     };
     let path = args.out.join("fit.json");
     write_json(&path, &report)?;

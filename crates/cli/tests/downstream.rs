@@ -465,4 +465,21 @@ fn fit_saves_its_head_predict_reproduces_its_test_score_and_embed_writes_feature
     assert_eq!(floats(&report["trajectory"][0]), floats(&best["i"]), "learned i starts at the best corner");
     let o = ail(&[&["fit", "--device", "cpu", "--checkpoint", "run"][..], &task, &["--i-init", "best", "--out", "x"]].concat(), d);
     assert!(!o.status.success() && common::stderr(&o).contains("--i-init: `best` is neither"), "{}", common::stderr(&o));
+
+    // --refit-head: the refitted head is the fixed fit at the learned i (the same score as `ail fit
+    // --fixed-invariance` there), kept only when it scores better on validation.
+    let grid = ["--epochs", "2", "--batch-size", "16", "--lrs", "0.01,0.003", "--weight-decays", "0"];
+    ok(ail(&[&["fit", "--device", "cpu", "--checkpoint", "run"][..], &task, &grid, &["--refit-head", "--out", "refit"]].concat(), d));
+    let report = json(&d.join("refit/fit.json"));
+    let refit = &report["head_refit"];
+    let learned: Vec<String> = report["i"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    assert_eq!(report["learned_i"], true);
+    ok(ail(&[&["fit", "--device", "cpu", "--checkpoint", "run"][..], &task, &grid, &["--fixed-invariance", &learned.join(","), "--out", "at-learned"]].concat(), d));
+    let fixed = json(&d.join("at-learned/fit.json"));
+    assert_eq!(refit["refit_val_score"].as_f64().unwrap(), fixed["val"]["accuracy"].as_f64().unwrap(), "{refit} {fixed}");
+    let (joint, refitted) = (refit["joint_val_score"].as_f64().unwrap(), refit["refit_val_score"].as_f64().unwrap());
+    assert_eq!(refit["kept"].as_bool().unwrap(), refitted > joint, "{refit}");
+    assert_eq!(report["val"]["accuracy"].as_f64().unwrap(), joint.max(refitted), "{report}");
+    let o = ail(&[&["fit", "--device", "cpu", "--checkpoint", "run"][..], &task, &["--refit-head", "--fixed-invariance", "1,1", "--out", "x"]].concat(), d);
+    assert!(!o.status.success() && common::stderr(&o).contains("--refit-head refits the head at a learned i"), "{}", common::stderr(&o));
 }

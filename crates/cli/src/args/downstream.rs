@@ -110,6 +110,12 @@ pub struct FitArgs {
     /// cheap) before the --epochs in which head and i are learned together.
     #[arg(long, default_value_t = 0)]
     pub warm_start_epochs: usize,
+    /// After learning i, fit a new head at the learned i alone (i fixed there, features computed
+    /// once: the cost of one fixed fit, with the same grid and epochs), and keep it when it scores
+    /// better on validation than the head learned with i. The head of a joint fit was trained
+    /// while the features moved under it and may lag behind them.
+    #[arg(long)]
+    pub refit_head: bool,
     /// BatchNorm statistics of the frozen encoder: `per-descriptor` recomputes them at each
     /// descriptor read (on 512 of the task's training images), `shared` uses the checkpoint's
     /// running statistics, one average over every descriptor trained (docs/method.md,
