@@ -66,6 +66,9 @@ pub struct ArmRun {
     /// The descriptor it started from (learned arms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Vec<f32>>,
+    /// Learned arms: `i` after each epoch of the chosen grid point (the first entry is the start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trajectory: Vec<Vec<f32>>,
     pub lr: f64,
     pub weight_decay: f64,
     pub best_epoch: usize,
@@ -177,6 +180,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
             seed: config.seed,
             i: run.best.i.clone(),
             start: run.learned_i.then(|| run.trajectory[0].clone()),
+            trajectory: if run.learned_i { run.trajectory.clone() } else { Vec::new() },
             lr,
             weight_decay: wd,
             best_epoch: run.best_epoch,

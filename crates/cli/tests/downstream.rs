@@ -341,6 +341,11 @@ fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor(
         assert_eq!(best, (5..8).map(corner_val).fold(f64::MIN, f64::max));
         assert_eq!(arms[2]["runs"][seed]["start"], arms[4]["runs"][seed]["i"]);
         assert_eq!(floats(&arms[0]["runs"][seed]["start"]), vec![0.5, 0.5]);
+        // The path of i: the start, then one entry per epoch (2 here).
+        let path = arms[0]["runs"][seed]["trajectory"].as_array().unwrap();
+        assert_eq!(path.len(), 3);
+        assert_eq!(floats(&path[0]), vec![0.5, 0.5]);
+        assert!(arms[5]["runs"][seed].get("trajectory").is_none(), "fixed arms have no path");
         for (learned, refit) in [(0, 1), (2, 3)] {
             let (l, r) = (&arms[learned]["runs"][seed], &arms[refit]["runs"][seed]);
             assert_eq!(r["i"], l["i"]);
