@@ -30,7 +30,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/tests/fixtures")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())).join("../web/tests/fixtures")
 }
 
 /// A tiny Hyper-ResNet-18 (width 1/16, 16 px inputs, K = 2) with seeded weights.
@@ -284,6 +284,6 @@ fn user_tasks_need_two_classes_of_three_images() {
 
 /// The page's built-in encoder, as the page fetches it.
 fn builtin_export() -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/assets").join(ail_web::BUILTIN_EXPORT_FILE);
+    let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())).join("../web/assets").join(ail_web::BUILTIN_EXPORT_FILE);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -17,7 +17,7 @@ mod common;
 use common::{ail, stderr};
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/torch").join(path)
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())).join("../../tests/fixtures/torch").join(path)
 }
 
 fn arrays(path: &Path) -> Vec<Array> {
