@@ -3,14 +3,15 @@
 //! grid, and everything is chosen on the validation split: the grid point and epoch of each fit,
 //! and which trained descriptor ("corner") is the best fixed one. The test split is scored once
 //! per arm and seed. Arms: learned `i` from each start (0.5 as in the paper, or the corner that
-//! won on validation), the same with the head refitted at the learned `i` (a fixed fit there:
-//! the learned fit's head was trained while the features moved), the encoder fixed at each
+//! won on validation), the same with the head refitted at the learned `i` as `ail fit
+//! --refit-head` does (a fixed fit there, kept when validation prefers it: the learned fit's head
+//! was trained while the features moved), the encoder fixed at each
 //! corner, the validation-best corner, and separately pretrained plain encoders.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ail_core::fit::{FitConfig, Scores};
+use ail_core::fit::{FitConfig, FitRun, Scores};
 use ail_core::frozen::Frozen;
 use ail_core::metrics::MeanCi;
 use anyhow::Context;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{CompareArgs, Global};
 use crate::common;
 use crate::downstream::{open, task_normalization, write_json};
-use crate::fit::{fit_grid, parse_grid};
+use crate::fit::{fit_grid, parse_grid, refit_head};
 use crate::parse::parse_descriptor;
 use crate::svg;
 
@@ -172,22 +173,22 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
     }
 
     let base = FitConfig { epochs: args.grid.epochs, batch_size: args.grid.batch_size, i_lr: args.i_lr, ..FitConfig::default() };
+    let arm_run = |frozen: &Frozen, seed: u64, (lr, weight_decay): (f64, f64), run: &FitRun, wall_time_s: f64| ArmRun {
+        seed,
+        i: run.best.i.clone(),
+        start: run.learned_i.then(|| run.trajectory[0].clone()),
+        trajectory: if run.learned_i { run.trajectory.clone() } else { Vec::new() },
+        lr,
+        weight_decay,
+        best_epoch: run.best_epoch,
+        val: run.val,
+        test: run.best.score(frozen, &task.test, None),
+        wall_time_s,
+    };
     let one = |frozen: &Frozen, config: FitConfig, what: &str| -> anyhow::Result<ArmRun> {
         let start = Instant::now();
         let (lr, wd, run, _) = fit_grid(frozen, &task.train, &task.val, &config, &lrs, &wds, what, false)?;
-        let test = run.best.score(frozen, &task.test, None);
-        Ok(ArmRun {
-            seed: config.seed,
-            i: run.best.i.clone(),
-            start: run.learned_i.then(|| run.trajectory[0].clone()),
-            trajectory: if run.learned_i { run.trajectory.clone() } else { Vec::new() },
-            lr,
-            weight_decay: wd,
-            best_epoch: run.best_epoch,
-            val: run.val,
-            test,
-            wall_time_s: start.elapsed().as_secs_f64(),
-        })
+        Ok(arm_run(frozen, config.seed, (lr, wd), &run, start.elapsed().as_secs_f64()))
     };
     let mut corner_runs: Vec<Vec<ArmRun>> = vec![Vec::new(); corners.len()];
     let mut best_runs = Vec::new();
@@ -212,18 +213,17 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
                 Start::BestCorner => best.i.clone(),
             };
             let what = format!("seed {seed}, {}", start.name());
-            let run = one(&frozen, FitConfig { i_start: Some(i_start), seed, ..base.clone() }, &what)?;
-            eprintln!("{what}: validation {:.4}, i = {}", run.val.primary(), fmt_i(&run.i));
-            // The head of a learned fit was trained while the features moved under it; a fixed fit
-            // at the i it ended with (features once: cheap) gives that i a head of its own, with
-            // the same grid and epochs and chosen on validation like every other fit.
-            let refit_what = format!("{what}, head refit at {}", fmt_i(&run.i));
-            let mut refit = one(&frozen, FitConfig { fixed: Some(run.i.clone()), seed, ..base.clone() }, &refit_what)?;
-            eprintln!("{refit_what}: validation {:.4}", refit.val.primary());
-            refit.start = run.start.clone();
-            refit.wall_time_s += run.wall_time_s;
-            refit_runs[s].push(refit);
-            learned_runs[s].push(run);
+            let config = FitConfig { i_start: Some(i_start), seed, ..base.clone() };
+            let clock = Instant::now();
+            let (lr, wd, mut run, _) = fit_grid(&frozen, &task.train, &task.val, &config, &lrs, &wds, &what, false)?;
+            let learned = arm_run(&frozen, seed, (lr, wd), &run, clock.elapsed().as_secs_f64());
+            eprintln!("{what}: validation {:.4}, i = {}", learned.val.primary(), fmt_i(&learned.i));
+            // What `ail fit --refit-head` does: a new head at the learned i, kept when validation
+            // prefers it. Its time counts the learned fit's.
+            let refit = refit_head(&frozen, &task.train, &task.val, &config, &lrs, &wds, &format!("{what}, head refit"), &mut run)?;
+            let grid_point = if refit.kept { (refit.lr, refit.weight_decay) } else { (lr, wd) };
+            refit_runs[s].push(arm_run(&frozen, seed, grid_point, &run, clock.elapsed().as_secs_f64()));
+            learned_runs[s].push(learned);
         }
         best_runs.push(best);
         for (p, (name, encoder)) in plain_encoders.iter().enumerate() {

@@ -250,6 +250,40 @@ pub(crate) fn fit_grid(
     Ok((lr, wd, best, grid))
 }
 
+/// `--refit-head` (and `ail compare`'s refit arms): fits a new head with `i` fixed at the value the
+/// learned fit `run` ended with (the same grid and epochs as `base`; features once), and puts it
+/// in `run` (head, validation scores and epoch) when it scores better on validation than the head
+/// learned with `i`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn refit_head(
+    frozen: &Frozen,
+    train: &Split,
+    val: &Split,
+    base: &FitConfig,
+    lrs: &[f64],
+    wds: &[f64],
+    what: &str,
+    run: &mut FitRun,
+) -> anyhow::Result<HeadRefit> {
+    let at = run.best.i.clone();
+    let what = format!("{what} at {}", crate::compare::fmt_i(&at));
+    let (lr, weight_decay, refit, _) = fit_grid(frozen, train, val, &FitConfig { fixed: Some(at), ..base.clone() }, lrs, wds, &what, false)?;
+    let kept = refit.val.primary() > run.val.primary();
+    eprintln!(
+        "{what}: validation {} against {} with the head learned with i: {}",
+        describe(&refit.val),
+        describe(&run.val),
+        if kept { "the refitted head is kept" } else { "the joint head is kept" }
+    );
+    let info = HeadRefit { joint_val_score: run.val.primary(), refit_val_score: refit.val.primary(), lr, weight_decay, epochs: refit.best_epoch, kept };
+    if kept {
+        run.best.head = refit.best.head;
+        run.val = refit.val;
+        run.best_epoch = refit.best_epoch;
+    }
+    Ok(info)
+}
+
 /// The grid's learning rates and weight decays, checked with the budget.
 pub(crate) fn parse_grid(grid: &GridArgs) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let lrs: Vec<f64> = parse_list(&grid.lrs, "--lrs", ListError::Long)?;
@@ -310,29 +344,11 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     } else {
         base
     };
-    let (lr, wd, mut best, grid) = fit_grid(&frozen, &task.train, &task.val, &base, &lrs, &wds, "fit", true)?;
+    let (mut lr, mut wd, mut best, grid) = fit_grid(&frozen, &task.train, &task.val, &base, &lrs, &wds, "fit", true)?;
     let head_refit = if args.refit_head && best.learned_i {
-        let at = best.best.i.clone();
-        let what = format!("head refit at {}", crate::compare::fmt_i(&at));
-        let (r_lr, r_wd, refit, _) = fit_grid(&frozen, &task.train, &task.val, &FitConfig { fixed: Some(at), ..base.clone() }, &lrs, &wds, &what, false)?;
-        let kept = refit.val.primary() > best.val.primary();
-        eprintln!(
-            "{what}: validation {} against {} with the head learned with i: {}",
-            describe(&refit.val),
-            describe(&best.val),
-            if kept { "the refitted head is kept" } else { "the joint head is kept" }
-        );
-        let info = HeadRefit {
-            joint_val_score: best.val.primary(),
-            refit_val_score: refit.val.primary(),
-            lr: r_lr,
-            weight_decay: r_wd,
-            epochs: refit.best_epoch,
-            kept,
-        };
-        if kept {
-            best.best.head = refit.best.head;
-            best.val = refit.val;
+        let info = refit_head(&frozen, &task.train, &task.val, &base, &lrs, &wds, "head refit", &mut best)?;
+        if info.kept {
+            (lr, wd) = (info.lr, info.weight_decay);
         }
         Some(info)
     } else {

@@ -351,6 +351,12 @@ fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor(
             assert_eq!(r["i"], l["i"]);
             assert_eq!(r["start"], l["start"]);
             assert!(r["wall_time_s"].as_f64().unwrap() > l["wall_time_s"].as_f64().unwrap(), "{r} {l}");
+            // The refitted head is kept only when validation prefers it, as in `ail fit --refit-head`.
+            let score = |run: &serde_json::Value, split: &str| run[split]["accuracy"].as_f64().unwrap();
+            assert!(score(r, "val") >= score(l, "val"), "{r} {l}");
+            if score(r, "val") == score(l, "val") {
+                assert_eq!(score(r, "test"), score(l, "test"), "the joint head is kept: {r} {l}");
+            }
         }
         assert_eq!(arms[1]["kind"], "learned-refit");
     }
