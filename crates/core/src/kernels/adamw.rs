@@ -53,26 +53,55 @@ pub fn adamw_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32
     let decay_rate = lr * h.weight_decay as f64;
     let keep = (1.0 - decay_rate) as f32;
     let (lr32, eps) = (lr as f32, h.epsilon);
-    let first = time == 1;
+    let k = Constants { b1, b2, f1, f2, c1, c2, keep, lr: lr32, eps };
+    let (first, decay) = (time == 1, decay_rate != 0.0);
     param
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
         .for_each(|(((p, g), m), v)| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                if first {
-                    *m = g * f1;
-                    *v = (g * g) * f2;
-                } else {
-                    *m = *m * b1 + g * f1;
-                    *v = *v * b2 + (g * g) * f2;
-                }
-                let delta = (*m / c1) / ((*v / c2).sqrt() + eps);
-                let decayed = if decay_rate == 0.0 { *p } else { *p * keep };
-                *p = decayed - delta * lr32;
-            }
+            // One loop per case, so that the loop has no branch and vectorises.
+            super::vectorized(
+                #[inline(always)]
+                || match (first, decay) {
+                    (true, false) => update_chunk::<true, false>(p, g, m, v, &k),
+                    (true, true) => update_chunk::<true, true>(p, g, m, v, &k),
+                    (false, false) => update_chunk::<false, false>(p, g, m, v, &k),
+                    (false, true) => update_chunk::<false, true>(p, g, m, v, &k),
+                },
+            )
         });
+}
+
+/// The constants of one step (see [`adamw_update`]).
+struct Constants {
+    b1: f32,
+    b2: f32,
+    f1: f32,
+    f2: f32,
+    c1: f32,
+    c2: f32,
+    keep: f32,
+    lr: f32,
+    eps: f32,
+}
+
+/// [`adamw_update`] on one chunk: `FIRST` for the first step (the moments only written), `DECAY`
+/// when the weight decay is not zero.
+#[inline(always)]
+fn update_chunk<const FIRST: bool, const DECAY: bool>(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Constants) {
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let gi = g[i];
+        let (mi, vi) = if FIRST { (gi * k.f1, (gi * gi) * k.f2) } else { (m[i] * k.b1 + gi * k.f1, v[i] * k.b2 + (gi * gi) * k.f2) };
+        m[i] = mi;
+        v[i] = vi;
+        let delta = (mi / k.c1) / ((vi / k.c2).sqrt() + k.eps);
+        let decayed = if DECAY { p[i] * k.keep } else { p[i] };
+        p[i] = decayed - delta * k.lr;
+    }
 }
 
 /// The fused AdamW step as a burn backend operation on `flex`.

@@ -19,6 +19,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::conv_direct as direct;
+
 /// The sizes of one convolution (groups 1, dilation 1, symmetric padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -282,7 +284,19 @@ fn check(x: &[f32], w: &[f32], g: &Geometry) {
 }
 
 /// The convolution of `x` (`[N, C, H, W]`) by `w` (`[O, C, kh, kw]`): `[N, O, out_h, out_w]`.
+///
+/// Direct ([`conv_direct`](super::conv_direct)) where this CPU and the shape allow it, else
+/// im2col + GEMM.
 pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    check(x, w, g);
+    match direct::isa() {
+        Some(isa) if direct::covers_forward(g) => direct::forward(x, w, g, isa),
+        _ => forward_im2col(x, w, g),
+    }
+}
+
+/// [`forward`] by im2col + GEMM, whatever the CPU.
+pub fn forward_im2col(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     check(x, w, g);
     let (k, p, o) = (g.patch(), g.pixels_out(), g.out_channels);
     let mut y = vec![0.0f32; g.batch * g.image_out()];
@@ -311,7 +325,48 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 
 /// Gradients of the convolution, each computed only when asked for: `(dx, dw)` with the shapes of
 /// `x` and `w`, given the output gradient `dy` (`[N, O, out_h, out_w]`).
+///
+/// Direct ([`conv_direct`](super::conv_direct)) where this CPU and the shape allow it: the kernel
+/// gradient of 1x1 and 3x3 kernels, and the input gradient of stride-1 convolutions (a forward
+/// convolution of `dy`); the rest by im2col + GEMM.
 pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    check(x, w, g);
+    let Some(isa) = direct::isa() else {
+        return backward_im2col(x, w, dy, g, want_dx, want_dw);
+    };
+    let direct_dw = want_dw && direct::covers_kernel_gradient(g);
+    let direct_dx = want_dx && transposable(g) && direct::covers_forward(g);
+    let (mut dx, mut dw) = if (want_dx && !direct_dx) || (want_dw && !direct_dw) {
+        backward_im2col(x, w, dy, g, want_dx && !direct_dx, want_dw && !direct_dw)
+    } else {
+        (None, None)
+    };
+    if direct_dx {
+        let (gt, wt) = transposed_kernel(w, g);
+        dx = Some(direct::forward(dy, &wt, &gt, isa));
+    }
+    if direct_dw {
+        assert_eq!(dy.len(), g.batch * g.image_out(), "conv2d: output gradient length for {g:?}");
+        dw = Some(direct::kernel_gradient(x, dy, g, isa, g.chunks().0));
+    }
+    (dx, dw)
+}
+
+/// Whether the input gradient of `g` is a forward convolution of the output gradient (stride 1,
+/// padding below the kernel size).
+fn transposable(g: &Geometry) -> bool {
+    g.stride == [1, 1] && g.kernel_h > g.padding[0] && g.kernel_w > g.padding[1]
+}
+
+/// [`backward`] by im2col + GEMM, whatever the CPU.
+pub fn backward_im2col(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
@@ -328,8 +383,7 @@ pub fn backward(
     // space with in and out swapped, padded by `k - 1 - p`. One GEMM of the forward's shape
     // replaces a GEMM with inner size O plus a col2im scatter, several times dearer on CIFAR's
     // shapes. Other strides scatter with col2im.
-    let transposed = (want_dx && !g.is_pointwise() && g.stride == [1, 1] && g.kernel_h > g.padding[0] && g.kernel_w > g.padding[1])
-        .then(|| transposed_kernel(w, g));
+    let transposed = (want_dx && !g.is_pointwise() && transposable(g)).then(|| transposed_kernel(w, g));
     let scatter = want_dx && !g.is_pointwise() && transposed.is_none();
     let mut dx = want_dx.then(|| vec![0.0f32; g.batch * g.image_in()]);
     let chunks = g.batch.div_ceil(per_chunk).max(1);

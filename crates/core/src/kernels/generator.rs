@@ -29,15 +29,17 @@ pub fn forward(h: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let mut out = b.to_vec();
     out.par_chunks_mut(COLUMNS).enumerate().for_each(|(chunk, out)| {
         let start = chunk * COLUMNS;
-        for (i, &hi) in h.iter().enumerate() {
-            if hi == 0.0 {
-                continue; // after a ReLU, about half the hidden units are zero
+        super::vectorized(#[inline(always)] || {
+            for (i, &hi) in h.iter().enumerate() {
+                if hi == 0.0 {
+                    continue; // after a ReLU, about half the hidden units are zero
+                }
+                let row = &w[i * n + start..i * n + start + out.len()];
+                for (o, wv) in out.iter_mut().zip(row) {
+                    *o += hi * wv;
+                }
             }
-            let row = &w[i * n + start..i * n + start + out.len()];
-            for (o, wv) in out.iter_mut().zip(row) {
-                *o += hi * wv;
-            }
-        }
+        })
     });
     out
 }
@@ -52,22 +54,26 @@ pub fn backward(h: &[f32], w: &[f32], dk: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let dh: Vec<f32> = w
         .par_chunks(n)
         .map(|row| {
-            let mut acc = [0.0f32; 8];
-            let (rc, dc) = (row.chunks_exact(8), dk.chunks_exact(8));
-            let rest: f32 = rc.remainder().iter().zip(dc.remainder()).map(|(a, b)| a * b).sum();
-            for (r, d) in rc.zip(dc) {
-                for k in 0..8 {
-                    acc[k] += r[k] * d[k];
+            super::vectorized(#[inline(always)] || {
+                let mut acc = [0.0f32; 8];
+                let (rc, dc) = (row.chunks_exact(8), dk.chunks_exact(8));
+                let rest: f32 = rc.remainder().iter().zip(dc.remainder()).map(|(a, b)| a * b).sum();
+                for (r, d) in rc.zip(dc) {
+                    for k in 0..8 {
+                        acc[k] += r[k] * d[k];
+                    }
                 }
-            }
-            acc.iter().sum::<f32>() + rest
+                acc.iter().sum::<f32>() + rest
+            })
         })
         .collect();
     let mut dw = vec![0.0f32; w.len()];
     dw.par_chunks_mut(n).zip(h.par_iter()).for_each(|(row, &hi)| {
-        for (o, d) in row.iter_mut().zip(dk) {
-            *o = hi * d;
-        }
+        super::vectorized(#[inline(always)] || {
+            for (o, d) in row.iter_mut().zip(dk) {
+                *o = hi * d;
+            }
+        })
     });
     (dh, dw)
 }

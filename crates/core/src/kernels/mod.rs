@@ -12,6 +12,7 @@
 pub mod adamw;
 mod conv;
 pub mod conv_cpu;
+pub mod conv_direct;
 pub mod generator;
 mod norm;
 pub mod norm_cpu;
@@ -57,6 +58,59 @@ pub fn cpu_kernels() -> CpuKernels {
 pub fn own_kernels_on(device: &Device) -> bool {
     cpu_kernels() == CpuKernels::Own
         && matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512 or AVX2 + FMA on
+/// x86-64; as it is elsewhere), so that the loops LLVM vectorises in it use 512- or 256-bit
+/// vectors instead of the 128-bit ones of the baseline target. Call it inside each parallel task:
+/// `f` is inlined into a function compiled with those features, code it calls through a pointer
+/// (rayon's tasks) is not. The arithmetic is the same: Rust never fuses `a * b + c` into an FMA,
+/// and LLVM does not reorder floating-point sums, so the results are bitwise those of `f()`.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static LEVEL: OnceLock<u8> = OnceLock::new();
+        let level = *LEVEL.get_or_init(|| {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                2
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                1
+            } else {
+                0
+            }
+        });
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has the features each function is compiled for (detected above).
+        match level {
+            2 => unsafe { avx512(f) },
+            1 => unsafe { avx2(f) },
+            _ => f(),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    f()
+}
+
+/// `len` values written by `fill`, without first zeroing them (a pass over the whole buffer that
+/// the step's large activations would otherwise pay for on every allocation).
+///
+/// # Safety
+/// `fill` writes every element of the slice it is given.
+pub(crate) unsafe fn written_by(len: usize, fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's contract: every one of the `len` values is initialised.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// `tensor` with a contiguous layout (a copy only when it is strided).

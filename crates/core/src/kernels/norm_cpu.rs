@@ -36,6 +36,7 @@ impl Dims {
 }
 
 /// Sum with eight accumulators (vectorises; the planes are short enough for `f32`).
+#[inline(always)]
 fn sum(values: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = values.chunks_exact(8);
@@ -49,6 +50,7 @@ fn sum(values: &[f32]) -> f32 {
 }
 
 /// `Σ f(a_i, b_i)` with eight accumulators.
+#[inline(always)]
 fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -67,13 +69,30 @@ pub fn stats(x: &[f32], d: Dims) -> Vec<f32> {
     let per_channel: Vec<(f32, f32)> = (0..d.channels)
         .into_par_iter()
         .map(|c| {
-            let total: f64 = d.planes(x, c).map(|p| sum(p) as f64).sum();
-            let mean = (total / d.count()) as f32;
-            let squares: f64 = d.planes(x, c).map(|p| sum_pairs(p, p, |v, _| (v - mean) * (v - mean)) as f64).sum();
-            (mean, (squares / d.count()) as f32)
+            super::vectorized(#[inline(always)] || {
+                let total: f64 = d.planes(x, c).map(|p| sum(p) as f64).sum();
+                let mean = (total / d.count()) as f32;
+                let squares: f64 = d.planes(x, c).map(|p| sum_pairs(p, p, |v, _| (v - mean) * (v - mean)) as f64).sum();
+                (mean, (squares / d.count()) as f32)
+            })
         })
         .collect();
     per_channel.iter().map(|s| s.0).chain(per_channel.iter().map(|s| s.1)).collect()
+}
+
+/// The fused ReLU's gate of one channel: `dy` where `scale · x + shift > 0`, else 0 (with
+/// `scale = 0, shift = 1` without a ReLU: always `dy`).
+#[derive(Clone, Copy)]
+struct Gate {
+    scale: f32,
+    shift: f32,
+}
+
+impl Gate {
+    #[inline(always)]
+    fn apply(self, x: f32, dy: f32) -> f32 {
+        if x * self.scale + self.shift > 0.0 { dy } else { 0.0 }
+    }
 }
 
 /// `γ_c / sqrt(var_c + ε)` per channel.
@@ -89,24 +108,28 @@ pub fn forward(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], epsilon: f
     assert!(stats.len() == 2 * d.channels && gamma.len() == d.channels && beta.len() == d.channels);
     let scale = inv_std_scaled(stats, gamma, epsilon);
     let shift: Vec<f32> = (0..d.channels).map(|c| beta[c] - stats[c] * scale[c]).collect();
-    let mut y = vec![0.0f32; x.len()];
     if d.plane == 0 {
-        return y;
+        return vec![0.0f32; x.len()];
     }
-    y.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane)).enumerate().for_each(|(k, (y, x))| {
-        let c = k % d.channels;
-        let (s, t) = (scale[c], shift[c]);
-        if relu {
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = (x * s + t).max(0.0);
-            }
-        } else {
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = x * s + t;
-            }
-        }
-    });
-    y
+    let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
+        y.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane)).enumerate().for_each(|(k, (y, x))| {
+            let c = k % d.channels;
+            let (s, t) = (scale[c], shift[c]);
+            super::vectorized(#[inline(always)] || {
+                if relu {
+                    for (y, x) in y.iter_mut().zip(x) {
+                        y.write((x * s + t).max(0.0));
+                    }
+                } else {
+                    for (y, x) in y.iter_mut().zip(x) {
+                        y.write(x * s + t);
+                    }
+                }
+            })
+        })
+    };
+    // SAFETY: the planes cover `y`, and each plane's loop writes every value of it.
+    unsafe { super::written_by(x.len(), fill) }
 }
 
 /// `(dx, dγ, dβ)` given the output gradient `dy`, the input, the statistics of the forward pass,
@@ -133,22 +156,21 @@ pub fn backward(
     } else {
         (vec![0.0; channels], vec![1.0; channels])
     };
-    let gated = |c: usize| {
-        let (s, t) = (gate_scale[c], gate_shift[c]);
-        move |x: f32, g: f32| if x * s + t > 0.0 { g } else { 0.0 }
-    };
+    let gated = |c: usize| Gate { scale: gate_scale[c], shift: gate_shift[c] };
     let mean = &stats[..channels];
     // Σ dy and Σ dy (x - mean) per channel (dy gated).
     let sums: Vec<(f32, f32)> = (0..channels)
         .into_par_iter()
         .map(|c| {
             let (m, gate) = (mean[c], gated(c));
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            for (xp, dp) in d.planes(x, c).zip(d.planes(dy, c)) {
-                s1 += sum_pairs(xp, dp, gate) as f64;
-                s2 += sum_pairs(xp, dp, |x, g| (x - m) * gate(x, g)) as f64;
-            }
-            (s1 as f32, s2 as f32)
+            super::vectorized(#[inline(always)] || {
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for (xp, dp) in d.planes(x, c).zip(d.planes(dy, c)) {
+                    s1 += sum_pairs(xp, dp, |x, g| gate.apply(x, g)) as f64;
+                    s2 += sum_pairs(xp, dp, |x, g| (x - m) * gate.apply(x, g)) as f64;
+                }
+                (s1 as f32, s2 as f32)
+            })
         })
         .collect();
     let inv_std: Vec<f32> = (0..channels).map(|c| 1.0 / ((stats[channels + c] as f64 + epsilon).sqrt() as f32)).collect();
@@ -162,19 +184,25 @@ pub fn backward(
             [k1, -k1 * inv_std[c] * inv_std[c] * sums[c].1 / count, -k1 * sums[c].0 / count]
         })
         .collect();
-    let mut dx = vec![0.0f32; x.len()];
-    if d.plane > 0 {
+    if d.plane == 0 {
+        return (vec![0.0f32; x.len()], dgamma, dbeta);
+    }
+    let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
         dx.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane).zip(dy.par_chunks(d.plane))).enumerate().for_each(
             |(k, (dx, (x, dy)))| {
                 let c = k % channels;
                 let [k1, k2, k3] = coefficients[c];
                 let (m, gate) = (mean[c], gated(c));
-                for ((o, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                    *o = k1 * gate(x, g) + k2 * (x - m) + k3;
-                }
+                super::vectorized(#[inline(always)] || {
+                    for ((o, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                        o.write(k1 * gate.apply(x, g) + k2 * (x - m) + k3);
+                    }
+                })
             },
-        );
-    }
+        )
+    };
+    // SAFETY: the planes cover `dx`, and each plane's loop writes every value of it.
+    let dx = unsafe { super::written_by(x.len(), fill) };
     (dx, dgamma, dbeta)
 }
 
