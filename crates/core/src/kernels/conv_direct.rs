@@ -173,7 +173,7 @@ impl Shape {
 /// The micro-kernels of one ISA: `$feat` the target features, `$acc` the vector accumulators a
 /// tile may hold.
 macro_rules! isa_kernels {
-    ($name:ident, $feat:literal, $lanes:literal, $acc:literal, $acc2:literal, $dw3:literal, $dwrows:literal, $vec:ty, $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident, $add:ident) => {
+    ($name:ident, $feat:literal, $lanes:literal, $acc:literal, $acc2:literal, $dw3:literal, $dwrows:literal, $rowscb:literal, $vec:ty, $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident, $add:ident) => {
         #[cfg(target_arch = "x86_64")]
         mod $name {
             use super::Shape;
@@ -187,6 +187,9 @@ macro_rules! isa_kernels {
             /// channels per pass of its row-vector form (`9 n` accumulators).
             const DW_3X3: usize = $dw3;
             const DW_ROWS: usize = $dwrows;
+            /// Output channels per tile of the row-vector forward pass (`4 ·` that many
+            /// accumulators, plus 4 input vectors and a weight: within the register file).
+            const ROWS_CB: usize = $rowscb;
 
             /// One tile of `R x T` output pixels for `NB` blocks of `L` output channels (each input
             /// value, broadcast once, feeds `NB` FMAs), written to `out` as `[NB][R][T][L]`. `x`
@@ -379,7 +382,7 @@ macro_rules! isa_kernels {
                 let yp = y.as_mut_ptr().cast::<f32>();
                 let mut co = 0;
                 while co < o {
-                    let cb = if o - co >= 4 { 4 } else if o - co >= 2 { 2 } else { 1 };
+                    let cb = [ROWS_CB, 2, 1].into_iter().find(|&c| c <= o - co).unwrap_or(1);
                     // Two runs of `L` pixels per tile when the rows hold an even number of
                     // them, else one; rows to make 4 vectors per channel.
                     let nch = if chunks % 2 == 0 { 2 } else { 1 };
@@ -570,8 +573,8 @@ macro_rules! isa_kernels {
     };
 }
 
-isa_kernels!(avx512, "avx512f,fma", 16, 16, 24, 2, 3, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps);
-isa_kernels!(avx2, "avx2,fma", 8, 8, 12, 1, 1, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps);
+isa_kernels!(avx512, "avx512f,fma", 16, 16, 24, 2, 3, 4, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps);
+isa_kernels!(avx2, "avx2,fma", 8, 8, 12, 1, 1, 2, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps);
 
 /// `forward_block` of `isa`'s micro-kernels.
 ///
@@ -624,10 +627,11 @@ unsafe fn kernel_gradient_rows(isa: Isa, x: &[f32], s: &Shape, dy: &[f32], o: us
     unreachable!("{isa:?} on another architecture {:?}", (x.len(), s.channels, dy.len(), o, acc.len()));
 }
 
-/// Whether the row-vector forward pass runs `g`: stride 1 and whole vectors of output pixels
-/// per row (CIFAR's 32 and 16 px stages with 16 lanes).
-fn rows_layout(g: &Geometry, isa: Isa) -> bool {
-    g.stride == [1, 1] && g.out_w() % isa.lanes() == 0
+/// The ISA of the row-vector passes for `g`, if any: stride 1 and whole vectors of `isa`'s
+/// output pixels per row (CIFAR's 32 and 16 px stages with 16 lanes). On an AVX-512 CPU, the 8 px
+/// stage in AVX2's 8 lanes was slower than the channel-lane kernels (BENCHMARKS.md).
+fn rows_isa(g: &Geometry, isa: Isa) -> Option<Isa> {
+    (g.stride == [1, 1] && g.out_w() % isa.lanes() == 0).then_some(isa)
 }
 
 /// `kernel_gradient_image` of `isa`'s micro-kernels.
@@ -663,7 +667,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry, isa: Isa) -> Vec<f32> {
     let shape = Shape::of(g);
     let block_w = g.patch() * lanes;
     let split_blocks = g.batch < rayon::current_num_threads();
-    let rows = rows_layout(g, isa);
+    let rows = rows_isa(g, isa);
     // Two blocks of output channels per pass (each input value broadcast once for both).
     let step = 2 * lanes;
     let block = |xp: &[f32], co0: usize, y_b: &mut [MaybeUninit<f32>], base: usize| {
@@ -679,9 +683,9 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry, isa: Isa) -> Vec<f32> {
             pad_image(x_n, g, xp);
             // SAFETY: `pad_image` wrote every value.
             let xp = unsafe { assume_init(xp) };
-            if rows {
-                // SAFETY: `isa` runs here, stride 1 and whole vectors per row (`rows_layout`).
-                unsafe { forward_rows(isa, xp, &shape, w, o, y_n) };
+            if let Some(rows) = rows {
+                // SAFETY: `rows` runs here, stride 1 and whole vectors per row (`rows_isa`).
+                unsafe { forward_rows(rows, xp, &shape, w, o, y_n) };
             } else if split_blocks {
                 y_n.par_chunks_mut(step * p).enumerate().for_each(|(b, y_b)| block(xp, b * step, y_b, b * step));
             } else {
@@ -714,8 +718,8 @@ pub fn kernel_gradient(x: &[f32], dy: &[f32], g: &Geometry, isa: Isa, per_chunk:
         return vec![0.0f32; g.kernel_len()];
     }
     let plen = padded_len(g);
-    if rows_layout(g, isa) {
-        return kernel_gradient_by_rows(x, dy, g, isa, per_chunk);
+    if let Some(rows) = rows_isa(g, isa) {
+        return kernel_gradient_by_rows(x, dy, g, rows, per_chunk);
     }
     // The padded images and the output gradient as [N][O/L][P][L], once for all tasks.
     let fill_xp = |xp: &mut [MaybeUninit<f32>]| xp.par_chunks_mut(plen).zip(x.par_chunks(g.image_in())).for_each(|(d, s)| pad_image(s, g, d));
