@@ -212,3 +212,39 @@ fn fused_batch_norm_equals_the_composed_one() {
         }
     }
 }
+
+/// Eval-mode BatchNorm (running statistics folded into a per-channel scale and shift), with and
+/// without the ReLU, as one operation on `flex`: outputs and the gradients of `x`, `γ` and `β`
+/// equal the composed tensor operations (`CpuKernels::Burn`).
+#[test]
+fn fused_eval_batch_norm_equals_the_composed_one() {
+    let _switch = SWITCH.lock().unwrap();
+    let device = Device::flex().autodiff();
+    device.seed(16);
+    let x = Tensor::<4>::random([3, 4, 5, 7], Distribution::Normal(0.5, 2.0), &device);
+    let r = Tensor::<4>::random([3, 4, 5, 7], Distribution::Normal(0.0, 1.0), &device);
+    for relu in [false, true] {
+        let run = |kernels: CpuKernels| {
+            conv::set_cpu_kernels(kernels);
+            let mut bn = ail_core::norm::BatchNorm2dConfig::new(4).init(&device).freeze();
+            bn.running_mean = burn::module::RunningState::new(Tensor::from_floats([0.4, -0.1, 0.6, 0.0], &device));
+            bn.running_var = burn::module::RunningState::new(Tensor::from_floats([3.0, 0.5, 1.5, 4.0], &device));
+            // Trainable again (the layer stays in eval mode): the gradients of the scale and shift.
+            bn.gamma = burn::module::Param::from_tensor(Tensor::from_floats([1.2, -0.7, 0.9, 1.0], &device));
+            bn.beta = burn::module::Param::from_tensor(Tensor::from_floats([0.3, -0.2, 0.0, 1.0], &device));
+            let x = x.clone().require_grad();
+            let y = if relu { bn.forward_relu(x.clone()) } else { bn.forward(x.clone()) };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            conv::set_cpu_kernels(CpuKernels::Own);
+            let gamma: Tensor<4> = bn.gamma.val().grad(&grads).unwrap().reshape([1, 1, 1, 4]);
+            let beta: Tensor<4> = bn.beta.val().grad(&grads).unwrap().reshape([1, 1, 1, 4]);
+            (y.detach(), x.grad(&grads).unwrap(), gamma, beta)
+        };
+        let (fused, composed) = (run(CpuKernels::Own), run(CpuKernels::Burn));
+        assert!(relative_error(fused.0.clone(), fused.0.clone().zeros_like()) > 0.5, "the output is not zero");
+        for (what, a, b) in [("output", fused.0, composed.0), ("dx", fused.1, composed.1), ("dgamma", fused.2, composed.2), ("dbeta", fused.3, composed.3)] {
+            let e = relative_error(a, b);
+            assert!(e <= 1e-5, "eval {what} (relu {relu}): relative error {e}");
+        }
+    }
+}

@@ -27,7 +27,7 @@ use burn::tensor::TensorData;
 pub use adamw::{AdamW, AdamWHyper, adamw};
 pub use conv::{ConvOps, conv2d, conv2d_module};
 pub use generator::{GeneratorOps, row_linear};
-pub use norm::{NormOps, batch_norm_train};
+pub use norm::{NormOps, batch_norm_train, channel_affine};
 
 /// Which kernels burn's CPU backend runs for convolutions, BatchNorm, the generators' output layer
 /// and AdamW.

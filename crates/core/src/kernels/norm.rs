@@ -32,6 +32,11 @@ pub trait NormOps: Backend {
         epsilon: f64,
         relu: bool,
     ) -> FloatTensor<Self>;
+
+    /// `scale_c x + shift_c` per channel of `x` `[N, C, H, W]`, followed by a ReLU with `relu`:
+    /// eval-mode BatchNorm with its statistics folded into `scale` and `shift` (`[C]`);
+    /// differentiated in all three.
+    fn ail_channel_affine(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, relu: bool) -> FloatTensor<Self>;
 }
 
 fn dims(x: &FlexTensor) -> Dims {
@@ -51,6 +56,43 @@ impl NormOps for Flex {
         let shape = x.layout().shape().dims::<4>();
         let (x, stats, gamma, beta) = (contiguous(&x), contiguous(&stats), contiguous(&gamma), contiguous(&beta));
         flex_tensor(cpu::forward(slice(&x), slice(&stats), slice(&gamma), slice(&beta), epsilon, relu, d), shape)
+    }
+
+    fn ail_channel_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, relu: bool) -> FlexTensor {
+        let d = dims(&x);
+        let shape = x.layout().shape().dims::<4>();
+        let (x, scale, shift) = (contiguous(&x), contiguous(&scale), contiguous(&shift));
+        flex_tensor(cpu::affine(slice(&x), slice(&scale), slice(&shift), relu, d), shape)
+    }
+}
+
+/// The backward step of [`NormOps::ail_channel_affine`]: `dx` in one sweep, `dscale` and
+/// `dshift` (when asked for) in another.
+#[derive(Debug)]
+struct AffineBackward;
+
+impl Backward<Flex, 3> for AffineBackward {
+    /// The input, `scale`, `shift` and whether a ReLU is fused in.
+    type State = (FlexTensor, FlexTensor, FlexTensor, bool);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_scale, node_shift] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, scale, shift, relu) = ops.state;
+        let d = dims(&x);
+        let shape = x.layout().shape().dims::<4>();
+        let (x, scale, shift, dy) = (contiguous(&x), contiguous(&scale), contiguous(&shift), contiguous(&grad));
+        let want_params = node_scale.is_some() || node_shift.is_some();
+        let (dx, dscale, dshift) = cpu::affine_backward(slice(&x), slice(&dy), slice(&scale), slice(&shift), relu, want_params, d);
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex_tensor(dx, shape));
+        }
+        if let Some(node) = node_scale {
+            grads.register::<Flex>(node.id, flex_tensor(dscale, [d.channels]));
+        }
+        if let Some(node) = node_shift {
+            grads.register::<Flex>(node.id, flex_tensor(dshift, [d.channels]));
+        }
     }
 }
 
@@ -123,6 +165,26 @@ impl<C: CheckpointStrategy> NormOps for Autodiff<Flex, C> {
             )),
         }
     }
+
+    fn ail_channel_affine(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, relu: bool) -> FloatTensor<Self> {
+        match AffineBackward.prepare::<C>([x.node(), scale.node(), shift.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, scale, shift) = (x.into_primitive(), scale.into_primitive(), shift.into_primitive());
+                let y = Flex::ail_channel_affine(x.clone(), scale.clone(), shift.clone(), relu);
+                prep.finish((x, scale, shift, relu), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::ail_channel_affine(x.into_primitive(), scale.into_primitive(), shift.into_primitive(), relu))
+            }
+        }
+    }
+}
+
+/// `scale_c x + shift_c` per channel of `x` `[N, C, H, W]`, then a ReLU with `relu`, as one
+/// operation on `flex` (eval-mode BatchNorm; see [`NormOps::ail_channel_affine`]). The caller
+/// checks [`super::own_kernels_on`] first.
+pub fn channel_affine(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, relu: bool) -> Tensor<4> {
+    Tensor::<4>::from_dispatch(<Dispatch as NormOps>::ail_channel_affine(x.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), relu))
 }
 
 /// Training-mode BatchNorm of `x` `[N, C, H, W]` on `flex`, followed by a ReLU with `relu`:

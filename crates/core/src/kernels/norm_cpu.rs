@@ -108,6 +108,14 @@ pub fn forward(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], epsilon: f
     assert!(stats.len() == 2 * d.channels && gamma.len() == d.channels && beta.len() == d.channels);
     let scale = inv_std_scaled(stats, gamma, epsilon);
     let shift: Vec<f32> = (0..d.channels).map(|c| beta[c] - stats[c] * scale[c]).collect();
+    affine(x, &scale, &shift, relu, d)
+}
+
+/// `y = scale_c x + shift_c` per channel, then `max(y, 0)` with `relu`: eval-mode BatchNorm (the
+/// statistics folded into `scale` and `shift`), and the normalisation of [`forward`].
+pub fn affine(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, d: Dims) -> Vec<f32> {
+    assert_eq!(x.len(), d.len(), "channel affine: input length for {d:?}");
+    assert!(scale.len() == d.channels && shift.len() == d.channels, "channel affine: {} channels", d.channels);
     if d.plane == 0 {
         return vec![0.0f32; x.len()];
     }
@@ -130,6 +138,48 @@ pub fn forward(x: &[f32], stats: &[f32], gamma: &[f32], beta: &[f32], epsilon: f
     };
     // SAFETY: the planes cover `y`, and each plane's loop writes every value of it.
     unsafe { super::written_by(x.len(), fill) }
+}
+
+/// The gradients of [`affine`] given `dy`: `(dx, dscale, dshift)`, the last two only with
+/// `want_params` (empty otherwise). With `relu`, `dy` counts where `scale x + shift > 0`.
+pub fn affine_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], relu: bool, want_params: bool, d: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert!(x.len() == d.len() && dy.len() == d.len(), "channel affine: lengths for {d:?}");
+    let gate = |c: usize| if relu { Gate { scale: scale[c], shift: shift[c] } } else { Gate { scale: 0.0, shift: 1.0 } };
+    let (dscale, dshift) = if want_params {
+        let sums: Vec<(f32, f32)> = (0..d.channels)
+            .into_par_iter()
+            .map(|c| {
+                let g = gate(c);
+                super::vectorized(#[inline(always)] || {
+                    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                    for (xp, dp) in d.planes(x, c).zip(d.planes(dy, c)) {
+                        s1 += sum_pairs(xp, dp, |x, dy| g.apply(x, dy) * x) as f64;
+                        s2 += sum_pairs(xp, dp, |x, dy| g.apply(x, dy)) as f64;
+                    }
+                    (s1 as f32, s2 as f32)
+                })
+            })
+            .collect();
+        (sums.iter().map(|s| s.0).collect(), sums.iter().map(|s| s.1).collect())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if d.plane == 0 {
+        return (vec![0.0f32; x.len()], dscale, dshift);
+    }
+    let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
+        dx.par_chunks_mut(d.plane).zip(x.par_chunks(d.plane).zip(dy.par_chunks(d.plane))).enumerate().for_each(|(k, (dx, (x, dy)))| {
+            let c = k % d.channels;
+            let (g, s) = (gate(c), scale[c]);
+            super::vectorized(#[inline(always)] || {
+                for ((o, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                    o.write(g.apply(x, dy) * s);
+                }
+            })
+        })
+    };
+    // SAFETY: the planes cover `dx`, and each plane's loop writes every value of it.
+    (unsafe { super::written_by(x.len(), fill) }, dscale, dshift)
 }
 
 /// `(dx, dγ, dβ)` given the output gradient `dy`, the input, the statistics of the forward pass,
