@@ -49,8 +49,9 @@ pub struct Global {
     #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
     pub device: String,
     /// Convolution, BatchNorm, kernel-generator and optimiser kernels on the CPU: `own` = ail's
-    /// (im2col + GEMM convolutions with their own backward pass, fused training BatchNorm + ReLU,
-    /// AdamW in one pass), `burn` = burn's conv2d with its generic backward, BatchNorm from
+    /// (convolutions with their own backward pass: direct 3x3 kernels on x86-64 with AVX-512 or
+    /// AVX2, im2col + GEMM otherwise or with AIL_CONV=im2col in the environment; fused BatchNorm +
+    /// ReLU, AdamW in one pass), `burn` = burn's conv2d with its generic backward, BatchNorm from
     /// tensor operations and burn's AdamW (slower; kept for side-by-side measurements). GPUs
     /// always run burn's kernels.
     #[arg(long, global = true, value_enum, default_value_t = ail_core::kernels::CpuKernels::Own)]

@@ -34,7 +34,8 @@ pub use norm::{NormOps, batch_norm_train, channel_affine};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CpuKernels {
-    /// Ours (this module): im2col + GEMM convolutions, fused BatchNorm, one-pass AdamW (the default).
+    /// Ours (this module): direct (x86-64 AVX-512 / AVX2) or im2col + GEMM convolutions, fused
+    /// BatchNorm, one-pass AdamW (the default).
     #[default]
     Own,
     /// burn's `conv2d` with its generic backward, BatchNorm composed of tensor operations, burn's AdamW.
