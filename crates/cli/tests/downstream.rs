@@ -41,7 +41,8 @@ fn fit_learns_i_and_the_head_and_the_baseline_fixes_i_and_bound_prints_every_ter
         "fit", "--device", "cpu", "--checkpoint", "run", "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25", "--epochs", "3",
         "--batch-size", "16", "--lrs", "0.01", "--weight-decays", "0,0.001",
     ];
-    let out = ok(ail(&[&common[..], &["--bits", "1,2", "--out", "learned"]].concat(), d));
+    // The paper's start (the default is the best corner on validation, checked below).
+    let out = ok(ail(&[&common[..], &["--i-init", "0.5", "--bits", "1,2", "--out", "learned"]].concat(), d));
     assert!(out.contains("head and i learned") && out.contains("test:"), "{out}");
     let fit = json(&d.join("learned/fit.json"));
     assert_eq!(fit["learned_i"], true);
