@@ -327,8 +327,8 @@ pub fn forward_im2col(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// `x` and `w`, given the output gradient `dy` (`[N, O, out_h, out_w]`).
 ///
 /// Direct ([`conv_direct`](super::conv_direct)) where this CPU and the shape allow it: the kernel
-/// gradient of 1x1 and 3x3 kernels, and the input gradient of stride-1 convolutions (a forward
-/// convolution of `dy`); the rest by im2col + GEMM.
+/// gradient of 3x3 kernels, and the input gradient of stride-1 convolutions with kernels larger
+/// than 1x1 (a forward convolution of `dy`); the rest by im2col + GEMM.
 pub fn backward(
     x: &[f32],
     w: &[f32],
@@ -492,13 +492,14 @@ fn transposed_kernel(w: &[f32], g: &Geometry) -> (Geometry, Vec<f32>) {
     (gt, wt)
 }
 
+/// Helpers shared with the direct convolution's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    fn random(len: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    pub(crate) fn random(len: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
         (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
@@ -533,7 +534,8 @@ mod tests {
         y
     }
 
-    fn close(a: &[f32], b: &[f32], what: &str) {
+    /// `a` equals `b` within 1e-4 of `b`'s largest magnitude.
+    pub(crate) fn close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
         let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -541,18 +543,14 @@ mod tests {
         }
     }
 
+    /// A square-kernel geometry: `(batch, in, height, width, out, kernel, stride, padding)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn geometry(batch: usize, c: usize, h: usize, w: usize, o: usize, k: usize, s: usize, p: usize) -> Geometry {
+        Geometry { batch, in_channels: c, in_h: h, in_w: w, out_channels: o, kernel_h: k, kernel_w: k, stride: [s, s], padding: [p, p] }
+    }
+
     fn geometries() -> Vec<Geometry> {
-        let g = |batch, c, h, w, o, k, s, p| Geometry {
-            batch,
-            in_channels: c,
-            in_h: h,
-            in_w: w,
-            out_channels: o,
-            kernel_h: k,
-            kernel_w: k,
-            stride: [s, s],
-            padding: [p, p],
-        };
+        let g = geometry;
         vec![
             g(2, 3, 5, 7, 4, 3, 1, 1),
             g(1, 3, 5, 7, 5, 3, 2, 1),

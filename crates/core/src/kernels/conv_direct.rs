@@ -823,35 +823,14 @@ fn kernel_gradient_by_rows(x: &[f32], dy: &[f32], g: &Geometry, isa: Isa, per_ch
 mod tests {
     use super::*;
     use crate::kernels::conv_cpu;
-    use rand::{Rng, SeedableRng};
+    use crate::kernels::conv_cpu::tests::{close, geometry, random};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    fn random(len: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
-        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-    }
-
-    fn close(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
-        }
-    }
 
     /// Shapes with every tile size and tail: odd sizes, channel counts that are not multiples of
     /// the lanes, more than one block of output channels, strides 1 and 2, 1x1, 3x3 and 7x7.
     fn geometries() -> Vec<Geometry> {
-        let g = |batch, c, h, w, o, k, s, p| Geometry {
-            batch,
-            in_channels: c,
-            in_h: h,
-            in_w: w,
-            out_channels: o,
-            kernel_h: k,
-            kernel_w: k,
-            stride: [s, s],
-            padding: [p, p],
-        };
+        let g = geometry;
         vec![
             g(1, 3, 5, 7, 4, 3, 1, 1),
             g(2, 3, 5, 7, 5, 3, 2, 1),
