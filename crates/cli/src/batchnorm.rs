@@ -95,14 +95,18 @@ pub fn run(global: &Global, args: &BatchNormArgs) -> anyhow::Result<()> {
     common::prepare_out(&args.out)?;
     anyhow::ensure!(args.bank >= 1 && args.queries >= 1 && args.k >= 1, "--bank, --queries and --k must be at least 1");
     let (mut frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
+    // A plain encoder (K = 0) has one descriptor, the empty one: its kNN with the running
+    // statistics and with statistics recomputed on the task's training images, as for each
+    // descriptor of an amortised encoder (the layers' gaps are then between those two).
     let k = frozen.num_invariances();
-    anyhow::ensure!(k > 0, "{} is a plain encoder: its one set of statistics has no descriptor to differ by", frozen.checkpoint.display());
+    anyhow::ensure!(k > 0 || args.descriptors.is_none(), "--descriptors: {} is a plain encoder, it has no descriptors", frozen.checkpoint.display());
     let Targets::Classes { labels: train_labels, classes } = &task.train.targets else {
         anyhow::bail!("--task {}: kNN needs class labels (use a classification task)", task.name)
     };
     let Targets::Classes { labels: test_labels, .. } = &task.test.targets else { unreachable!("one task, one kind of target") };
     let descriptors: Vec<Vec<f32>> = match &args.descriptors {
         Some(text) => text.split(';').map(|t| parse_descriptor(t, "--descriptors")).collect::<anyhow::Result<_>>()?,
+        None if k == 0 => vec![Vec::new()],
         None => {
             let mut d: Vec<Vec<f32>> = frozen.family().map(|f| f.trained().into_iter().map(|d| d.0).collect()).unwrap_or_default();
             d.push(vec![0.5; k]);
@@ -185,9 +189,10 @@ pub fn markdown(report: &BatchNormReport) -> String {
     for r in &report.descriptors {
         let n = r.layers.len().max(1) as f64;
         let at = |k: usize| r.layers.get(k).map_or(f64::NAN, |l| l.mean_shift);
+        let name = if r.i.is_empty() { "plain".to_string() } else { format!("`{}`", fmt_i(&r.i)) };
         out.push_str(&format!(
-            "| `{}` | {:.3} / {:.3} / {:.3} | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |\n",
-            fmt_i(&r.i),
+            "| {} | {:.3} / {:.3} / {:.3} | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |\n",
+            name,
             at(0),
             at(r.layers.len() / 2),
             at(r.layers.len().saturating_sub(1)),

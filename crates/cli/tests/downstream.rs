@@ -396,6 +396,20 @@ fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor(
     let stem: Vec<f64> = descriptors.iter().map(|r| r["layers"][0]["mean_shift"].as_f64().unwrap()).collect();
     assert!(stem.iter().all(|s| (s - stem[0]).abs() < 1e-9), "{stem:?}");
     assert!(out.contains("kNN, per-descriptor"), "{out}");
+
+    // A plain encoder: one row, its running statistics against those recomputed on the task's
+    // training images; it has no descriptors to ask for.
+    let out = ok(ail(
+        &["batchnorm", "--device", "cpu", "--checkpoint", "plain", "--data", "imgs", "--val-fraction", "0.25", "--test-fraction", "0.25", "--out", "bn-plain"],
+        d,
+    ));
+    let report = json(&d.join("bn-plain/batchnorm.json"));
+    let rows = report["descriptors"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    assert!(rows[0]["i"].as_array().unwrap().is_empty() && rows[0]["layers"].as_array().unwrap().len() == 1 + 16 + 3, "{report}");
+    assert!(out.contains("| plain |"), "{out}");
+    let err = fails(ail(&["batchnorm", "--device", "cpu", "--checkpoint", "plain", "--data", "imgs", "--descriptors", "1,1", "--out", "x"], d));
+    assert!(err.contains("--descriptors: ") && err.contains("is a plain encoder, it has no descriptors"), "{err}");
 }
 
 #[test]

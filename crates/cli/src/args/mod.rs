@@ -113,8 +113,10 @@ pub enum Command {
     Predict(PredictArgs),
     /// BatchNorm and the descriptor: how far each descriptor's own BatchNorm statistics (computed
     /// on training images at that descriptor) are from the checkpoint's shared running
-    /// statistics, per layer, and kNN accuracy per descriptor with each. Writes batchnorm.json,
-    /// batchnorm.md and batchnorm.svg.
+    /// statistics, per layer, and kNN accuracy per descriptor with each; for a plain encoder, its
+    /// one set of running statistics against statistics recomputed on the task's images (its kNN
+    /// under the same protocol as an amortised encoder's). Writes batchnorm.json, batchnorm.md
+    /// and batchnorm.svg.
     Batchnorm(BatchNormArgs),
     /// N-way K-shot episodes: a readout fitted on the support set alone, with i learned per
     /// episode; mean accuracy with a 95% confidence interval, and the mean learned i.
