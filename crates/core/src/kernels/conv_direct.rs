@@ -50,17 +50,14 @@ impl Isa {
 
     /// The ISAs this CPU runs, widest first.
     pub fn detected() -> Vec<Isa> {
-        let mut out = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") {
-                out.push(Isa::Avx512);
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                out.push(Isa::Avx2);
-            }
+            let avx512 = is_x86_feature_detected!("avx512f").then_some(Isa::Avx512);
+            let avx2 = (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Isa::Avx2);
+            [avx512, avx2].into_iter().flatten().collect()
         }
-        out
+        #[cfg(not(target_arch = "x86_64"))]
+        Vec::new()
     }
 }
 
