@@ -24,28 +24,9 @@ use crate::fit::{fit_grid, parse_grid, refit_head};
 use crate::parse::parse_descriptor;
 use crate::svg;
 
-/// Where a learned arm starts `i`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Start {
-    /// Every entry at this value.
-    Value(f32),
-    /// The corner with the best validation score in the same seed.
-    BestCorner,
-}
+pub use crate::parse::Start;
 
 impl Start {
-    fn parse(text: &str) -> anyhow::Result<Self> {
-        match text.trim() {
-            "best-corner" => Ok(Start::BestCorner),
-            t => {
-                let v: f32 = t.parse().map_err(|_| anyhow::anyhow!("--starts: `{t}` is neither a number in [0, 1] nor best-corner"))?;
-                anyhow::ensure!((0.0..=1.0).contains(&v), "--starts: {v} is outside [0, 1]");
-                Ok(Start::Value(v))
-            }
-        }
-    }
-
     fn name(&self) -> String {
         match self {
             Start::Value(v) => format!("learned i (from {v})"),
@@ -124,7 +105,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
     let (lrs, wds) = parse_grid(&args.grid)?;
     anyhow::ensure!(args.seeds >= 2, "--seeds must be at least 2 (an interval needs two)");
     let starts: Vec<Start> =
-        if args.starts.trim() == "none" { Vec::new() } else { args.starts.split(',').map(Start::parse).collect::<anyhow::Result<_>>()? };
+        if args.starts.trim() == "none" { Vec::new() } else { args.starts.split(',').map(|t| Start::parse(t, "--starts")).collect::<anyhow::Result<_>>()? };
     let plains: Vec<(String, PathBuf)> = args
         .plains
         .iter()

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{FewShotArgs, Global, ReadoutArg};
 use crate::common;
 use crate::downstream::{bar, open, write_json};
-use crate::parse::parse_descriptor;
+use crate::parse::{Start, parse_descriptor};
 use ail_core::task::{TaskKind, TaskSpec};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,6 +27,10 @@ pub struct FewShotReport {
     pub queries: usize,
     pub readout: String,
     pub learned_i: bool,
+    /// Where learned i started: a number, or `best-corner` (chosen per episode; absent in older
+    /// reports: 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i_init: Option<String>,
     pub accuracy: MeanCi,
     pub mean_i: Vec<f64>,
     pub wall_time_s: f64,
@@ -40,6 +44,11 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
     common::prepare_out(&args.out)?;
     anyhow::ensure!(args.ways >= 2 && args.shots >= 1 && args.queries >= 1 && args.episodes >= 1, "need --ways >= 2, --shots >= 1, --queries >= 1, --episodes >= 1");
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
+    let i_start = Start::parse(&args.i_init, "--i-init")?;
+    anyhow::ensure!(
+        i_start != Start::BestCorner || args.shots >= 2 || fixed.is_some(),
+        "--i-init best-corner chooses the start by leaving one support image out, which with --shots 1 removes its class: use --shots 2 or more, or a number (0.5, the paper's start)"
+    );
     let task_spec = TaskSpec {
         task: args.task,
         data: args.data.clone(),
@@ -73,7 +82,11 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         },
         steps: args.steps,
         i_lr: args.i_lr,
-        i_init: args.i_init,
+        i_init: i_start.value(),
+        start_corners: match i_start {
+            Start::BestCorner if fixed.is_none() && frozen.num_invariances() > 0 => Some(crate::parse::trained_corners(&frozen, "--i-init")?),
+            _ => None,
+        },
         fixed: fixed.clone(),
         ..Default::default()
     };
@@ -113,6 +126,7 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         queries: args.queries,
         readout: format!("{:?}", args.readout).to_lowercase(),
         learned_i: fixed.is_none() && k > 0 && args.steps > 0,
+        i_init: Some(args.i_init.trim().to_string()),
         accuracy,
         mean_i,
         wall_time_s: start.elapsed().as_secs_f64(),
@@ -127,7 +141,13 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         args.shots,
         args.episodes,
         report.readout,
-        if report.learned_i { ", i learned per episode" } else { ", i fixed" },
+        if !report.learned_i {
+            ", i fixed".to_string()
+        } else if i_start == Start::BestCorner {
+            ", i learned per episode from the corner chosen on the support set".to_string()
+        } else {
+            format!(", i learned per episode from {}", i_start.value())
+        },
         100.0 * accuracy.mean,
         100.0 * accuracy.ci95,
         report.mean_i,

@@ -298,14 +298,9 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     let (lrs, wds) = parse_grid(&args.grid)?;
     let bits: Vec<u32> = parse_list(&args.bits, "--bits", ListError::Long)?;
     anyhow::ensure!(bits.iter().all(|b| (1..=16).contains(b)), "--bits: each entry must be 1..=16");
-    let best_corner_start = args.i_init.trim() == "best-corner";
-    let i_init: f32 = if best_corner_start {
-        0.5
-    } else {
-        let v: f32 = args.i_init.trim().parse().map_err(|_| anyhow::anyhow!("--i-init: `{}` is neither a number in [0, 1] nor best-corner", args.i_init))?;
-        anyhow::ensure!((0.0..=1.0).contains(&v), "--i-init must be in [0, 1] (got {v})");
-        v
-    };
+    let i_start = crate::parse::Start::parse(&args.i_init, "--i-init")?;
+    let best_corner_start = i_start == crate::parse::Start::BestCorner;
+    let i_init = i_start.value();
     let fixed = args.fixed_invariance.as_deref().map(|t| parse_descriptor(t, "--fixed-invariance")).transpose()?;
     let (mut frozen, task) = open(global, &args.checkpoint, &args.task.spec()?)?;
     if let Some(f) = &fixed {
@@ -330,9 +325,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
     };
     let mut corners = Vec::new();
     let base = if best_corner_start && fixed.is_none() && frozen.num_invariances() > 0 {
-        let family = frozen.family().ok_or_else(|| anyhow::anyhow!("--i-init best-corner: the checkpoint records no descriptor family, so its corners are unknown"))?;
-        for corner in family.trained() {
-            let c = corner.values().to_vec();
+        for c in crate::parse::trained_corners(&frozen, "--i-init")? {
             let what = format!("corner {}", crate::compare::fmt_i(&c));
             let (_, _, run, _) = fit_grid(&frozen, &task.train, &task.val, &FitConfig { fixed: Some(c.clone()), ..base.clone() }, &lrs, &wds, &what, false)?;
             eprintln!("{what}: validation {}", describe(&run.val));

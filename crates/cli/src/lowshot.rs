@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ail_core::fewshot::{EpisodeConfig, learn_ridge, normalised_features};
+use ail_core::fewshot::{EpisodeConfig, LearnedRidge, learn_ridge, normalised_features};
 use ail_core::fit::{Targets, permutation, standardisation, target_rows};
 use ail_core::metrics::{MeanCi, r2_score};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{Global, LowShotArgs};
 use crate::common;
 use crate::downstream::{bar, open, write_json};
-use crate::parse::{ListError, parse_descriptor, parse_list};
+use crate::parse::{ListError, Start, parse_descriptor, parse_list};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LowShotRow {
@@ -33,7 +33,12 @@ pub fn run(global: &Global, args: &LowShotArgs) -> anyhow::Result<()> {
     let Targets::Values { outputs, .. } = task.train.targets else {
         anyhow::bail!("ail lowshot is regression: use --task omniglot-pen or csv (for classes, use ail fewshot or ail fit)")
     };
-    let config = EpisodeConfig { steps: args.steps, i_lr: args.i_lr, fixed: fixed.clone(), lambdas: vec![0.001, 0.01, 0.1, 1.0, 10.0], ..Default::default() };
+    let i_start = Start::parse(&args.i_init, "--i-init")?;
+    let start_corners = match i_start {
+        Start::BestCorner if fixed.is_none() && frozen.num_invariances() > 0 => Some(crate::parse::trained_corners(&frozen, "--i-init")?),
+        _ => None,
+    };
+    let config = EpisodeConfig { steps: args.steps, i_lr: args.i_lr, i_init: i_start.value(), start_corners, fixed: fixed.clone(), lambdas: vec![0.001, 0.01, 0.1, 1.0, 10.0], ..Default::default() };
     let start = Instant::now();
     let pb = bar((fractions.len() * args.repeats) as u64, "low-shot regression");
     let mut rows = Vec::new();
@@ -48,7 +53,7 @@ pub fn run(global: &Global, args: &LowShotArgs) -> anyhow::Result<()> {
             // Targets standardised on the subset, as a user of this fraction would.
             let (mean, std) = standardisation(&sub.targets);
             let y = target_rows(&sub.targets, &mean, &std);
-            let (i, _, readout) = learn_ridge(&frozen, &sub, &y, outputs, &config)?;
+            let LearnedRidge { i, readout, .. } = learn_ridge(&frozen, &sub, &y, outputs, &config)?;
             let pred: Vec<f32> = readout
                 .predict(&normalised_features(&frozen, &task.test, &i), task.test.len())
                 .iter()
@@ -68,7 +73,7 @@ pub fn run(global: &Global, args: &LowShotArgs) -> anyhow::Result<()> {
     write_json(
         &path,
         &serde_json::json!({
-            "checkpoint": frozen.checkpoint, "task": task.name, "learned_i": fixed.is_none() && frozen.num_invariances() > 0 && args.steps > 0,
+            "checkpoint": frozen.checkpoint, "task": task.name, "learned_i": fixed.is_none() && frozen.num_invariances() > 0 && args.steps > 0, "i_init": args.i_init.trim(),
             "test_samples": task.test.len(), "wall_time_s": start.elapsed().as_secs_f64(), "rows": rows,
         }),
     )?;

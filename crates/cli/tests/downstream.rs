@@ -200,6 +200,20 @@ fn fewshot_and_lowshot_report_means_with_confidence_intervals() {
     assert!(fs["accuracy"]["ci95"].as_f64().unwrap() >= 0.0);
     assert_eq!(floats(&fs["mean_i"]).len(), 2);
     assert_eq!(fs["learned_i"], true);
+    assert!(fs["episodes"][0].get("start").is_none(), "a start of 0.5 is not chosen per episode");
+
+    // The start chosen per episode on the support set: one of the trained corners, recorded.
+    let base = ["fewshot", "--device", "cpu", "--checkpoint", "run", "--task", "classify", "--data", "imgs", "--ways", "3", "--queries", "3", "--episodes", "3", "--steps", "2"];
+    let out = ok(ail(&[&base[..], &["--shots", "2", "--i-init", "best-corner", "--out", "fs-corner"]].concat(), d));
+    assert!(out.contains("from the corner chosen on the support set"), "{out}");
+    let fs = json(&d.join("fs-corner/fewshot.json"));
+    assert_eq!(fs["i_init"], "best-corner");
+    for e in fs["episodes"].as_array().unwrap() {
+        let start = floats(&e["start"]);
+        assert!([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]].iter().any(|c| start == c.to_vec()), "start {start:?} is not a trained corner");
+    }
+    let one_shot = ail(&[&base[..], &["--shots", "1", "--i-init", "best-corner", "--out", "x"]].concat(), d);
+    assert!(!one_shot.status.success() && common::stderr(&one_shot).contains("--shots 2 or more"), "{}", common::stderr(&one_shot));
 
     // Regression from a CSV: brightness of the image -> two targets.
     std::fs::create_dir_all(d.join("reg")).unwrap();
@@ -226,6 +240,15 @@ fn fewshot_and_lowshot_report_means_with_confidence_intervals() {
         let r2 = row["r2"]["mean"].as_f64().unwrap();
         assert!(r2 > 0.5 && r2 <= 1.0, "brightness is easy to read out: {row}");
     }
+    let out = ok(ail(
+        &[
+            "lowshot", "--device", "cpu", "--checkpoint", "run", "--task", "csv", "--data", "t.csv", "--fractions", "0.5", "--repeats", "1",
+            "--steps", "2", "--i-init", "best-corner", "--out", "ls-corner",
+        ],
+        d,
+    ));
+    assert!(out.contains("s = 0.5"), "{out}");
+    assert_eq!(json(&d.join("ls-corner/lowshot.json"))["i_init"], "best-corner");
     // Class targets are refused by the regression command, with the alternative named.
     let e = ail(&["lowshot", "--device", "cpu", "--checkpoint", "run", "--data", "imgs"], d);
     assert!(String::from_utf8_lossy(&e.stderr).contains("ail fewshot or ail fit"));

@@ -1,6 +1,12 @@
 //! Few-shot episodes (docs/method.md, "Downstream"): N-way K-shot with Q queries per class, the readout
 //! fitted on the N*K support images alone and the descriptor `i` learned per episode (start 0.5).
 //!
+//! Where a learned `i` starts: `i_init` in every entry (the paper: 0.5), or, with `start_corners`,
+//! the corner whose features give the smallest closed-form leave-one-out error of a ridge readout
+//! on the support set itself: the few-shot counterpart of choosing the start on a validation split
+//! (`ail fit --i-init best-corner`), which a support set of a few images per class cannot spare.
+//! With one image per class leaving one out removes its class, so the choice needs two shots.
+//!
 //! Readouts:
 //! - `Ridge`: ridge regression on one-hot targets over L2-normalised features; `i` descends the
 //!   closed-form leave-one-out error of that regression (differentiable through the features), the
@@ -37,6 +43,10 @@ pub struct EpisodeConfig {
     pub steps: usize,
     pub i_lr: f64,
     pub i_init: f32,
+    /// Start a learned `i` at the one of these descriptors (the trained corners) with the smallest
+    /// leave-one-out ridge error on the support set; overrides `i_init` (see [`best_loo_start`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_corners: Option<Vec<Vec<f32>>>,
     /// Keep `i` fixed at this value.
     pub fixed: Option<Vec<f32>>,
     /// Ridge penalties to choose from by LOO error.
@@ -55,6 +65,7 @@ impl Default for EpisodeConfig {
             steps: 20,
             i_lr: 0.05,
             i_init: 0.5,
+            start_corners: None,
             fixed: None,
             lambdas: vec![0.01, 0.1, 1.0, 10.0],
             lr: 0.01,
@@ -112,6 +123,9 @@ pub struct EpisodeResult {
     pub accuracy: f64,
     /// The descriptor the readout used (learned or fixed).
     pub i: Vec<f32>,
+    /// Where a learned `i` started, when it was chosen per episode (`start_corners`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Vec<f32>>,
     /// Ridge penalty (ridge readout).
     pub lambda: Option<f64>,
 }
@@ -134,11 +148,11 @@ fn normalised(f: &mut [f32], d: usize) {
 /// Ridge regression from L2-normalised features of `split` to `y` (`[n, m]`), with `i` learned by
 /// descending the closed-form LOO error (`config.steps` Adam steps from `config.i_init`, unless
 /// `config.fixed`) and the penalty chosen from `config.lambdas` by LOO error at the start.
-/// Returns the descriptor, the penalty and the readout (fitted at that descriptor).
-pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig) -> Result<(Vec<f32>, f64, ridge::Ridge), CoreError> {
+pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig) -> Result<LearnedRidge, CoreError> {
     let k = frozen.num_invariances();
     let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-    let mut i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
+    let mut i = start(frozen, split, y, m, config, learn)?;
+    let start = i.clone();
     let device = frozen.device().clone();
     let (n, d) = (split.len(), frozen.feature_dim());
     let features = |i: &[f32]| normalised_features(frozen, split, i);
@@ -158,7 +172,47 @@ pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: 
         }
     }
     let readout = ridge::Ridge::fit(&features(&i), y, n, d, m, lambda)?;
-    Ok((i, lambda, readout))
+    Ok(LearnedRidge { i, start, lambda, readout })
+}
+
+/// What [`learn_ridge`] gives: the descriptor, where it started, the penalty and the readout
+/// (fitted at that descriptor).
+pub struct LearnedRidge {
+    pub i: Vec<f32>,
+    pub start: Vec<f32>,
+    pub lambda: f64,
+    pub readout: ridge::Ridge,
+}
+
+/// The start to report: the one chosen per episode among `start_corners`, if any was.
+fn chosen(config: &EpisodeConfig, start: Vec<f32>) -> Option<Vec<f32>> {
+    (config.start_corners.is_some() && config.fixed.is_none() && config.steps > 0 && !start.is_empty()).then_some(start)
+}
+
+/// Where `i` starts on `split` (targets `y`, `[n, m]`): the fixed descriptor, the best of
+/// `config.start_corners` by [`best_loo_start`] when `i` is learned, or `config.i_init`.
+fn start(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig, learn: bool) -> Result<Vec<f32>, CoreError> {
+    match &config.start_corners {
+        Some(corners) if learn => Ok(best_loo_start(frozen, split, y, m, corners, &config.lambdas)?.0),
+        _ => frozen.start_descriptor(config.fixed.as_deref(), config.i_init),
+    }
+}
+
+/// Of `candidates`, the descriptor at which a ridge readout of `split`'s features to `y` (`[n, m]`)
+/// has the smallest closed-form leave-one-out mean squared error (each candidate with its own best
+/// penalty of `lambdas`); returns it with every candidate's error, in order. Ties go to the first.
+pub fn best_loo_start(frozen: &Frozen, split: &Split, y: &[f32], m: usize, candidates: &[Vec<f32>], lambdas: &[f64]) -> Result<(Vec<f32>, Vec<f64>), CoreError> {
+    if candidates.is_empty() {
+        return Err(CoreError::Config("no descriptors to choose a start from".into()));
+    }
+    let (n, d) = (split.len(), frozen.feature_dim());
+    let mut errors = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        frozen.check_descriptor(c)?;
+        errors.push(ridge::select_lambda(&normalised_features(frozen, split, c), y, n, d, m, lambdas)?.1);
+    }
+    let best = (0..candidates.len()).fold(0, |b, j| if errors[j] < errors[b] { j } else { b });
+    Ok((candidates[best].clone(), errors))
 }
 
 /// L2-normalised features of `split` at `i` (`[n, D]` on the host), as the ridge readouts use them.
@@ -178,17 +232,17 @@ pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &Epi
     let features = |split: &Split, i: &[f32]| normalised_features(frozen, split, i);
     match config.readout {
         FewShotReadout::Ridge => {
-            let (i, lambda, readout) = learn_ridge(frozen, support, &y, ways, config)?;
+            let LearnedRidge { i, start, lambda, readout } = learn_ridge(frozen, support, &y, ways, config)?;
             let scores = readout.predict(&features(query, &i), query.len());
             let predicted = metrics::argmax_rows(&scores, ways);
-            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i, lambda: Some(lambda) })
+            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), start: chosen(config, start), i, lambda: Some(lambda) })
         }
         FewShotReadout::Logistic => {
             let mut fit = StepFit::new(frozen, support, config, seed)?;
             while fit.step(frozen) {}
             let scores: Vec<f32> = fit.predict(frozen, query).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 scores");
             let predicted = metrics::argmax_rows(&scores, ways);
-            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i: fit.i().to_vec(), lambda: None })
+            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i: fit.i().to_vec(), start: chosen(config, fit.start().to_vec()), lambda: None })
         }
     }
 }
@@ -214,6 +268,7 @@ pub struct StepFit {
     done: usize,
     lr: f64,
     i: Vec<f32>,
+    start: Vec<f32>,
     adam: DescriptorAdam,
     head: burn::nn::Linear,
     optim: burn::optim::ModuleOptimizer,
@@ -238,11 +293,11 @@ impl StepFit {
         }
         let k = frozen.num_invariances();
         let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-        let i = frozen.start_descriptor(config.fixed.as_deref(), config.i_init)?;
         let device = frozen.device().clone();
         let (d, n, m) = (frozen.feature_dim(), support.len(), support.targets.outputs());
         let (mean, std) = crate::fit::standardisation(&support.targets);
         let rows = crate::fit::target_rows(&support.targets, &mean, &std);
+        let i = start(frozen, support, &rows, m, config, learn)?;
         let y = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([n, m]);
         // The head is drawn on the CPU backend and moved: the same start on every backend (a GPU's
         // random numbers differ from the CPU's), so that fits compare across devices. burn draws a
@@ -266,6 +321,7 @@ impl StepFit {
             total: config.steps.max(100),
             done: 0,
             lr: config.lr,
+            start: i.clone(),
             i,
             adam: DescriptorAdam::new(k, config.i_lr),
             head,
@@ -293,6 +349,11 @@ impl StepFit {
     /// The descriptor now.
     pub fn i(&self) -> &[f32] {
         &self.i
+    }
+
+    /// Where `i` started.
+    pub fn start(&self) -> &[f32] {
+        &self.start
     }
 
     /// Steps taken, and in all.

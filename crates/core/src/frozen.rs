@@ -64,8 +64,12 @@ pub const CALIBRATION_IMAGES: usize = 512;
 /// descriptor is normalised with those of its nearest lattice point, so they are a function of the
 /// descriptor alone; a learned `i` gets new ones when it crosses into another lattice cell.
 pub const CALIBRATION_STEP: f32 = 0.05;
-/// Lattice points whose statistics are kept (recomputed when evicted: the result is the same).
-const CALIBRATIONS_KEPT: usize = 64;
+/// Bytes of per-descriptor statistics kept (the oldest lattice points are dropped beyond it and
+/// recomputed when met again: the result is the same). A K = 2 encoder's whole lattice (441 points)
+/// fits for the CIFAR widths, so a long series of episodes computes each point once.
+const CALIBRATION_BYTES_KEPT: usize = 64 << 20;
+/// Lattice points kept whatever their size.
+const CALIBRATIONS_KEPT_AT_LEAST: usize = 64;
 
 /// The lattice point (in steps) nearest to `i`.
 fn lattice(i: &[f32]) -> Vec<i32> {
@@ -75,8 +79,38 @@ fn lattice(i: &[f32]) -> Vec<i32> {
 struct Calibration {
     pixels: Vec<u8>,
     shape: [usize; 3],
-    /// Statistics by lattice point, oldest first.
-    computed: std::sync::Mutex<Vec<(Vec<i32>, Arc<EncoderStatistics>)>>,
+    /// Statistics by lattice point.
+    computed: std::sync::Mutex<Computed>,
+}
+
+/// Statistics by lattice point, with the order they were computed in (oldest first) for eviction.
+#[derive(Default)]
+struct Computed {
+    by_point: std::collections::HashMap<Vec<i32>, Arc<EncoderStatistics>>,
+    order: std::collections::VecDeque<Vec<i32>>,
+    bytes: usize,
+}
+
+impl Computed {
+    fn get(&self, key: &[i32]) -> Option<Arc<EncoderStatistics>> {
+        self.by_point.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: Vec<i32>, statistics: Arc<EncoderStatistics>) {
+        let size = |s: &EncoderStatistics| s.iter().map(|c| (c.mean.len() + c.var.len()) * 4).sum::<usize>();
+        if self.by_point.contains_key(&key) {
+            return;
+        }
+        self.bytes += size(&statistics);
+        self.order.push_back(key.clone());
+        self.by_point.insert(key, statistics);
+        while self.order.len() > CALIBRATIONS_KEPT_AT_LEAST && self.bytes > CALIBRATION_BYTES_KEPT {
+            let old = self.order.pop_front().expect("more than the minimum kept");
+            if let Some(s) = self.by_point.remove(&old) {
+                self.bytes -= size(&s);
+            }
+        }
+    }
 }
 
 /// How many feature sets the cache keeps.
@@ -199,7 +233,9 @@ impl Frozen {
     pub fn use_statistics(&mut self, i: &[f32], statistics: EncoderStatistics) {
         self.cache.lock().expect("feature cache").clear();
         let shape = self.input_shape();
-        self.per_descriptor = Some(Calibration { pixels: Vec::new(), shape, computed: std::sync::Mutex::new(vec![(lattice(i), Arc::new(statistics))]) });
+        let mut computed = Computed::default();
+        computed.insert(lattice(i), Arc::new(statistics));
+        self.per_descriptor = Some(Calibration { pixels: Vec::new(), shape, computed: std::sync::Mutex::new(computed) });
     }
 
     /// The per-descriptor statistics at `i`: those of its nearest lattice point (see
@@ -208,19 +244,15 @@ impl Frozen {
     pub fn statistics_at(&self, i: &[f32]) -> Option<Arc<EncoderStatistics>> {
         let calibration = self.per_descriptor.as_ref()?;
         let key = lattice(i);
-        if let Some((_, s)) = calibration.computed.lock().expect("statistics").iter().find(|(k, _)| *k == key) {
-            return Some(s.clone());
+        if let Some(s) = calibration.computed.lock().expect("statistics").get(&key) {
+            return Some(s);
         }
         assert!(!calibration.pixels.is_empty(), "no images to compute BatchNorm statistics at {i:?} from (only given ones are used)");
         let n = calibration.pixels.len() / calibration.shape.iter().product::<usize>().max(1);
         let point: Vec<f32> = key.iter().map(|&k| (k as f32 * CALIBRATION_STEP).min(1.0)).collect();
         let (pooled, _) = self.layer_statistics(&calibration.pixels, n, calibration.shape, &point).expect("one encoder records the same layers on every pass");
         let pooled = Arc::new(pooled);
-        let mut computed = calibration.computed.lock().expect("statistics");
-        if computed.len() == CALIBRATIONS_KEPT {
-            computed.remove(0);
-        }
-        computed.push((key, pooled.clone()));
+        calibration.computed.lock().expect("statistics").insert(key, pooled.clone());
         Some(pooled)
     }
 
@@ -375,4 +407,41 @@ pub fn channel_statistics(pixels: &[u8], [c, h, w]: [usize; 3]) -> Normalization
     let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
     let std = sq.iter().zip(&mean).map(|(q, &m)| ((q / n - (m as f64).powi(2)).max(1e-6)).sqrt() as f32).collect();
     Normalization { mean, std }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::norm::ChannelStatistics;
+
+    fn statistics(channels: usize, value: f32) -> Arc<EncoderStatistics> {
+        Arc::new(vec![ChannelStatistics { mean: vec![value; channels], var: vec![1.0; channels] }])
+    }
+
+    #[test]
+    fn the_statistics_kept_are_bounded_in_bytes_and_the_newest_stay() {
+        let mut computed = Computed::default();
+        // 1 MiB per point: the budget keeps 64 of them (and never fewer than the minimum).
+        let channels = (1 << 20) / 8;
+        for p in 0..200 {
+            computed.insert(vec![p, 0], statistics(channels, p as f32));
+        }
+        assert_eq!(computed.order.len(), CALIBRATION_BYTES_KEPT >> 20);
+        assert!(computed.bytes <= CALIBRATION_BYTES_KEPT);
+        assert!(computed.get(&[0, 0]).is_none(), "the oldest point is dropped");
+        assert_eq!(computed.get(&[199, 0]).unwrap()[0].mean[0], 199.0);
+        // Small statistics: the whole K = 2 lattice (21 x 21 points) is kept.
+        let mut computed = Computed::default();
+        for a in 0..21 {
+            for b in 0..21 {
+                computed.insert(vec![a, b], statistics(2000, 0.0));
+            }
+        }
+        assert_eq!(computed.by_point.len(), 441);
+        assert!(computed.get(&[0, 0]).is_some());
+        // A point met again is not stored twice.
+        computed.insert(vec![3, 4], statistics(2000, 1.0));
+        assert_eq!(computed.order.len(), 441);
+        assert_eq!(computed.get(&[3, 4]).unwrap()[0].mean[0], 0.0);
+    }
 }

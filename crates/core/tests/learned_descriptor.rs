@@ -166,3 +166,43 @@ fn learned_descriptor_walks_to_the_corner_that_carries_the_target_with_shared_st
 fn learned_descriptor_walks_to_the_corner_that_carries_the_target_with_per_descriptor_statistics() {
     check(BatchNormStatistics::PerDescriptor);
 }
+
+/// The few-shot start (`--i-init best-corner` of `fewshot` / `lowshot`): of the trained corners,
+/// the one whose features give the smallest leave-one-out ridge error on the training images
+/// alone is the one that carries the target; a learned fit started from it reports that start,
+/// and a fixed one reports none.
+#[test]
+fn the_start_chosen_by_leaving_one_out_is_the_corner_that_carries_the_target() {
+    use ail_core::fewshot::{EpisodeConfig, FewShotReadout, LearnedRidge, StepFit, best_loo_start, learn_ridge};
+    let _serial = ail_core::serial_draws();
+    let frozen = frozen();
+    let (train, _) = task(&frozen);
+    // 60 training images, as a small labelled set would be.
+    let small = train.subset(&(0..60).collect::<Vec<_>>());
+    let (mean, std) = ail_core::fit::standardisation(&small.targets);
+    let y = ail_core::fit::target_rows(&small.targets, &mean, &std);
+    let corners = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![1.0, 1.0]];
+    let lambdas = [0.01, 0.1, 1.0];
+    let (best, errors) = best_loo_start(&frozen, &small, &y, 1, &corners, &lambdas).unwrap();
+    eprintln!("leave-one-out errors at {corners:?}: {errors:?}");
+    assert_eq!(best, vec![0.0, 1.0], "errors {errors:?}");
+    assert!(errors[1] < 0.8 * errors[0], "the corner that carries the target is clearly ahead: {errors:?}");
+    // Each error is the ridge's own leave-one-out error at that corner, with its best penalty.
+    let f = ail_core::fewshot::normalised_features(&frozen, &small, &corners[2]);
+    let (_, e2) = ail_core::ridge::select_lambda(&f, &y, small.len(), frozen.feature_dim(), 1, &lambdas).unwrap();
+    assert_eq!(errors[2], e2);
+    assert!(best_loo_start(&frozen, &small, &y, 1, &[], &lambdas).is_err());
+    assert!(best_loo_start(&frozen, &small, &y, 1, &[vec![1.0]], &lambdas).unwrap_err().to_string().contains("2 entries"));
+
+    // Ridge and logistic readouts start where the choice says; a start of 0.5 otherwise.
+    let config = EpisodeConfig { readout: FewShotReadout::Ridge, steps: 2, start_corners: Some(corners.clone()), lambdas: lambdas.to_vec(), ..Default::default() };
+    let LearnedRidge { start, i, .. } = learn_ridge(&frozen, &small, &y, 1, &config).unwrap();
+    assert_eq!(start, vec![0.0, 1.0]);
+    assert!(i[1] >= 0.9 && i[0] <= 0.1, "from the corner that carries the target, i stays near it: {i:?}");
+    let fit = StepFit::new(&frozen, &small, &EpisodeConfig { readout: FewShotReadout::Logistic, ..config.clone() }, 0).unwrap();
+    assert_eq!(fit.start(), &[0.0, 1.0]);
+    let fit = StepFit::new(&frozen, &small, &EpisodeConfig { start_corners: None, ..config.clone() }, 0).unwrap();
+    assert_eq!(fit.start(), &[0.5, 0.5]);
+    let fixed = StepFit::new(&frozen, &small, &EpisodeConfig { fixed: Some(vec![1.0, 0.0]), ..config }, 0).unwrap();
+    assert_eq!(fixed.start(), &[1.0, 0.0], "a fixed descriptor is not replaced by a chosen corner");
+}

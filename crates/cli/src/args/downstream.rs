@@ -303,8 +303,13 @@ pub struct FewShotArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 0.05)]
     pub i_lr: f64,
-    #[arg(long, default_value_t = 0.5)]
-    pub i_init: f32,
+    /// Where learned i starts in each episode: a number in [0, 1] for every entry (the paper:
+    /// 0.5), or `best-corner`, the trained corner (descriptor) whose features give the smallest
+    /// leave-one-out error of a ridge readout on the episode's support set (the support set is
+    /// all the labelled data an episode has; needs --shots 2 or more, since leaving the one image
+    /// of a class out removes the class).
+    #[arg(long, default_value = "0.5")]
+    pub i_init: String,
     /// Keep i fixed (e.g. 1,1): the baseline of one fixed invariance.
     #[arg(long)]
     pub fixed_invariance: Option<String>,
@@ -336,6 +341,11 @@ pub struct LowShotArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 0.05)]
     pub i_lr: f64,
+    /// Where learned i starts: a number in [0, 1] for every entry (the paper: 0.5), or
+    /// `best-corner`, the trained corner whose features give the smallest leave-one-out error of
+    /// the ridge readout on the training subset.
+    #[arg(long, default_value = "0.5")]
+    pub i_init: String,
     #[arg(long)]
     pub fixed_invariance: Option<String>,
     /// BatchNorm statistics (see `ail fit --help`), computed on the task's training split.
