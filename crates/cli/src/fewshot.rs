@@ -141,7 +141,9 @@ pub fn run(global: &Global, args: &FewShotArgs) -> anyhow::Result<()> {
         args.shots,
         args.episodes,
         report.readout,
-        if !report.learned_i {
+        if !report.learned_i && i_start == Start::BestCorner && fixed.is_none() && k > 0 {
+            ", i fixed at the corner chosen on each support set".to_string()
+        } else if !report.learned_i {
             ", i fixed".to_string()
         } else if i_start == Start::BestCorner {
             ", i learned per episode from the corner chosen on the support set".to_string()

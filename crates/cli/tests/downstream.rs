@@ -203,14 +203,22 @@ fn fewshot_and_lowshot_report_means_with_confidence_intervals() {
     assert!(fs["episodes"][0].get("start").is_none(), "a start of 0.5 is not chosen per episode");
 
     // The start chosen per episode on the support set: one of the trained corners, recorded.
-    let base = ["fewshot", "--device", "cpu", "--checkpoint", "run", "--task", "classify", "--data", "imgs", "--ways", "3", "--queries", "3", "--episodes", "3", "--steps", "2"];
-    let out = ok(ail(&[&base[..], &["--shots", "2", "--i-init", "best-corner", "--out", "fs-corner"]].concat(), d));
+    let base = ["fewshot", "--device", "cpu", "--checkpoint", "run", "--task", "classify", "--data", "imgs", "--ways", "3", "--queries", "3", "--episodes", "3"];
+    let out = ok(ail(&[&base[..], &["--steps", "2", "--shots", "2", "--i-init", "best-corner", "--out", "fs-corner"]].concat(), d));
     assert!(out.contains("from the corner chosen on the support set"), "{out}");
     let fs = json(&d.join("fs-corner/fewshot.json"));
     assert_eq!(fs["i_init"], "best-corner");
     for e in fs["episodes"].as_array().unwrap() {
         let start = floats(&e["start"]);
         assert!([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]].iter().any(|c| start == c.to_vec()), "start {start:?} is not a trained corner");
+    }
+    // With no steps on i, the readout stays at the chosen corner: every episode's i is its start.
+    let out = ok(ail(&[&base[..], &["--shots", "2", "--i-init", "best-corner", "--steps", "0", "--readout", "logistic", "--out", "fs-chosen"]].concat(), d));
+    assert!(out.contains("i fixed at the corner chosen on each support set"), "{out}");
+    let fs = json(&d.join("fs-chosen/fewshot.json"));
+    assert_eq!(fs["learned_i"], false);
+    for e in fs["episodes"].as_array().unwrap() {
+        assert_eq!(floats(&e["start"]), floats(&e["i"]));
     }
     let one_shot = ail(&[&base[..], &["--shots", "1", "--i-init", "best-corner", "--out", "x"]].concat(), d);
     assert!(!one_shot.status.success() && common::stderr(&one_shot).contains("--shots 2 or more"), "{}", common::stderr(&one_shot));

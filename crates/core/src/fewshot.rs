@@ -43,8 +43,9 @@ pub struct EpisodeConfig {
     pub steps: usize,
     pub i_lr: f64,
     pub i_init: f32,
-    /// Start a learned `i` at the one of these descriptors (the trained corners) with the smallest
-    /// leave-one-out ridge error on the support set; overrides `i_init` (see [`best_loo_start`]).
+    /// Start `i` at the one of these descriptors (the trained corners) with the smallest
+    /// leave-one-out ridge error on the support set, and learn it from there (with `steps` 0 it
+    /// stays: the corner chosen per episode); overrides `i_init` (see [`best_loo_start`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_corners: Option<Vec<Vec<f32>>>,
     /// Keep `i` fixed at this value.
@@ -151,7 +152,7 @@ fn normalised(f: &mut [f32], d: usize) {
 pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig) -> Result<LearnedRidge, CoreError> {
     let k = frozen.num_invariances();
     let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-    let mut i = start(frozen, split, y, m, config, learn)?;
+    let mut i = start(frozen, split, y, m, config)?;
     let start = i.clone();
     let device = frozen.device().clone();
     let (n, d) = (split.len(), frozen.feature_dim());
@@ -186,14 +187,15 @@ pub struct LearnedRidge {
 
 /// The start to report: the one chosen per episode among `start_corners`, if any was.
 fn chosen(config: &EpisodeConfig, start: Vec<f32>) -> Option<Vec<f32>> {
-    (config.start_corners.is_some() && config.fixed.is_none() && config.steps > 0 && !start.is_empty()).then_some(start)
+    (config.start_corners.is_some() && config.fixed.is_none() && !start.is_empty()).then_some(start)
 }
 
 /// Where `i` starts on `split` (targets `y`, `[n, m]`): the fixed descriptor, the best of
-/// `config.start_corners` by [`best_loo_start`] when `i` is learned, or `config.i_init`.
-fn start(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig, learn: bool) -> Result<Vec<f32>, CoreError> {
+/// `config.start_corners` by [`best_loo_start`] (with no steps on `i`, it stays there: the
+/// corner chosen on the support set, the fixed readout's fair baseline), or `config.i_init`.
+fn start(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig) -> Result<Vec<f32>, CoreError> {
     match &config.start_corners {
-        Some(corners) if learn => Ok(best_loo_start(frozen, split, y, m, corners, &config.lambdas)?.0),
+        Some(corners) if config.fixed.is_none() && frozen.num_invariances() > 0 => Ok(best_loo_start(frozen, split, y, m, corners, &config.lambdas)?.0),
         _ => frozen.start_descriptor(config.fixed.as_deref(), config.i_init),
     }
 }
@@ -297,7 +299,7 @@ impl StepFit {
         let (d, n, m) = (frozen.feature_dim(), support.len(), support.targets.outputs());
         let (mean, std) = crate::fit::standardisation(&support.targets);
         let rows = crate::fit::target_rows(&support.targets, &mean, &std);
-        let i = start(frozen, support, &rows, m, config, learn)?;
+        let i = start(frozen, support, &rows, m, config)?;
         let y = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([n, m]);
         // The head is drawn on the CPU backend and moved: the same start on every backend (a GPU's
         // random numbers differ from the CPU's), so that fits compare across devices. burn draws a

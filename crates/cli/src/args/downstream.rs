@@ -307,7 +307,8 @@ pub struct FewShotArgs {
     /// 0.5), or `best-corner`, the trained corner (descriptor) whose features give the smallest
     /// leave-one-out error of a ridge readout on the episode's support set (the support set is
     /// all the labelled data an episode has; needs --shots 2 or more, since leaving the one image
-    /// of a class out removes the class).
+    /// of a class out removes the class). With --steps 0, i stays at that corner: the fixed
+    /// readout at the corner each episode chooses, the fair baseline of a learned i.
     #[arg(long, default_value = "0.5")]
     pub i_init: String,
     /// Keep i fixed (e.g. 1,1): the baseline of one fixed invariance.
