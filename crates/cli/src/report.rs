@@ -122,6 +122,19 @@ fn knn_curves(metrics: &str) -> Vec<Curve> {
     curves
 }
 
+/// How a few-shot run set `i`: fixed, a corner chosen per episode, or learned (and from where).
+fn fewshot_i(v: &serde_json::Value) -> String {
+    let chosen = v["i_init"] == "best-corner";
+    let plain = v["mean_i"].as_array().is_some_and(|a| a.is_empty());
+    match (v["learned_i"] == true, chosen) {
+        _ if plain => "plain encoder".into(),
+        (true, true) => "learned from the chosen corner".into(),
+        (true, false) => format!("learned from {}", v["i_init"].as_str().unwrap_or("0.5")),
+        (false, true) => "corner chosen per episode".into(),
+        (false, false) => format!("fixed at {}", v["mean_i"].as_array().map_or(String::new(), |a| a.iter().map(|x| x.as_f64().map_or("?".into(), |x| format!("{x}"))).collect::<Vec<_>>().join(","))),
+    }
+}
+
 pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
     let out = &args.out;
     let assets = out.with_extension("files");
@@ -196,14 +209,23 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
     }
     if !fewshots.is_empty() {
         md += "## Few-shot\n\n| run | episodes | readout | i | accuracy (95% CI) | mean i |\n|---|---|---|---|---:|---|\n";
+        let mut bars = Vec::new();
         for (name, v) in &fewshots {
+            let i = fewshot_i(v);
+            let (mean, ci) = (100.0 * v["accuracy"]["mean"].as_f64().unwrap_or(f64::NAN), 100.0 * v["accuracy"]["ci95"].as_f64().unwrap_or(f64::NAN));
             let _ = writeln!(
                 md,
-                "| {name} | {}-way {}-shot x {} | {} | {} | {:.2}% +- {:.2}% | {} |",
-                v["ways"], v["shots"], v["episodes"].as_array().map_or(0, |e| e.len()), v["readout"].as_str().unwrap_or("?"),
-                if v["learned_i"] == true { "learned" } else { "fixed" },
-                100.0 * v["accuracy"]["mean"].as_f64().unwrap_or(f64::NAN), 100.0 * v["accuracy"]["ci95"].as_f64().unwrap_or(f64::NAN), v["mean_i"]
+                "| {name} | {}-way {}-shot x {} | {} | {i} | {mean:.2}% +- {ci:.2}% | {} |",
+                v["ways"], v["shots"], v["episodes"].as_array().map_or(0, |e| e.len()), v["readout"].as_str().unwrap_or("?"), v["mean_i"]
             );
+            let run = Path::new(name).file_name().map_or_else(|| name.clone(), |n| n.to_string_lossy().into_owned());
+            bars.push(svg::Bar { name: format!("{run} ({i})"), value: mean, interval: ci });
+        }
+        if bars.len() > 1 {
+            std::fs::create_dir_all(&assets)?;
+            let chart = svg::bar_chart("Few-shot accuracy per run (the same episodes when the seed is the same)", "query accuracy (%), 95% interval", &bars);
+            ail_core::io::write_atomic(&assets.join("fewshot.svg"), chart.as_bytes())?;
+            let _ = writeln!(md, "\n![few-shot accuracy]({})", link(out, &assets.join("fewshot.svg")));
         }
         md += "\n";
     }

@@ -220,6 +220,13 @@ fn fewshot_and_lowshot_report_means_with_confidence_intervals() {
     for e in fs["episodes"].as_array().unwrap() {
         assert_eq!(floats(&e["start"]), floats(&e["i"]));
     }
+    // The report names how each run set i, and draws the runs side by side.
+    ok(ail(&["report", "fs", "fs-corner", "fs-chosen", "--out", "rep/r.md"], d));
+    let md = std::fs::read_to_string(d.join("rep/r.md")).unwrap();
+    for want in ["learned from 0.5", "learned from the chosen corner", "corner chosen per episode", "![few-shot accuracy](r.files/fewshot.svg)"] {
+        assert!(md.contains(want), "{want} missing from\n{md}");
+    }
+    assert!(std::fs::read_to_string(d.join("rep/r.files/fewshot.svg")).unwrap().contains("fs-chosen (corner chosen per episode)"));
     let one_shot = ail(&[&base[..], &["--shots", "1", "--i-init", "best-corner", "--out", "x"]].concat(), d);
     assert!(!one_shot.status.success() && common::stderr(&one_shot).contains("--shots 2 or more"), "{}", common::stderr(&one_shot));
 
