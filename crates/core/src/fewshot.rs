@@ -124,7 +124,8 @@ pub struct EpisodeResult {
     pub accuracy: f64,
     /// The descriptor the readout used (learned or fixed).
     pub i: Vec<f32>,
-    /// Where a learned `i` started, when it was chosen per episode (`start_corners`).
+    /// The corner chosen for this episode among `start_corners`, where `i` started (and stayed,
+    /// with no steps on `i`); absent when no corner was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Vec<f32>>,
     /// Ridge penalty (ridge readout).
