@@ -122,6 +122,14 @@ fn knn_curves(metrics: &str) -> Vec<Curve> {
     curves
 }
 
+/// A JSON array of numbers as `[0.87, 0.82]` (two decimals), `-` when empty or absent.
+fn short_vector(v: &serde_json::Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => format!("[{}]", a.iter().map(|x| x.as_f64().map_or("?".into(), |x| format!("{x:.2}"))).collect::<Vec<_>>().join(", ")),
+        _ => "-".into(),
+    }
+}
+
 /// How a few-shot run set `i`: fixed, a corner chosen per episode, or learned (and from where).
 fn fewshot_i(v: &serde_json::Value) -> String {
     let chosen = v["i_init"] == "best-corner";
@@ -216,7 +224,7 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
             let _ = writeln!(
                 md,
                 "| {name} | {}-way {}-shot x {} | {} | {i} | {mean:.2}% +- {ci:.2}% | {} |",
-                v["ways"], v["shots"], v["episodes"].as_array().map_or(0, |e| e.len()), v["readout"].as_str().unwrap_or("?"), v["mean_i"]
+                v["ways"], v["shots"], v["episodes"].as_array().map_or(0, |e| e.len()), v["readout"].as_str().unwrap_or("?"), short_vector(&v["mean_i"])
             );
             let run = Path::new(name).file_name().map_or_else(|| name.clone(), |n| n.to_string_lossy().into_owned());
             bars.push(svg::Bar { name: format!("{run} ({i})"), value: mean, interval: ci });
@@ -236,7 +244,7 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
                 let _ = writeln!(
                     md,
                     "| {name} | {} | {} | {:.4} +- {:.4} | {} |",
-                    row["fraction"], row["samples"], row["r2"]["mean"].as_f64().unwrap_or(f64::NAN), row["r2"]["ci95"].as_f64().unwrap_or(f64::NAN), row["mean_i"]
+                    row["fraction"], row["samples"], row["r2"]["mean"].as_f64().unwrap_or(f64::NAN), row["r2"]["ci95"].as_f64().unwrap_or(f64::NAN), short_vector(&row["mean_i"])
                 );
             }
         }

@@ -331,7 +331,9 @@ pub fn bar_chart(title: &str, value_label: &str, bars: &[Bar]) -> String {
     let label_w = bars.iter().map(|b| b.name.chars().count()).max().map_or(0.0, |n| 7.0 * n as f64 + 20.0).max(120.0);
     let (left, top, plot_w, row_h) = (label_w, 50.0, 420.0, 28.0);
     let plot_h = row_h * bars.len().max(1) as f64;
-    let (width, height) = (left + plot_w + 40.0, top + plot_h + 60.0);
+    // Wide enough for the title (16 px type, about 8.5 px a character), which is centred on the page.
+    let title_w = 8.5 * title.chars().count() as f64 + 40.0;
+    let (width, height) = ((left + plot_w + 40.0).max(title_w), top + plot_h + 60.0);
     let ends = bars.iter().flat_map(|b| {
         let w = if b.interval.is_finite() { b.interval } else { 0.0 };
         [b.value - w, b.value + w]
@@ -343,7 +345,7 @@ pub fn bar_chart(title: &str, value_label: &str, bars: &[Bar]) -> String {
     let px = |v: f64| left + (v - v0) / (v1 - v0) * plot_w;
 
     let mut svg = open(width, height);
-    text(&mut svg, left + plot_w / 2.0, 28.0, "middle", " font-size=\"16\"", title);
+    text(&mut svg, width / 2.0, 28.0, "middle", " font-size=\"16\"", title);
     let ticks = nice_ticks(v0, v1, 6);
     for v in &ticks {
         let x = px(*v);
@@ -434,6 +436,12 @@ mod tests {
         // Two bars drawn (plus the background and the frame), one whisker with its two end caps.
         assert_eq!(chart.matches("<rect").count(), 4, "{chart}");
         assert_eq!(chart.matches("stroke=\"black\"/>").count(), 3 + 1, "{chart}");
+        // A title longer than the plot widens the picture and is centred on it, not cut at its edge.
+        let title = "Few-shot accuracy per run (the same episodes when the seed is the same)";
+        let wide = bar_chart(title, "accuracy (%)", &bars[..1]);
+        let width: f64 = wide.split("width=\"").nth(1).and_then(|w| w.split('"').next()).unwrap().parse().unwrap();
+        assert!(width >= 8.5 * title.chars().count() as f64, "{width}");
+        assert!(wide.contains(&format!("<text x=\"{:.1}\" y=\"28.0\" text-anchor=\"middle\"", width / 2.0)), "{wide}");
     }
 
     #[test]

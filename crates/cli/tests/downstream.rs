@@ -227,6 +227,12 @@ fn fewshot_and_lowshot_report_means_with_confidence_intervals() {
         assert!(md.contains(want), "{want} missing from\n{md}");
     }
     assert!(std::fs::read_to_string(d.join("rep/r.files/fewshot.svg")).unwrap().contains("fs-chosen (corner chosen per episode)"));
+    // Its mean i reads as two numbers of two decimals each, e.g. `[0.87, 0.82]`.
+    for row in md.lines().filter(|l| l.starts_with("| fs")) {
+        let cell = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+        let numbers: Vec<&str> = cell.trim_start_matches('[').trim_end_matches(']').split(", ").collect();
+        assert!(cell.starts_with('[') && numbers.len() == 2 && numbers.iter().all(|x| x.len() == 4 && x.parse::<f32>().is_ok()), "{row}");
+    }
     let one_shot = ail(&[&base[..], &["--shots", "1", "--i-init", "best-corner", "--out", "x"]].concat(), d);
     assert!(!one_shot.status.success() && common::stderr(&one_shot).contains("--shots 2 or more"), "{}", common::stderr(&one_shot));
 
