@@ -207,6 +207,37 @@ fn position_task_by_descriptor_and_support_size() {
     }
 }
 
+/// The page's head against the converged linear readout on the position task: at each trained
+/// corner, a ridge regression on the same unit-norm features and standardised targets (penalty by
+/// closed-form leave-one-out error, as `ail fewshot --readout ridge` chooses it) next to the page's
+/// fit with `i` fixed there (100 AdamW steps). For EXPERIMENTS.md ("The browser page's built-in tasks").
+/// `cargo test --release --workspace --test web_engine -- --ignored --nocapture position_task_head`
+#[test]
+#[ignore = "a measurement (seconds), not a check"]
+fn position_task_head_against_ridge_by_corner() {
+    let _serial = ail_core::serial_draws();
+    let device = Device::flex();
+    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
+    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let (lambdas, d) = ([0.001, 0.01, 0.1, 1.0, 10.0], frozen.feature_dim());
+    println!("| support | i | ridge: penalty, LOO MSE | ridge: support / query R² | page head: support / query R² |\n|---:|---|---|---|---|");
+    for n in [100usize, 200] {
+        let engine::Task { support, query, .. } = engine::position(&set, &frozen, (n, 100)).unwrap();
+        let (mean, std) = ail_core::fit::standardisation(&support.targets);
+        let (ys, yq) = (ail_core::fit::target_rows(&support.targets, &mean, &std), ail_core::fit::target_rows(&query.targets, &mean, &std));
+        for corner in [vec![0.0, 1.0], vec![1.0, 0.0], vec![1.0, 1.0]] {
+            let (fs, fq) = (ail_core::fewshot::normalised_features(&frozen, &support, &corner), ail_core::fewshot::normalised_features(&frozen, &query, &corner));
+            let (lambda, loo) = ail_core::ridge::select_lambda(&fs, &ys, n, d, 2, &lambdas).unwrap();
+            let ridge = ail_core::ridge::Ridge::fit(&fs, &ys, n, d, 2, lambda).unwrap();
+            let r2 = |y: &[f32], f: &[f32], rows| ail_core::metrics::r2_score(y, &ridge.predict(f, rows), 2);
+            let mut fit = StepFit::new(&frozen, &support, &engine::fit_config(Some(corner.clone())), 0).unwrap();
+            while block_on(engine::step(&frozen, &mut fit)).unwrap().is_some() {}
+            let head = |split| block_on(engine::evaluate(&frozen, &fit, split)).unwrap().r2.unwrap();
+            println!("| {n} | {corner:?} | {lambda}, {loo:.3} | {:.3} / {:.3} | {:.3} / {:.3} |", r2(&ys, &fs, n), r2(&yq, &fq, query.len()), head(&support), head(&query));
+        }
+    }
+}
+
 /// The built-in encoder on each built-in task, at every trained corner and with `i` learned, for
 /// EXPERIMENTS.md ("The browser page's built-in tasks").
 /// `cargo test --release --workspace --test web_engine -- --ignored --nocapture`
