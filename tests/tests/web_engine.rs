@@ -126,8 +126,7 @@ fn a_plain_encoder_cannot_be_dialled() {
 #[test]
 fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
     let _serial = ail_core::serial_draws();
-    let device = Device::flex();
-    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
+    let frozen = builtin_frozen();
     assert_eq!(frozen.num_invariances(), 2);
     let set = ail_data::builtin::fashion_mnist().unwrap();
     let five = engine::five_way(&set, &frozen).unwrap();
@@ -189,9 +188,7 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
 #[ignore = "a measurement (about a minute), not a check"]
 fn position_task_by_descriptor_and_support_size() {
     let _serial = ail_core::serial_draws();
-    let device = Device::flex();
-    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
-    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
     println!("| support | i | support R² | query R² |\n|---:|---|---:|---:|");
     for n in [25usize, 100, 200] {
         let engine::Task { support, query, .. } = engine::position(&set, &frozen, (n, 100)).unwrap();
@@ -216,9 +213,7 @@ fn position_task_by_descriptor_and_support_size() {
 #[ignore = "a measurement (seconds), not a check"]
 fn position_task_head_against_ridge_by_corner() {
     let _serial = ail_core::serial_draws();
-    let device = Device::flex();
-    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
-    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
     let (lambdas, d) = ([0.001, 0.01, 0.1, 1.0, 10.0], frozen.feature_dim());
     println!("| support | i | ridge: penalty, LOO MSE | ridge: support / query R² | page head: support / query R² |\n|---:|---|---|---|---|");
     for n in [100usize, 200] {
@@ -245,9 +240,7 @@ fn position_task_head_against_ridge_by_corner() {
 #[ignore = "a measurement (about a minute), not a check"]
 fn built_in_tasks_by_descriptor() {
     let _serial = ail_core::serial_draws();
-    let device = Device::flex();
-    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
-    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
     let tasks = [
         ("five-way", engine::five_way(&set, &frozen).unwrap()),
         ("position", engine::position(&set, &frozen, engine::POSITION_SIZES).unwrap()),
@@ -272,9 +265,7 @@ fn one_images_views_average_to_the_dial() {
     // The views of each measured image, averaged over the measured images, are the dial's values:
     // the per-image measure is the dial's, one image at a time.
     let _serial = ail_core::serial_draws();
-    let device = Device::flex();
-    let frozen = engine::open(&builtin_export(), "built-in", &device).unwrap();
-    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
     let idx: Vec<usize> = (0..24).map(|k| 250 * k).collect();
     let subset = engine::to_input(set.subset(&idx), &frozen).unwrap();
     let names = ["h-flip", "translation", "brightness"];
@@ -311,6 +302,11 @@ fn user_tasks_need_two_classes_of_three_images() {
     assert_eq!((t.support.len(), t.query.len()), (6, 2));
     assert_eq!(t.labels, vec!["cats", "dogs"]);
     assert_eq!(t.query.targets, Targets::Classes { labels: vec![0, 1], classes: 2 });
+}
+
+/// The page's built-in encoder, opened on the CPU backend as the page opens it.
+fn builtin_frozen() -> ail_core::frozen::Frozen {
+    engine::open(&builtin_export(), "built-in", &Device::flex()).unwrap()
 }
 
 /// The page's built-in encoder, as the page fetches it.
