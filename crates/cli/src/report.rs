@@ -122,10 +122,10 @@ fn knn_curves(metrics: &str) -> Vec<Curve> {
     curves
 }
 
-/// A JSON array of numbers as `[0.87, 0.82]` (two decimals), `-` when empty or absent.
+/// A JSON array of numbers as `compare`'s tables write `i` (`[0.87, 0.82]`), `-` when empty or absent.
 fn short_vector(v: &serde_json::Value) -> String {
     match v.as_array() {
-        Some(a) if !a.is_empty() => format!("[{}]", a.iter().map(|x| x.as_f64().map_or("?".into(), |x| format!("{x:.2}"))).collect::<Vec<_>>().join(", ")),
+        Some(a) if !a.is_empty() => crate::compare::fmt_i(&a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect::<Vec<_>>()),
         _ => "-".into(),
     }
 }
