@@ -111,7 +111,7 @@ const ops = {
             if (r === undefined || r === null) break;
             post({ event: "step", index: k, report: JSON.parse(r) });
           }
-          results.push({ ...run, scores: JSON.parse(await fit.evaluate()), ms: performance.now() - started });
+          results.push({ ...run, start: Array.from(fit.start()), scores: JSON.parse(await fit.evaluate()), ms: performance.now() - started });
         } finally {
           // A finished, stopped or failed fit's memory in WebAssembly is given back.
           fit.free();

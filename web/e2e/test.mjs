@@ -167,10 +167,14 @@ try {
   assert.deepEqual(rows.map((r) => r.run), ["learned", "corner", "corner", "corner"]);
   for (const r of rows) assert.ok(r.value > 0.2 && r.value <= 1, `accuracy ${r.value} beats chance (0.2)`);
   assert.deepEqual(rows.slice(1).map((r) => r.i).sort(), ["[0.00, 1.00]", "[1.00, 0.00]", "[1.00, 1.00]"]);
-  assert.notEqual(rows[0].i, "[0.50, 0.50]", "the learned i moved from its start");
-  assert.ok((await page.$$eval("#loss polyline", (p) => p.length)) === 4, "four loss curves drawn");
-  assert.match(await page.$eval("#results .explain", (p) => p.textContent), /best fixed corner/);
-  assert.ok((await page.$eval("#fit-path", (p) => p.getAttribute("points").split(" ").length)) >= 30, "the path of i is drawn on the pad");
+  // The learned i starts at the corner its support images choose and descends from there: its
+  // error curve and one dashed line per fixed corner.
+  assert.ok((await page.$$eval("#loss polyline", (p) => p.length)) === 4, "four error curves drawn");
+  assert.equal(await page.$$eval("#loss polyline[stroke-dasharray='6 4']", (p) => p.length), 3, "each fixed corner's error is a dashed line");
+  const explain = await page.$eval("#results .explain", (p) => p.textContent);
+  assert.match(explain, /started at \[[01]\.00, [01]\.00\]: each trained corner was tried/);
+  assert.match(explain, /best fixed corner/);
+  assert.ok((await page.$eval("#fit-path", (p) => p.getAttribute("points").split(" ").length)) >= 20, "the path of i is drawn on the pad");
   // The views panel follows the dial to the learned i before the picture is taken.
   await page.waitForFunction(() => document.querySelector("#views").dataset.i === document.querySelector("#radar-values").dataset.i, null, { timeout: 600_000 });
   await page.screenshot({ path: path.join(out, `${mode}-fit.png`), fullPage: true });

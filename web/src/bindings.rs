@@ -221,9 +221,9 @@ impl Session {
     /// A built-in task: `five-way`, `position` or `tint`.
     pub fn builtin_task(&self, name: &str) -> Result<Task, JsError> {
         let task = match name {
-            "five-way" => engine::five_way(&self.images, &self.frozen),
-            "position" => engine::position(&self.images, &self.frozen, engine::POSITION_SIZES),
-            "tint" => engine::tint(&self.images, &self.frozen, engine::TINT_SIZES),
+            "five-way" => engine::five_way(&self.images, &self.frozen, 0),
+            "position" => engine::position(&self.images, &self.frozen, engine::POSITION_SIZES, 0),
+            "tint" => engine::tint(&self.images, &self.frozen, engine::TINT_SIZES, 0),
             other => Err(format!("unknown built-in task `{other}`: five-way, position or tint")),
         }
         .map_err(js)?;
@@ -258,12 +258,14 @@ impl Session {
         Ok(Task { task: engine::custom(&classes, self.frozen.input_shape()).map_err(js)? })
     }
 
-    /// A fit on `task`: learning `i` (from 0.5) when `fixed` is absent, else with `i` fixed there.
+    /// A fit on `task`: learning `i` (from the corner [`engine::fit_config`] chooses) when
+    /// `fixed` is absent, else with `i` fixed there.
     pub fn fit(&self, task: &Task, fixed: Option<Vec<f32>>) -> Result<Fit, JsError> {
         if let Some(i) = &fixed {
             self.fit_frozen.check_descriptor(i).map_err(js)?;
         }
-        let fit = StepFit::new(&self.fit_frozen, &task.task.support, &engine::fit_config(fixed), 0).map_err(js)?;
+        let config = engine::fit_config(&self.fit_frozen, &task.task.support, fixed);
+        let fit = StepFit::new(&self.fit_frozen, &task.task.support, &config, 0).map_err(js)?;
         Ok(Fit { frozen: self.fit_frozen.clone(), fit, query: task.task.query.clone() })
     }
 }
@@ -323,6 +325,11 @@ pub struct Fit {
 
 #[wasm_bindgen]
 impl Fit {
+    /// Where `i` started.
+    pub fn start(&self) -> Vec<f32> {
+        self.fit.start().to_vec()
+    }
+
     /// One step: `{step, total, loss, i, joint}` as JSON, or `null` when the fit is done.
     pub async fn step(&mut self) -> Result<Option<String>, JsError> {
         Ok(engine::step(&self.frozen, &mut self.fit).await.map_err(js)?.map(|r| json(&r)))

@@ -349,14 +349,15 @@ fn split(pixels: Vec<u8>, shape: [usize; 3], targets: Targets) -> Split {
 
 /// The built-in 5-way 5-shot task: five Fashion-MNIST classes, 5 support and 10 query images
 /// each, from the second half of the built-in set (the same images every time), converted to what
-/// `frozen` takes.
-pub fn five_way(set: &ImageSet, frozen: &Frozen) -> Result<Task, String> {
+/// `frozen` takes. `draw` 0 is the page's task; draw `d` takes the next 15 images of each class
+/// after those of draw `d - 1` (disjoint draws, for measurements over several).
+pub fn five_way(set: &ImageSet, frozen: &Frozen, draw: usize) -> Result<Task, String> {
     const CLASSES: [u32; 5] = [0, 1, 3, 7, 8];
     let (shots, queries) = (5, 10);
     let (mut support, mut query) = (Vec::new(), Vec::new());
     let (mut support_labels, mut query_labels) = (Vec::new(), Vec::new());
     for (way, &class) in CLASSES.iter().enumerate() {
-        let mut of_class = (set.len() / 2..set.len()).filter(|&k| set.labels[k] == class);
+        let mut of_class = (set.len() / 2..set.len()).filter(|&k| set.labels[k] == class).skip(draw * (shots + queries));
         for _ in 0..shots {
             support.push(of_class.next().ok_or("too few built-in images")?);
             support_labels.push(way as u32);
@@ -376,6 +377,9 @@ pub fn five_way(set: &ImageSet, frozen: &Frozen) -> Result<Task, String> {
     })
 }
 
+/// How far apart in the built-in set the items of two draws of a derived task start.
+const DRAW_STRIDE: usize = 1009;
+
 /// Support and query images of the page's position task: with fewer support images the demo
 /// encoder's query R² falls (above 0.15 only at `[1, 0]` with 25, EXPERIMENTS.md).
 pub const POSITION_SIZES: (usize, usize) = (100, 100);
@@ -383,10 +387,11 @@ pub const POSITION_SIZES: (usize, usize) = (100, 100);
 /// The built-in spatial regression (a derived task): a built-in image shrunk to half the side and
 /// placed at a random position on an empty canvas of the input size; the targets are the item's
 /// centre (x, y) as fractions of the side. The page uses [`POSITION_SIZES`].
-/// `sizes`: support and query images.
-pub fn position(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize)) -> Result<Task, String> {
+/// `sizes`: support and query images. `draw` 0 is the page's task; other draws take other items
+/// and other positions (for measurements over several).
+pub fn position(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize), draw: usize) -> Result<Task, String> {
     let (support, query) = sizes;
-    let pick = |k: usize, offset: usize| (set.len() / 2 + 37 * k + offset) % set.len();
+    let pick = |k: usize, offset: usize| (set.len() / 2 + 37 * k + offset + DRAW_STRIDE * draw) % set.len();
     let support_idx: Vec<usize> = (0..support).map(|k| pick(k, 0)).collect();
     let query_idx: Vec<usize> = (0..query).map(|k| pick(k, 11)).collect();
     let items: Vec<usize> = support_idx.iter().chain(&query_idx).copied().collect();
@@ -394,8 +399,8 @@ pub fn position(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize)) -> Resul
     let side = set.height;
     let (support_idx, query_idx): (Vec<usize>, Vec<usize>) = ((0..support).collect(), (support..support + query).collect());
     let place = |idx: &[usize], seed| ail_data::tasks::placed_items(&set, idx, side / 2, side, seed).map_err(|e| e.to_string());
-    let (sp, sv) = place(&support_idx, 1)?;
-    let (qp, qv) = place(&query_idx, 2)?;
+    let (sp, sv) = place(&support_idx, 1 + 2 * draw as u64)?;
+    let (qp, qv) = place(&query_idx, 2 + 2 * draw as u64)?;
     let shape = set.shape();
     Ok(Task {
         name: "where is the item? (derived task: position regression)".into(),
@@ -413,13 +418,14 @@ pub const TINT_SIZES: (usize, usize) = (30, 60);
 /// The built-in colour task (a derived task): which tint was applied to a built-in image? Only
 /// colour carries the answer, so invariance to appearance (colour, brightness) should hurt. The
 /// items (the same every time, from the second half of the built-in set) take the tints in turn.
-/// `sizes`: support and query images. Needs an encoder of colour (3-channel) images.
-pub fn tint(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize)) -> Result<Task, String> {
+/// `sizes`: support and query images; `draw` as in [`position`]. Needs an encoder of colour
+/// (3-channel) images.
+pub fn tint(set: &ImageSet, frozen: &Frozen, sizes: (usize, usize), draw: usize) -> Result<Task, String> {
     let (support, query) = sizes;
     if frozen.input_shape()[0] != 3 {
         return Err("the colour task needs an encoder of colour (3-channel) images".into());
     }
-    let pick = |k: usize, offset: usize| (set.len() / 2 + 53 * k + offset) % set.len();
+    let pick = |k: usize, offset: usize| (set.len() / 2 + 53 * k + offset + DRAW_STRIDE * draw) % set.len();
     let items: Vec<usize> = (0..support).map(|k| pick(k, 5)).chain((0..query).map(|k| pick(k, 29))).collect();
     let set = to_input(set.subset(&items), frozen)?;
     let tints: Vec<[f32; 3]> = TINTS.iter().map(|t| t.1).collect();
@@ -483,10 +489,20 @@ pub fn fit_device() -> Device {
     Device::flex()
 }
 
-/// The page's fit: `ail fewshot --readout logistic`'s step-by-step readout (30 steps that move
-/// `i`, 100 in all), learning `i` from 0.5, or with `i` fixed at `fixed`.
-pub fn fit_config(fixed: Option<Vec<f32>>) -> EpisodeConfig {
-    EpisodeConfig { readout: FewShotReadout::Logistic, steps: 30, i_lr: 0.05, i_init: 0.5, lr: 0.01, fixed, ..EpisodeConfig::default() }
+/// The page's fit on `support`: `ail fewshot`'s ridge readout (`--readout ridge --i-init
+/// best-corner`). The readout is solved in closed form, so a fit with `i` fixed is one pass of the
+/// support images; a learned `i` starts at the trained corner whose features best predict each
+/// support image from the others (the smallest leave-one-out error of the ridge readout, which the
+/// support set alone decides) and descends that same error for 20 steps. A support set with a
+/// class of one image (leaving it out removes the class), or an encoder without a recorded family,
+/// starts from 0.5.
+pub fn fit_config(frozen: &Frozen, support: &Split, fixed: Option<Vec<f32>>) -> EpisodeConfig {
+    let two_per_class = match &support.targets {
+        Targets::Classes { labels, classes } => (0..*classes as u32).all(|c| labels.iter().filter(|&&l| l == c).count() >= 2),
+        Targets::Values { .. } => support.len() >= 3,
+    };
+    let start_corners = frozen.family().filter(|_| fixed.is_none() && two_per_class).map(|f| f.trained().into_iter().map(|d| d.values().to_vec()).collect());
+    EpisodeConfig { readout: FewShotReadout::Ridge, steps: 20, i_lr: 0.05, i_init: 0.5, start_corners, fixed, lambdas: vec![0.001, 0.01, 0.1, 1.0, 10.0], ..EpisodeConfig::default() }
 }
 
 /// One step's report.
@@ -505,7 +521,7 @@ pub struct StepReport {
 pub async fn step(frozen: &Frozen, fit: &mut StepFit) -> Result<Option<StepReport>, String> {
     pause().await;
     let joint = fit.is_joint();
-    let Some(pending) = fit.start_step(frozen) else { return Ok(None) };
+    let Some(pending) = fit.start_step(frozen).map_err(|e| e.to_string())? else { return Ok(None) };
     let loss = read(pending.loss).await?[0] as f64;
     let grad = match pending.i_grad {
         Some(g) => Some(read(g).await?),
@@ -521,7 +537,7 @@ pub async fn step(frozen: &Frozen, fit: &mut StepFit) -> Result<Option<StepRepor
 
 /// The fitted head's scores on the query set (accuracy, or R^2).
 pub async fn evaluate(frozen: &Frozen, fit: &StepFit, query: &Split) -> Result<Scores, String> {
-    let raw = read(fit.predict(frozen, query)).await?;
+    let raw = read(fit.predict(frozen, query).map_err(|e| e.to_string())?).await?;
     Ok(fit.scores(&raw, &query.targets))
 }
 

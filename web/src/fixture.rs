@@ -77,7 +77,7 @@ pub async fn run(bytes: &[u8], device: &Device, fit_device: &Device) -> Result<O
         .collect();
     let task = engine::custom(&classes, SHAPE)?;
     let support: &Split = &task.support;
-    let mut fit = ail_core::fewshot::StepFit::new(&frozen, support, &engine::fit_config(None), 0).map_err(|e| e.to_string())?;
+    let mut fit = ail_core::fewshot::StepFit::new(&frozen, support, &engine::fit_config(&frozen, support, None), 0).map_err(|e| e.to_string())?;
     let mut losses = Vec::new();
     for _ in 0..FIT_STEPS {
         let report = engine::step(&frozen, &mut fit).await?.ok_or("the fit ended early")?;

@@ -132,14 +132,6 @@ pub struct EpisodeResult {
     pub lambda: Option<f64>,
 }
 
-fn one_hot(labels: &[u32], ways: usize) -> Vec<f32> {
-    let mut rows = vec![0f32; labels.len() * ways];
-    for (r, &l) in labels.iter().enumerate() {
-        rows[r * ways + l as usize] = 1.0;
-    }
-    rows
-}
-
 fn normalised(f: &mut [f32], d: usize) {
     for row in f.chunks_exact_mut(d) {
         let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
@@ -148,33 +140,15 @@ fn normalised(f: &mut [f32], d: usize) {
 }
 
 /// Ridge regression from L2-normalised features of `split` to `y` (`[n, m]`), with `i` learned by
-/// descending the closed-form LOO error (`config.steps` Adam steps from `config.i_init`, unless
-/// `config.fixed`) and the penalty chosen from `config.lambdas` by LOO error at the start.
+/// descending the closed-form LOO error (`config.steps` Adam steps from the start, unless
+/// `config.fixed`) and the penalty chosen from `config.lambdas` by LOO error at the start: a
+/// [`StepFit`] with the ridge readout, run to its end.
 pub fn learn_ridge(frozen: &Frozen, split: &Split, y: &[f32], m: usize, config: &EpisodeConfig) -> Result<LearnedRidge, CoreError> {
-    let k = frozen.num_invariances();
-    let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
-    let mut i = start(frozen, split, y, m, config)?;
-    let start = i.clone();
-    let device = frozen.device().clone();
-    let (n, d) = (split.len(), frozen.feature_dim());
-    let features = |i: &[f32]| normalised_features(frozen, split, i);
-    let (lambda, _) = ridge::select_lambda(&features(&i), y, n, d, m, &config.lambdas)?;
-    if learn {
-        let mut adam = DescriptorAdam::new(k, config.i_lr);
-        let x = Frozen::upload_u8(&split.pixels, n, split.shape, &device);
-        let y_t = Tensor::<1>::from_floats(y, &device).reshape([n, m]);
-        for _ in 0..config.steps {
-            let i_t = Tensor::<1>::from_floats(i.as_slice(), &device).require_grad();
-            let f = normalize_rows(frozen.features_with_grad(x.clone(), i_t.clone(), &i));
-            let loss = ridge::loo_mse(f, y_t.clone(), lambda)?;
-            let grads = loss.backward();
-            if let Some(g) = i_t.grad(&grads) {
-                adam.step(&mut i, &g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad"));
-            }
-        }
-    }
-    let readout = ridge::Ridge::fit(&features(&i), y, n, d, m, lambda)?;
-    Ok(LearnedRidge { i, start, lambda, readout })
+    let config = EpisodeConfig { readout: FewShotReadout::Ridge, ..config.clone() };
+    let mut fit = StepFit::with_rows(frozen, split, y.to_vec(), m, &config, 0)?;
+    while fit.step(frozen)? {}
+    let (readout, lambda) = (fit.ridge_readout(frozen)?, fit.lambda().expect("a ridge fit"));
+    Ok(LearnedRidge { i: fit.i, start: fit.start, lambda, readout })
 }
 
 /// What [`learn_ridge`] gives: the descriptor, where it started, the penalty and the readout
@@ -228,26 +202,15 @@ pub fn normalised_features(frozen: &Frozen, split: &Split, i: &[f32]) -> Vec<f32
 /// Runs one episode on `support` and `query` (targets: episode classes `0..ways`).
 pub fn run_episode(frozen: &Frozen, support: &Split, query: &Split, config: &EpisodeConfig, seed: u64) -> Result<EpisodeResult, CoreError> {
     let ways = support.targets.outputs();
-    let (Targets::Classes { labels: support_labels, .. }, Targets::Classes { labels: query_labels, .. }) = (&support.targets, &query.targets) else {
+    let (Targets::Classes { .. }, Targets::Classes { labels: query_labels, .. }) = (&support.targets, &query.targets) else {
         return Err(CoreError::Config("few-shot episodes need class targets".into()));
     };
-    let y = one_hot(support_labels, ways);
-    let features = |split: &Split, i: &[f32]| normalised_features(frozen, split, i);
-    match config.readout {
-        FewShotReadout::Ridge => {
-            let LearnedRidge { i, start, lambda, readout } = learn_ridge(frozen, support, &y, ways, config)?;
-            let scores = readout.predict(&features(query, &i), query.len());
-            let predicted = metrics::argmax_rows(&scores, ways);
-            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), start: chosen(config, start), i, lambda: Some(lambda) })
-        }
-        FewShotReadout::Logistic => {
-            let mut fit = StepFit::new(frozen, support, config, seed)?;
-            while fit.step(frozen) {}
-            let scores: Vec<f32> = fit.predict(frozen, query).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 scores");
-            let predicted = metrics::argmax_rows(&scores, ways);
-            Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i: fit.i().to_vec(), start: chosen(config, fit.start().to_vec()), lambda: None })
-        }
-    }
+    // One-hot targets: the class rows `StepFit::new` makes.
+    let mut fit = StepFit::new(frozen, support, config, seed)?;
+    while fit.step(frozen)? {}
+    let scores: Vec<f32> = fit.predict(frozen, query)?.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 scores");
+    let predicted = metrics::argmax_rows(&scores, ways);
+    Ok(EpisodeResult { accuracy: metrics::accuracy(&predicted, query_labels), i: fit.i().to_vec(), start: chosen(config, fit.start().to_vec()), lambda: fit.lambda() })
 }
 
 /// The tensors one [`StepFit`] step leaves to read: the batch loss, and the gradient in `i` while
@@ -258,23 +221,29 @@ pub struct PendingStep {
     pub i_grad: Option<Tensor<1>>,
 }
 
-/// The logistic readout of an episode, one step at a time: a linear head on the L2-normalised
-/// features (outputs scaled by 10) trained by AdamW on the support set, jointly with `i` (Adam,
-/// projected onto [0, 1]) for `config.steps` steps, then alone on the features at the final `i`
-/// until 100 steps in all. Class targets train by cross-entropy; value targets (a regression
-/// episode) by mean squared error on targets standardised with the support's mean and deviation.
-/// [`run_episode`] runs it to the end; the browser page runs it step by step, drawing as it goes.
+/// An episode's readout, one step at a time, on the L2-normalised features of the support set:
+/// - logistic ([`FewShotReadout::Logistic`]): a linear head (outputs scaled by 10) trained by AdamW,
+///   jointly with `i` (Adam, projected onto [0, 1]) for `config.steps` steps, then alone on the
+///   features at the final `i` until 100 steps in all. Class targets train by cross-entropy; value
+///   targets (a regression episode) by mean squared error on targets standardised with the
+///   support's mean and deviation.
+/// - ridge ([`FewShotReadout::Ridge`]): `i` descends the closed-form leave-one-out error of a ridge
+///   readout (the penalty chosen from `config.lambdas` by that error at the start) for
+///   `config.steps` steps; one last step measures that error at the final `i`, where the readout is
+///   then solved in closed form. A fixed `i` takes that last step only.
+///
+/// Each step's loss is the readout's training loss (ridge: the leave-one-out error, which the
+/// support set alone gives). [`run_episode`] runs a fit to the end; the browser page runs it step by
+/// step, drawing as it goes.
 pub struct StepFit {
     learn: bool,
     joint_steps: usize,
     total: usize,
     done: usize,
-    lr: f64,
     i: Vec<f32>,
     start: Vec<f32>,
     adam: DescriptorAdam,
-    head: burn::nn::Linear,
-    optim: burn::optim::ModuleOptimizer,
+    head: Head,
     x: Tensor<4>,
     y: Tensor<2>,
     classes: bool,
@@ -284,51 +253,76 @@ pub struct StepFit {
     pending: bool,
 }
 
+/// The readout a [`StepFit`] trains.
+enum Head {
+    Logistic { head: burn::nn::Linear, optim: burn::optim::ModuleOptimizer, lr: f64 },
+    /// The support split and its targets on the host (`[n, m]`), for the closed-form readout, and
+    /// that readout once solved at the final `i`.
+    Ridge { lambda: f64, support: Box<Split>, rows: Vec<f32>, readout: Option<ridge::Ridge> },
+}
+
 /// The fixed scale of the head's outputs on unit-norm features.
 const LOGIT_SCALE: f32 = 10.0;
 
 impl StepFit {
-    /// A fit on `support` (class or value targets) under `config` (`steps`, `i_lr`, `i_init`,
-    /// `fixed`, `lr`), the head initialised from `seed`.
+    /// A fit on `support` (class or value targets) under `config` (`readout`, `steps`, `i_lr`,
+    /// `i_init`, `start_corners`, `fixed`, `lr`, `lambdas`), a logistic head initialised from `seed`.
     pub fn new(frozen: &Frozen, support: &Split, config: &EpisodeConfig, seed: u64) -> Result<Self, CoreError> {
+        let (mean, std) = crate::fit::standardisation(&support.targets);
+        let rows = crate::fit::target_rows(&support.targets, &mean, &std);
+        Self::with_rows(frozen, support, rows, support.targets.outputs(), config, seed)
+    }
+
+    /// [`StepFit::new`] with the training targets given (`[n, m]`: one-hot classes, or values
+    /// standardised with the support's mean and deviation).
+    fn with_rows(frozen: &Frozen, support: &Split, rows: Vec<f32>, m: usize, config: &EpisodeConfig, seed: u64) -> Result<Self, CoreError> {
         if support.is_empty() {
             return Err(CoreError::Config("the support set is empty".into()));
         }
         let k = frozen.num_invariances();
         let learn = config.fixed.is_none() && k > 0 && config.steps > 0;
         let device = frozen.device().clone();
-        let (d, n, m) = (frozen.feature_dim(), support.len(), support.targets.outputs());
+        let (d, n) = (frozen.feature_dim(), support.len());
         let (mean, std) = crate::fit::standardisation(&support.targets);
-        let rows = crate::fit::target_rows(&support.targets, &mean, &std);
         let i = start(frozen, support, &rows, m, config)?;
         let y = Tensor::<1>::from_floats(rows.as_slice(), &device).reshape([n, m]);
-        // The head is drawn on the CPU backend and moved: the same start on every backend (a GPU's
-        // random numbers differ from the CPU's), so that fits compare across devices. burn draws a
-        // parameter lazily, at its first use, from the backend's one generator per process: the
-        // draw is forced here (weight, then bias, the order of a first forward), right after the
-        // seed and under a lock, so that neither a later device nor another thread's draws change it.
-        let head = {
-            static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
-            let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            Device::flex().seed(seed);
-            let head = LinearConfig::new(d, m).init(&Device::flex().autodiff());
-            let _ = head.weight.val();
-            let _ = head.bias.as_ref().map(|b| b.val());
-            head
-        }
-        .fork(&device);
+        let joint_steps = if learn { config.steps } else { 0 };
+        let (head, total) = match config.readout {
+            FewShotReadout::Ridge => {
+                let (lambda, _) = ridge::select_lambda(&normalised_features(frozen, support, &i), &rows, n, d, m, &config.lambdas)?;
+                (Head::Ridge { lambda, support: Box::new(support.clone()), rows, readout: None }, joint_steps + 1)
+            }
+            FewShotReadout::Logistic => {
+                // The head is drawn on the CPU backend and moved: the same start on every backend
+                // (a GPU's random numbers differ from the CPU's), so that fits compare across
+                // devices. burn draws a parameter lazily, at its first use, from the backend's one
+                // generator per process: the draw is forced here (weight, then bias, the order of a
+                // first forward), right after the seed and under a lock, so that neither a later
+                // device nor another thread's draws change it.
+                let head = {
+                    static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                    let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    Device::flex().seed(seed);
+                    let head = LinearConfig::new(d, m).init(&Device::flex().autodiff());
+                    let _ = head.weight.val();
+                    let _ = head.bias.as_ref().map(|b| b.val());
+                    head
+                }
+                .fork(&device);
+                let optim = crate::kernels::adamw(Default::default(), None);
+                (Head::Logistic { head, optim, lr: config.lr }, config.steps.max(100))
+            }
+        };
         let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
         let mut fit = Self {
             learn,
-            joint_steps: if learn { config.steps } else { 0 },
-            total: config.steps.max(100),
+            joint_steps,
+            total,
             done: 0,
-            lr: config.lr,
             start: i.clone(),
             i,
             adam: DescriptorAdam::new(k, config.i_lr),
             head,
-            optim: crate::kernels::adamw(Default::default(), None),
             x,
             y,
             classes: matches!(support.targets, Targets::Classes { .. }),
@@ -337,7 +331,7 @@ impl StepFit {
             settled: None,
             pending: false,
         };
-        if !learn {
+        if !learn && matches!(fit.head, Head::Logistic { .. }) {
             fit.settle(frozen);
         }
         Ok(fit)
@@ -369,31 +363,62 @@ impl StepFit {
         self.done < self.joint_steps
     }
 
+    /// The ridge penalty, for a ridge fit.
+    pub fn lambda(&self) -> Option<f64> {
+        match &self.head {
+            Head::Ridge { lambda, .. } => Some(*lambda),
+            Head::Logistic { .. } => None,
+        }
+    }
+
     /// One step of the head (and `i`, during the joint steps); `None` once all steps are done.
     /// The head is updated; `i` is updated by [`StepFit::finish_step`] with the gradient read.
-    pub fn start_step(&mut self, frozen: &Frozen) -> Option<PendingStep> {
+    pub fn start_step(&mut self, frozen: &Frozen) -> Result<Option<PendingStep>, CoreError> {
         if self.done >= self.total {
-            return None;
+            return Ok(None);
         }
         assert!(!self.pending, "finish_step must follow start_step");
         let joint = self.is_joint();
-        if !joint && self.settled.is_none() {
-            self.settle(frozen);
-        }
-        let device = frozen.device();
-        let i_t = Tensor::<1>::from_floats(self.i.as_slice(), device).require_grad();
-        let f = match (&self.settled, joint) {
-            (Some(f), false) => f.clone(),
-            _ => normalize_rows(frozen.features_with_grad(self.x.clone(), i_t.clone(), &self.i)),
+        let device = frozen.device().clone();
+        let i_t = Tensor::<1>::from_floats(self.i.as_slice(), &device).require_grad();
+        let joint_features = |fit: &Self| normalize_rows(frozen.features_with_grad(fit.x.clone(), i_t.clone(), &fit.i));
+        let (loss, i_grad) = match &mut self.head {
+            Head::Ridge { lambda, support, rows, readout } if !joint => {
+                // The last step: the leave-one-out error at the final `i` (the host features the
+                // readout is solved on), and the readout.
+                let (n, d, m) = (support.len(), frozen.feature_dim(), self.y.dims()[1]);
+                let f = normalised_features(frozen, support, &self.i);
+                let r = ridge::loo_residuals(&f, rows, n, d, m, *lambda)?;
+                let mse = r.iter().map(|v| v * v).sum::<f64>() / r.len().max(1) as f64;
+                *readout = Some(ridge::Ridge::fit(&f, rows, n, d, m, *lambda)?);
+                (Tensor::<1>::from_floats([mse as f32], &device.clone().without_autodiff()), None)
+            }
+            Head::Ridge { lambda, .. } => {
+                let lambda = *lambda;
+                let loss = ridge::loo_mse(joint_features(self), self.y.clone(), lambda)?;
+                let mut grads = loss.backward();
+                (loss.detach(), i_t.grad_remove(&mut grads).map(|g| g.detach()))
+            }
+            Head::Logistic { .. } => {
+                if !joint && self.settled.is_none() {
+                    self.settle(frozen);
+                }
+                let f = match (&self.settled, joint) {
+                    (Some(f), false) => f.clone(),
+                    _ => joint_features(self),
+                };
+                let Head::Logistic { head, optim, lr } = &mut self.head else { unreachable!() };
+                let out = head.forward(f) * LOGIT_SCALE;
+                let loss = if self.classes { cross_entropy_one_hot(out, self.y.clone()) } else { (out - self.y.clone()).powf_scalar(2.0).mean() };
+                let mut grads = loss.backward();
+                let i_grad = if joint { i_t.grad_remove(&mut grads).map(|g| g.detach()) } else { None };
+                let hg = GradientsParams::from_grads(grads, &*head);
+                *head = optim.step(*lr, head.clone(), hg);
+                (loss.detach(), i_grad)
+            }
         };
-        let out = self.head.forward(f) * LOGIT_SCALE;
-        let loss = if self.classes { cross_entropy_one_hot(out, self.y.clone()) } else { (out - self.y.clone()).powf_scalar(2.0).mean() };
-        let mut grads = loss.backward();
-        let i_grad = if joint { i_t.grad_remove(&mut grads).map(|g| g.detach()) } else { None };
-        let hg = GradientsParams::from_grads(grads, &self.head);
-        self.head = self.optim.step(self.lr, self.head.clone(), hg);
         self.pending = true;
-        Some(PendingStep { loss: loss.detach(), i_grad })
+        Ok(Some(PendingStep { loss, i_grad }))
     }
 
     /// Completes the step [`StepFit::start_step`] began: `i_grad` (read from its `i_grad`) moves `i`.
@@ -406,20 +431,44 @@ impl StepFit {
     }
 
     /// One whole step, reading the gradient synchronously (native backends); false once done.
-    pub fn step(&mut self, frozen: &Frozen) -> bool {
-        let Some(pending) = self.start_step(frozen) else { return false };
+    pub fn step(&mut self, frozen: &Frozen) -> Result<bool, CoreError> {
+        let Some(pending) = self.start_step(frozen)? else { return Ok(false) };
         let g = pending.i_grad.map(|g| g.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 grad"));
         self.finish_step(g.as_deref());
-        true
+        Ok(true)
     }
 
-    /// The head's raw outputs on `query` at the current `i` (`[n, outputs]` on the inner device):
-    /// logits, or standardised values ([`StepFit::scores`] turns them into scores).
-    pub fn predict(&self, frozen: &Frozen, query: &Split) -> Tensor<2> {
+    /// A ridge fit's readout at the current `i` (solved by its last step, or now if that step has
+    /// not been taken).
+    pub fn ridge_readout(&self, frozen: &Frozen) -> Result<ridge::Ridge, CoreError> {
+        let Head::Ridge { lambda, support, rows, readout } = &self.head else {
+            return Err(CoreError::Config("a logistic fit has no ridge readout".into()));
+        };
+        match readout {
+            Some(r) if self.done >= self.total => Ok(r.clone()),
+            _ => {
+                let (n, d, m) = (support.len(), frozen.feature_dim(), self.y.dims()[1]);
+                ridge::Ridge::fit(&normalised_features(frozen, support, &self.i), rows, n, d, m, *lambda)
+            }
+        }
+    }
+
+    /// The readout's raw outputs on `query` at the current `i` (`[n, outputs]` on the inner
+    /// device): logits or ridge scores, or standardised values ([`StepFit::scores`] turns them into
+    /// scores).
+    pub fn predict(&self, frozen: &Frozen, query: &Split) -> Result<Tensor<2>, CoreError> {
         let inner = frozen.device().clone().without_autodiff();
-        let x = Frozen::upload_u8(&query.pixels, query.len(), query.shape, &inner);
-        let f = normalize_rows(frozen.features(x, &self.i));
-        self.head.valid().forward(f) * LOGIT_SCALE
+        match &self.head {
+            Head::Logistic { head, .. } => {
+                let x = Frozen::upload_u8(&query.pixels, query.len(), query.shape, &inner);
+                let f = normalize_rows(frozen.features(x, &self.i));
+                Ok(head.valid().forward(f) * LOGIT_SCALE)
+            }
+            Head::Ridge { .. } => {
+                let out = self.ridge_readout(frozen)?.predict(&normalised_features(frozen, query, &self.i), query.len());
+                Ok(Tensor::<1>::from_floats(out.as_slice(), &inner).reshape([query.len(), self.y.dims()[1]]))
+            }
+        }
     }
 
     /// Predictions in target units from [`StepFit::predict`]'s outputs (read to the host).

@@ -206,3 +206,63 @@ fn the_start_chosen_by_leaving_one_out_is_the_corner_that_carries_the_target() {
     let fixed = StepFit::new(&frozen, &small, &EpisodeConfig { fixed: Some(vec![1.0, 0.0]), ..config }, 0).unwrap();
     assert_eq!(fixed.start(), &[1.0, 0.0], "a fixed descriptor is not replaced by a chosen corner");
 }
+
+/// The ridge readout step by step (the browser page's fit, and `learn_ridge`): a fixed `i` takes
+/// one step, whose loss is the closed-form leave-one-out error at the penalty chosen, and whose
+/// readout is the ridge solved on those features; a learned `i` takes `steps` descending steps and
+/// that last one, lowers the error it descends, and ends where `learn_ridge` ends.
+#[test]
+fn the_ridge_readout_step_by_step_is_the_closed_form_one() {
+    use ail_core::fewshot::{EpisodeConfig, FewShotReadout, StepFit, learn_ridge, normalised_features};
+    let _serial = ail_core::serial_draws();
+    let frozen = frozen();
+    let (train, test) = task(&frozen);
+    let small = train.subset(&(0..60).collect::<Vec<_>>());
+    let (mean, std) = ail_core::fit::standardisation(&small.targets);
+    let y = ail_core::fit::target_rows(&small.targets, &mean, &std);
+    let (n, d) = (small.len(), frozen.feature_dim());
+    let lambdas = vec![0.01, 0.1, 1.0];
+    let fixed_i = vec![1.0, 0.0];
+    let config = EpisodeConfig { readout: FewShotReadout::Ridge, steps: 5, fixed: Some(fixed_i.clone()), lambdas: lambdas.clone(), ..Default::default() };
+
+    let mut fit = StepFit::new(&frozen, &small, &config, 0).unwrap();
+    assert_eq!(fit.progress(), (0, 1), "a fixed i takes one step");
+    let mut losses = Vec::new();
+    while fit.step(&frozen).unwrap() {
+        losses.push(fit.progress().0);
+    }
+    assert_eq!(losses, vec![1]);
+    let f = normalised_features(&frozen, &small, &fixed_i);
+    let (lambda, loo) = ail_core::ridge::select_lambda(&f, &y, n, d, 1, &lambdas).unwrap();
+    assert_eq!(fit.lambda(), Some(lambda));
+    // The step's loss is that leave-one-out error.
+    let mut again = StepFit::new(&frozen, &small, &config, 0).unwrap();
+    let pending = again.start_step(&frozen).unwrap().unwrap();
+    let step_loss = pending.loss.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()[0] as f64;
+    assert!((step_loss - loo).abs() <= 1e-6 * loo.max(1.0), "{step_loss} against {loo}");
+    // Its predictions are the closed-form ridge's on the query features.
+    let want = ail_core::ridge::Ridge::fit(&f, &y, n, d, 1, lambda).unwrap().predict(&normalised_features(&frozen, &test, &fixed_i), test.len());
+    let got = fit.predict(&frozen, &test).unwrap().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    assert_eq!(got, want);
+
+    // Learned from 0.5: 5 descending steps and the last, the error lowered, the end `learn_ridge`'s.
+    let config = EpisodeConfig { fixed: None, ..config };
+    let mut fit = StepFit::new(&frozen, &small, &config, 0).unwrap();
+    assert_eq!(fit.progress(), (0, 6));
+    let mut losses = Vec::new();
+    loop {
+        let joint = fit.is_joint();
+        let Some(pending) = fit.start_step(&frozen).unwrap() else { break };
+        losses.push(pending.loss.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()[0]);
+        assert_eq!(pending.i_grad.is_some(), joint, "only the descending steps have a gradient in i");
+        let g = pending.i_grad.map(|g| g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+        fit.finish_step(g.as_deref());
+    }
+    assert_eq!(losses.len(), 6);
+    assert!(losses[5] < losses[0], "the descent lowers the leave-one-out error: {losses:?}");
+    assert_ne!(fit.i(), &[0.5, 0.5]);
+    let learned = learn_ridge(&frozen, &small, &y, 1, &config).unwrap();
+    assert_eq!(learned.i.as_slice(), fit.i());
+    assert_eq!(Some(learned.lambda), fit.lambda());
+    assert_eq!(learned.readout.weights, fit.ridge_readout(&frozen).unwrap().weights);
+}
