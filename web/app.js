@@ -564,7 +564,7 @@ function drawLoss(curves) {
   svg("text", { x: W - 5, y: C - 6, "text-anchor": "end" }, s).textContent = `step ${steps}`;
   curves.forEach((c, n) => {
     // A fixed setting has one value: a dashed line across, for the learned curve to be read against.
-    const dashed = c.values.length === 1;
+    const dashed = c.fixed && c.values.length === 1;
     const xs = dashed ? [L, W - 5] : c.values.map((_, k) => L + ((k + 1) / steps) * (W - L - 5));
     const ys = (dashed ? [c.values[0], c.values[0]] : c.values).map((v) => C - B - ((v - lo) / (hi - lo || 1)) * (C - B - 10) - 5);
     const pts = xs.map((x, k) => [x, ys[k]].join(","));
@@ -587,7 +587,7 @@ async function runFit() {
   const t0 = performance.now();
   const fixed = corners();
   const curves = [{ label: "learned i", colour: CURVE_COLOURS[0], values: [], total: 1 },
-    ...fixed.map((c, k) => ({ label: `i fixed at ${iLabel(c)}`, colour: CURVE_COLOURS[(k + 1) % CURVE_COLOURS.length], values: [], total: 1 }))];
+    ...fixed.map((c, k) => ({ label: `i fixed at ${iLabel(c)}`, fixed: true, colour: CURVE_COLOURS[(k + 1) % CURVE_COLOURS.length], values: [], total: 1 }))];
   state.path = [];
   const onTask = ({ info, supportRgba }) => {
     const support = $("support");
@@ -664,9 +664,10 @@ function showResults(tinfo, results, ms) {
   const p = document.createElement("p");
   p.className = "explain";
   const start = results[0].start;
-  const fromCorner = start && state.info.trained.some((c) => c.length === start.length && c.every((v, k) => v === start[k]));
+  const same = (a, b) => a.length === b.length && a.every((v, k) => Math.abs(v - b[k]) < 0.005);
+  const fromCorner = start && state.info.trained.some((c) => same(c, start));
   const how = fromCorner
-    ? `The learned i started at ${iLabel(start)}: each trained corner was tried on the support images, predicting each one from the others, and this corner predicted them best (the dashed lines). From there it moved to lower that error further and ended at ${iLabel(results[0].scores.i)}`
+    ? `The learned i started at ${iLabel(start)}: each trained corner was tried on the support images, predicting each one from the others, and this corner predicted them best (the dashed lines). ${same(start, results[0].scores.i) ? "No step away from it lowered that error, so it stayed there" : `From there it moved to lower that error further and ended at ${iLabel(results[0].scores.i)}`}`
     : `The learned i started at ${start ? iLabel(start) : "the middle of the pad"} and ended at ${iLabel(results[0].scores.i)}`;
   p.textContent = `${how}, ${learned >= best ? "level with or above" : "below"} the best fixed corner on the query images (${gap}). `
     + `Everything the learned i knows comes from the ${tinfo.support} support images, while the corners' scores are read on the query images: with so few images the learned i can pick a different corner, and a difference of a few points is within what another draw of ${tinfo.support} images would change.`;

@@ -162,7 +162,9 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
     // error for 20 steps, one more step measures it at the final i; a fixed i takes that step only.
     let (losses, learned, i) = run(&five, None);
     assert_eq!(losses.len(), 21);
-    assert!(losses[20] <= losses[0], "the descent lowers the error it descends: {losses:?}");
+    // (The last error is computed on the host in f64, the first on the device: equal up to
+    // rounding when `i` does not move.)
+    assert!(losses[20] <= losses[0] * (1.0 + 1e-5), "the descent does not raise the error it descends: {losses:?}");
     let (fixed_losses, fixed, fixed_i) = run(&five, Some(vec![1.0, 1.0]));
     assert_eq!((fixed_i, fixed_losses.len()), (vec![1.0, 1.0], 1));
     // Both readouts beat chance (20%) by far on the built-in encoder.
@@ -176,7 +178,7 @@ fn built_in_tasks_have_the_promised_shape_and_fit_on_the_builtin_encoder() {
     let (losses, learned, i) = run(&position, None);
     let (_, fixed, _) = run(&position, Some(vec![1.0, 1.0]));
     eprintln!("position: learned i {i:?} -> R² {:?}; fixed [1, 1] -> R² {:?}; loss {} -> {}", learned.r2, fixed.r2, losses[0], losses[20]);
-    assert!(losses[20] <= losses[0], "{losses:?}");
+    assert!(losses[20] <= losses[0] * (1.0 + 1e-5), "{losses:?}");
     for s in [&learned, &fixed] {
         assert!(s.accuracy.is_none() && (0.05..=1.0).contains(&s.r2.unwrap()), "{s:?}");
     }

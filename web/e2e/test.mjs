@@ -211,7 +211,8 @@ try {
   // Stop: a fit stopped after a few steps says so, shows no result and leaves the page ready.
   await page.selectOption("#task", "five-way");
   await page.click("#fit");
-  await page.waitForFunction(() => /step ([3-9]|\d\d+)\//.test(document.querySelector("#fit-status").textContent), null, { timeout: 600_000 });
+  // Early in the learned fit (20 of its 21 steps and three fixed fits are still to come).
+  await page.waitForFunction(() => /learned i: step [1-3]\//.test(document.querySelector("#fit-status").textContent), null, { timeout: 600_000 });
   await page.click("#stop");
   await page.waitForFunction(() => document.querySelector("#message").textContent.includes("Fit stopped"), null, { timeout: 60_000 });
   assert.equal(await page.$eval("#results", (r) => r.textContent.trim()), "", "a stopped fit shows no result");

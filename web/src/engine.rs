@@ -1,9 +1,11 @@
 //! What the page computes, without the browser: opening an export, the invariance dial (the
 //! invariance measure of `ail measure` and a PCA of the features at one `i`), the built-in and
-//! custom tasks, and the few-shot fit of `ail fewshot --readout logistic` run step by step.
+//! custom tasks, and the few-shot fit of `ail fewshot --readout ridge` run step by step.
 //! Everything here is ail-core / ail-augment / ail-data code; this module only arranges it so that
-//! every tensor read is asynchronous (WebGPU cannot block the page to read a buffer). The
-//! native tests drive the same functions on the CPU backend.
+//! every tensor read on the dial's device is asynchronous (WebGPU cannot block the page to read a
+//! buffer). The fit runs on the CPU backend ([`fit_device`]), whose reads complete at once, so the
+//! ridge readout's host-side solves may read synchronously. The native tests drive the same
+//! functions on the CPU backend.
 
 use ail_core::invariance::{self, Metric, Reference, Transform};
 use ail_core::checkpoint::load_web;
@@ -490,7 +492,8 @@ pub fn fit_device() -> Device {
 }
 
 /// The page's fit on `support`: `ail fewshot`'s ridge readout (`--readout ridge --i-init
-/// best-corner`). The readout is solved in closed form, so a fit with `i` fixed is one pass of the
+/// best-corner`, with the penalty grid of `ail lowshot`, 0.001-10, since the page has a regression
+/// task too). The readout is solved in closed form, so a fit with `i` fixed is one pass of the
 /// support images; a learned `i` starts at the trained corner whose features best predict each
 /// support image from the others (the smallest leave-one-out error of the ridge readout, which the
 /// support set alone decides) and descends that same error for 20 steps. A support set with a

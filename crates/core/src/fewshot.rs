@@ -244,7 +244,9 @@ pub struct StepFit {
     start: Vec<f32>,
     adam: DescriptorAdam,
     head: Head,
-    x: Tensor<4>,
+    /// The support images on the device, for the steps that compute features with a graph (a
+    /// learned `i`, or the logistic head's settled features); a fixed ridge fit reads host features.
+    x: Option<Tensor<4>>,
     y: Tensor<2>,
     classes: bool,
     mean: Vec<f32>,
@@ -313,7 +315,7 @@ impl StepFit {
                 (Head::Logistic { head, optim, lr: config.lr }, config.steps.max(100))
             }
         };
-        let x = Frozen::upload_u8(&support.pixels, n, support.shape, &device);
+        let x = (learn || config.readout == FewShotReadout::Logistic).then(|| Frozen::upload_u8(&support.pixels, n, support.shape, &device));
         let mut fit = Self {
             learn,
             joint_steps,
@@ -337,10 +339,14 @@ impl StepFit {
         Ok(fit)
     }
 
+    fn support_images(&self) -> Tensor<4> {
+        self.x.clone().expect("the support images are uploaded for a learned i or a logistic head")
+    }
+
     /// Features at the current `i`, computed once for the steps that train the head alone.
     fn settle(&mut self, frozen: &Frozen) {
         let i = frozen.descriptor(&self.i, frozen.device());
-        self.settled = Some(normalize_rows(frozen.features_with_grad(self.x.clone(), i, &self.i)).detach());
+        self.settled = Some(normalize_rows(frozen.features_with_grad(self.support_images(), i, &self.i)).detach());
     }
 
     /// The descriptor now.
@@ -371,17 +377,24 @@ impl StepFit {
         }
     }
 
-    /// One step of the head (and `i`, during the joint steps); `None` once all steps are done.
-    /// The head is updated; `i` is updated by [`StepFit::finish_step`] with the gradient read.
+    /// One step; `None` once all steps are done. Logistic: the head takes an AdamW step (on the
+    /// features at the current `i`, with their gradient to `i` during the joint steps). Ridge: a
+    /// joint step gives the leave-one-out error and its gradient to `i`; the last step measures
+    /// that error at the final `i` and solves the readout there. `i` is updated by
+    /// [`StepFit::finish_step`] with the gradient read.
     pub fn start_step(&mut self, frozen: &Frozen) -> Result<Option<PendingStep>, CoreError> {
         if self.done >= self.total {
             return Ok(None);
         }
         assert!(!self.pending, "finish_step must follow start_step");
         let joint = self.is_joint();
+        if matches!(self.head, Head::Logistic { .. }) && !joint && self.settled.is_none() {
+            self.settle(frozen);
+        }
         let device = frozen.device().clone();
-        let i_t = Tensor::<1>::from_floats(self.i.as_slice(), &device).require_grad();
-        let joint_features = |fit: &Self| normalize_rows(frozen.features_with_grad(fit.x.clone(), i_t.clone(), &fit.i));
+        // `i` as a tensor with a gradient, and the support's features through it (joint steps only).
+        let i_t = || Tensor::<1>::from_floats(self.i.as_slice(), &device).require_grad();
+        let joint_features = |fit: &Self, i_t: &Tensor<1>| normalize_rows(frozen.features_with_grad(fit.support_images(), i_t.clone(), &fit.i));
         let (loss, i_grad) = match &mut self.head {
             Head::Ridge { lambda, support, rows, readout } if !joint => {
                 // The last step: the leave-one-out error at the final `i` (the host features the
@@ -394,24 +407,23 @@ impl StepFit {
                 (Tensor::<1>::from_floats([mse as f32], &device.clone().without_autodiff()), None)
             }
             Head::Ridge { lambda, .. } => {
-                let lambda = *lambda;
-                let loss = ridge::loo_mse(joint_features(self), self.y.clone(), lambda)?;
+                let (lambda, i_t) = (*lambda, i_t());
+                let loss = ridge::loo_mse(joint_features(self, &i_t), self.y.clone(), lambda)?;
                 let mut grads = loss.backward();
                 (loss.detach(), i_t.grad_remove(&mut grads).map(|g| g.detach()))
             }
             Head::Logistic { .. } => {
-                if !joint && self.settled.is_none() {
-                    self.settle(frozen);
-                }
-                let f = match (&self.settled, joint) {
-                    (Some(f), false) => f.clone(),
-                    _ => joint_features(self),
+                let i_t = joint.then(i_t);
+                let f = match (&self.settled, &i_t) {
+                    (Some(f), None) => f.clone(),
+                    (_, Some(i_t)) => joint_features(self, i_t),
+                    (None, None) => unreachable!("settled above"),
                 };
                 let Head::Logistic { head, optim, lr } = &mut self.head else { unreachable!() };
                 let out = head.forward(f) * LOGIT_SCALE;
                 let loss = if self.classes { cross_entropy_one_hot(out, self.y.clone()) } else { (out - self.y.clone()).powf_scalar(2.0).mean() };
                 let mut grads = loss.backward();
-                let i_grad = if joint { i_t.grad_remove(&mut grads).map(|g| g.detach()) } else { None };
+                let i_grad = i_t.and_then(|i_t| i_t.grad_remove(&mut grads)).map(|g| g.detach());
                 let hg = GradientsParams::from_grads(grads, &*head);
                 *head = optim.step(*lr, head.clone(), hg);
                 (loss.detach(), i_grad)
