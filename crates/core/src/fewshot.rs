@@ -450,15 +450,15 @@ impl StepFit {
         Ok(true)
     }
 
-    /// A ridge fit's readout at the current `i` (solved by its last step, or now if that step has
-    /// not been taken).
+    /// A ridge fit's readout at the current `i` (solved by its last step, after which `i` no longer
+    /// moves; solved now if that step has not been taken).
     pub fn ridge_readout(&self, frozen: &Frozen) -> Result<ridge::Ridge, CoreError> {
         let Head::Ridge { lambda, support, rows, readout } = &self.head else {
             return Err(CoreError::Config("a logistic fit has no ridge readout".into()));
         };
         match readout {
-            Some(r) if self.done >= self.total => Ok(r.clone()),
-            _ => {
+            Some(r) => Ok(r.clone()),
+            None => {
                 let (n, d, m) = (support.len(), frozen.feature_dim(), self.y.dims()[1]);
                 ridge::Ridge::fit(&normalised_features(frozen, support, &self.i), rows, n, d, m, *lambda)
             }

@@ -167,6 +167,16 @@ fn learned_descriptor_walks_to_the_corner_that_carries_the_target_with_per_descr
     check(BatchNormStatistics::PerDescriptor);
 }
 
+/// 60 training images of [`task`], as a small labelled set would be, the test split, and the 60
+/// images' standardised targets.
+fn small_task(frozen: &Frozen) -> (Split, Split, Vec<f32>) {
+    let (train, test) = task(frozen);
+    let small = train.subset(&(0..60).collect::<Vec<_>>());
+    let (mean, std) = ail_core::fit::standardisation(&small.targets);
+    let y = ail_core::fit::target_rows(&small.targets, &mean, &std);
+    (small, test, y)
+}
+
 /// The few-shot start (`--i-init best-corner` of `fewshot` / `lowshot`): of the trained corners,
 /// the one whose features give the smallest leave-one-out ridge error on the training images
 /// alone is the one that carries the target; a learned fit started from it reports that start,
@@ -176,11 +186,7 @@ fn the_start_chosen_by_leaving_one_out_is_the_corner_that_carries_the_target() {
     use ail_core::fewshot::{EpisodeConfig, FewShotReadout, LearnedRidge, StepFit, best_loo_start, learn_ridge};
     let _serial = ail_core::serial_draws();
     let frozen = frozen();
-    let (train, _) = task(&frozen);
-    // 60 training images, as a small labelled set would be.
-    let small = train.subset(&(0..60).collect::<Vec<_>>());
-    let (mean, std) = ail_core::fit::standardisation(&small.targets);
-    let y = ail_core::fit::target_rows(&small.targets, &mean, &std);
+    let (small, _, y) = small_task(&frozen);
     let corners = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![1.0, 1.0]];
     let lambdas = [0.01, 0.1, 1.0];
     let (best, errors) = best_loo_start(&frozen, &small, &y, 1, &corners, &lambdas).unwrap();
@@ -216,10 +222,7 @@ fn the_ridge_readout_step_by_step_is_the_closed_form_one() {
     use ail_core::fewshot::{EpisodeConfig, FewShotReadout, StepFit, learn_ridge, normalised_features};
     let _serial = ail_core::serial_draws();
     let frozen = frozen();
-    let (train, test) = task(&frozen);
-    let small = train.subset(&(0..60).collect::<Vec<_>>());
-    let (mean, std) = ail_core::fit::standardisation(&small.targets);
-    let y = ail_core::fit::target_rows(&small.targets, &mean, &std);
+    let (small, test, y) = small_task(&frozen);
     let (n, d) = (small.len(), frozen.feature_dim());
     let lambdas = vec![0.01, 0.1, 1.0];
     let fixed_i = vec![1.0, 0.0];
