@@ -116,6 +116,38 @@ impl AugmentConfig {
     }
 }
 
+impl AugmentConfig {
+    /// The operations `descriptor` switches on, and this config at the descriptor's strengths
+    /// (docs/method.md, "Fractional descriptors"). An entry `t` of `i` above 0 switches its
+    /// operations on and scales each of them by `t`: its magnitude where it has one (the crop's
+    /// area and aspect-ratio ranges shrink toward the whole image, the jitter factors and the blur's
+    /// sigma toward the identity), its probability where it has none (flip, grayscale, solarize).
+    /// A binary descriptor gives [`OpSet::from_descriptor`]'s operations, and the views drawn with
+    /// them are those of `self`.
+    pub fn at_descriptor(&self, family: Family, descriptor: &Descriptor) -> (OpSet, AugmentConfig) {
+        let t = |j: usize| descriptor.values().get(j).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+        // [crop, flip, jitter, grayscale, blur, solarize]
+        let s: [f32; 6] = match family {
+            Family::Groups => [t(0), t(0), t(1), t(1), t(1), t(1)],
+            Family::Individual => [t(0), t(1), t(2), t(3), t(4), 0.0],
+            Family::Audio => return (OpSet::default(), self.clone()),
+        };
+        let ops = OpSet { crop: s[0] > 0.0, flip: s[1] > 0.0, jitter: s[2] > 0.0, grayscale: s[3] > 0.0, blur: s[4] > 0.0, solarize: s[5] > 0.0 };
+        let mut c = self.clone();
+        c.crop_scale = self.crop_scale.map(|a| 1.0 - s[0] * (1.0 - a));
+        c.crop_ratio = self.crop_ratio.map(|r| r.powf(s[0]));
+        c.hflip_p = self.hflip_p * s[1];
+        c.brightness = self.brightness * s[2];
+        c.contrast = self.contrast * s[2];
+        c.saturation = self.saturation * s[2];
+        c.hue = self.hue * s[2];
+        c.grayscale_p = self.grayscale_p * s[3];
+        c.blur_sigma = self.blur_sigma.map(|v| v * s[4]);
+        c.solarize_p = self.solarize_p * s[5];
+        (ops, c)
+    }
+}
+
 /// Which operations a view may apply (each then fires with its probability).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OpSet {
@@ -314,6 +346,39 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn binary_descriptors_keep_the_config_and_fractions_scale_it() {
+        let config = AugmentConfig::default();
+        for family in [Family::Groups, Family::Individual] {
+            for d in family.trained() {
+                let (ops, scaled) = config.at_descriptor(family, &d);
+                assert_eq!(ops, OpSet::from_descriptor(family, &d), "{d}");
+                // The same views from the same generator: an entry at 1 keeps its operations'
+                // settings, one at 0 switches them off (their settings are then never read).
+                let draw = |config: &AugmentConfig| sample_views(ops, config, [4, 32, 32], 2, &mut ChaCha8Rng::seed_from_u64(5));
+                assert_eq!(draw(&scaled), draw(&config), "{d}");
+            }
+        }
+        let (ops, half) = config.at_descriptor(Family::Groups, &Descriptor(vec![0.5, 0.25]));
+        assert_eq!(ops, OpSet { crop: true, flip: true, jitter: true, grayscale: true, blur: true, solarize: true });
+        assert!((half.crop_scale[0] - 0.54).abs() < 1e-6 && half.crop_scale[1] == 1.0, "{:?}", half.crop_scale);
+        assert!((half.crop_ratio[0] - (0.75f32).sqrt()).abs() < 1e-6, "{:?}", half.crop_ratio);
+        assert_eq!((half.hflip_p, half.brightness, half.hue, half.grayscale_p), (0.25, 0.1, 0.025, 0.05));
+        assert_eq!((half.jitter_p, half.blur_p, half.blur_sigma), (0.8, 0.5, [0.025, 0.5]));
+        half.validate().unwrap();
+        // An entry at 0 switches its operations off; K = 5 never solarizes.
+        let (ops, _) = config.at_descriptor(Family::Individual, &Descriptor(vec![0.0, 0.3, 0.0, 0.0, 1.0]));
+        assert_eq!(ops, OpSet { flip: true, blur: true, ..OpSet::default() });
+        // Views at strength t: a crop at 0.1 keeps most of the image.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (ops, weak) = config.at_descriptor(Family::Groups, &Descriptor(vec![0.1, 0.0]));
+        for _ in 0..200 {
+            let (_, _, h, w) = resized_crop_box(&weak, 32, 32, &mut rng);
+            assert!(h * w >= (0.9 * 1024.0) as usize - 64, "{h} x {w}");
+        }
+        assert!(!ops.jitter && ops.crop);
+    }
 
     #[test]
     fn default_config_is_valid_and_bad_values_are_named() {

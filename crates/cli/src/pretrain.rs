@@ -18,7 +18,7 @@ fn apply_flags(config: &mut PretrainConfig, args: &PretrainArgs) -> anyhow::Resu
     }
     set!(
         data => data.source, format => data.format, image_size => data.image_size, method => method, model => encoder.model,
-        width => encoder.width, invariances => invariances, steps => steps, batch_size => batch_size, shards => shards,
+        width => encoder.width, invariances => invariances, fractional_draws => fractional_draws, steps => steps, batch_size => batch_size, shards => shards,
         lr => optimizer.lr, seed => seed, log_every => log_every, checkpoint_every => checkpoint_every,
         monitor_every => monitor.every, monitor_descriptors => monitor.descriptors, modality => modality, audio_labels => audio.labels,
     );
@@ -56,6 +56,7 @@ fn resumed_config(args: &PretrainArgs) -> anyhow::Result<PretrainConfig> {
         ("--model", args.model.is_some()),
         ("--width", args.width.is_some()),
         ("--invariances", args.invariances.is_some()),
+        ("--fractional-draws", args.fractional_draws.is_some()),
         ("--batch-size", args.batch_size.is_some()),
         ("--shards", args.shards.is_some()),
         ("--lr", args.lr.is_some()),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ail_augment::device::SelectedDevice;
-use ail_augment::{AugmentConfig, Augmenter, OpSet, sample_views};
+use ail_augment::{AugmentConfig, Augmenter, sample_views};
 use ail_core::{Descriptor, Family};
 use ail_data::{ImageSet, epoch_order};
 use rand::SeedableRng;
@@ -44,9 +44,9 @@ impl Preview {
         let subset = data.subset(chosen);
         let [c, h, w] = subset.shape();
         let config = AugmentConfig::default();
-        let ops = OpSet::from_descriptor(self.family, &self.descriptor);
+        let (ops, at) = AugmentConfig::default().at_descriptor(self.family, &self.descriptor);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let views = sample_views(ops, &config, [n, h, w], self.views, &mut rng);
+        let views = sample_views(ops, &at, [n, h, w], self.views, &mut rng);
         let augmented = Augmenter::new(&device.device)
             .apply(&subset.pixels, [n, c, h, w], &views, config.blur_radius(h))?
             .into_data()

@@ -60,6 +60,24 @@ impl Invariances {
     }
 }
 
+impl Invariances {
+    /// With probability `p`, the descriptor of `step` is not a trained one but a point drawn
+    /// uniformly from `[0, 1]^K` (`fractional_draws`; docs/method.md, "Fractional descriptors").
+    /// Like [`Invariances::draw`], it depends only on `(seed, step)`; `p = 0` never draws one, and
+    /// the trained descriptors' draws are the same whatever `p` is.
+    pub fn draw_fractional(&self, seed: u64, step: u64, p: f64) -> Option<Descriptor> {
+        const SALT: u64 = 0x6672_6163_7469_6f6e; // "fraction"
+        let unit = |x: u64| (x >> 11) as f64 / (1u64 << 53) as f64;
+        let hash = |j: u64| splitmix64(seed ^ SALT ^ splitmix64(step ^ splitmix64(j)));
+        if p <= 0.0 || unit(hash(0)) >= p {
+            return None;
+        }
+        let k = self.family().num_invariances() as u64;
+        // 24 bits: exact in f32, so every value lies in [0, 1).
+        Some(Descriptor((1..=k).map(|j| (hash(j) >> 40) as f32 / (1u32 << 24) as f32).collect()))
+    }
+}
+
 impl Default for Invariances {
     fn default() -> Self {
         Invariances::Family(Family::Groups)
@@ -133,5 +151,18 @@ mod tests {
         assert_eq!(inv.draw(7, 123), draws[123]);
         assert!((0..50).any(|s| inv.draw(8, s) != draws[s as usize]));
         assert!((0..100).all(|s| Invariances::parse("fixed:1,1").unwrap().draw(7, s) == 0));
+        // Fractional draws: about p of the steps, uniform over [0, 1]^K, replayable, none at p = 0.
+        let drawn: Vec<Option<Descriptor>> = (0..4000).map(|s| inv.draw_fractional(7, s, 0.25)).collect();
+        let values: Vec<f32> = drawn.iter().flatten().flat_map(|d| d.values().to_vec()).collect();
+        let share = drawn.iter().flatten().count() as f64 / 4000.0;
+        assert!((share - 0.25).abs() < 0.03, "{share}");
+        assert_eq!(values.len() % 5, 0);
+        assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
+        let mean = values.iter().sum::<f32>() / values.len() as f32;
+        let below = values.iter().filter(|&&v| v < 0.25).count() as f32 / values.len() as f32;
+        assert!((mean - 0.5).abs() < 0.02 && (below - 0.25).abs() < 0.03, "{mean} {below}");
+        assert_eq!(inv.draw_fractional(7, 11, 0.25), drawn[11]);
+        assert!((0..200).all(|s| inv.draw_fractional(7, s, 0.0).is_none()));
+        assert!((0..200).all(|s| inv.draw_fractional(7, s, 1.0).is_some()));
     }
 }

@@ -126,6 +126,40 @@ fn an_observer_sees_the_run_stops_it_and_the_run_continues_exactly() {
     assert_eq!(losses_of(metrics("split")), losses_of(metrics("whole")));
 }
 
+/// Records each logged step's descriptor and loss.
+#[derive(Default)]
+struct Descriptors(Vec<(ail_core::Descriptor, f32)>);
+
+impl Observer for Descriptors {
+    fn logged(&mut self, row: &LogRow) {
+        self.0.push((row.descriptor.clone(), row.loss));
+    }
+}
+
+#[test]
+fn fractional_draws_train_points_inside_the_dial_and_leave_binary_steps_alone() {
+    let _serial = ail_core::serial_draws();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = PretrainConfig { monitor: ail_core::pretrain::MonitorSettings { every: 0, ..tiny_config().monitor }, ..tiny_config() };
+    let fractional = PretrainConfig { fractional_draws: 0.5, ..binary.clone() };
+    let (mut a, mut b) = (Descriptors::default(), Descriptors::default());
+    run(&binary, &dir.path().join("binary"), &mut a).unwrap();
+    run(&fractional, &dir.path().join("fractional"), &mut b).unwrap();
+    let is_binary = |d: &ail_core::Descriptor| d.values().iter().all(|&v| v == 0.0 || v == 1.0);
+    assert!(a.0.iter().all(|(d, _)| is_binary(d)));
+    let first = b.0.iter().position(|(d, _)| !is_binary(d)).expect("p = 0.5 draws a fractional descriptor in 6 steps");
+    assert!(b.0.iter().all(|(_, loss)| loss.is_finite()));
+    // Until the first fractional step the runs are the same: the binary draws do not depend on p.
+    for s in 0..first {
+        assert_eq!(a.0[s].0, b.0[s].0, "step {}", s + 1);
+        assert!((a.0[s].1 - b.0[s].1).abs() < 1e-6, "step {}: {} vs {}", s + 1, a.0[s].1, b.0[s].1);
+    }
+    assert!((a.0[first].1 - b.0[first].1).abs() > 1e-6, "the fractional step trains other views at another i");
+    // The run writes the fractional descriptor into its log.
+    let log = std::fs::read_to_string(dir.path().join("fractional/metrics.csv")).unwrap();
+    assert!(log.contains(&format!("\"{}\"", b.0[first].0)), "{log}");
+}
+
 #[test]
 fn a_different_run_in_the_same_directory_is_refused_and_bad_configs_name_the_fix() {
     let _serial = ail_core::serial_draws();

@@ -170,7 +170,8 @@ pub struct PreviewArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Invariance descriptor, comma-separated: for K=2 `1,0` spatial, `0,1` appearance, `1,1`
-    /// both (the default SimCLR set); for K=5 five values.
+    /// both (the default SimCLR set); for K=5 five values. A fraction t scales its augmentations'
+    /// strength (`0.5,0`: milder crops, flips half as often), as pretraining's --fractional-draws.
     #[arg(long, default_value = "1,1")]
     pub descriptor: String,
     /// Descriptor family: which augmentation each entry switches on (groups or individual).

@@ -66,6 +66,12 @@ pub struct PretrainArgs {
     /// fixed:1,1,1,1,1,1,1 every audio augmentation).
     #[arg(long)]
     pub invariances: Option<Invariances>,
+    /// The share of steps (0-1) whose invariance descriptor is drawn uniformly from [0, 1]^K
+    /// instead of from the trained binary set; an entry t scales its augmentations' strength
+    /// (magnitudes: crop range, jitter, blur; probabilities: flip, grayscale, solarize). Default 0,
+    /// the paper's binary descriptors only. SimCLR or MoCo-v3 with shared heads.
+    #[arg(long, value_name = "P")]
+    pub fractional_draws: Option<f64>,
     /// Optimisation steps in all.
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<u64>,

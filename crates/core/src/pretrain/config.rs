@@ -34,6 +34,10 @@ pub struct PretrainConfig {
     pub method: Method,
     /// The trained descriptors: a family's set, or one fixed descriptor (a plain baseline).
     pub invariances: Invariances,
+    /// The share of steps whose descriptor is drawn uniformly from `[0, 1]^K` instead of from the
+    /// trained set, its augmentations at the fractional strengths of
+    /// [`ail_augment::AugmentConfig::at_descriptor`] (0: the paper's binary descriptors only).
+    pub fractional_draws: f64,
     pub steps: u64,
     /// Images per step (each gives two views).
     pub batch_size: usize,
@@ -189,6 +193,7 @@ impl Default for PretrainConfig {
             modality: Modality::Image,
             method: Method::Simclr,
             invariances: Invariances::Family(Family::Groups),
+            fractional_draws: 0.0,
             steps: 300,
             batch_size: 64,
             shards: 1,
@@ -309,6 +314,7 @@ impl PretrainConfig {
             format!("must be between 1 and 4096 (got {})", self.data.image_size)
         })?;
         self.augment.validate()?;
+        self.validate_fractional()?;
         let audio_family = self.invariances.family() == Family::Audio;
         match self.modality {
             Modality::Image => ensure(!audio_family, &format!("--invariances {}", self.invariances), || {
@@ -335,6 +341,27 @@ impl PretrainConfig {
         }
         self.encoder_config().validate()?;
         Ok(())
+    }
+
+    /// `fractional_draws` needs image views, a family to draw from, and what every descriptor
+    /// shares: one projection head and no per-descriptor queue.
+    fn validate_fractional(&self) -> Result<(), CoreError> {
+        let p = self.fractional_draws;
+        ensure((0.0..=1.0).contains(&p), "--fractional-draws", || format!("must be in [0, 1] (got {p})"))?;
+        if p == 0.0 {
+            return Ok(());
+        }
+        let why = match () {
+            _ if self.modality == Modality::Audio => Some("are defined for image augmentations only: leave it at 0 for --modality audio"),
+            _ if matches!(self.invariances, Invariances::Fixed(..)) => Some("need a family to draw from: use --invariances groups or individual"),
+            _ if self.method.uses_queues() => Some("have no queue of negatives (MoCo-v2 keeps one per trained descriptor): use --method simclr or mocov3"),
+            _ if self.heads.per_descriptor => Some("have no projection head of their own: set heads.per_descriptor = false"),
+            _ => None,
+        };
+        match why {
+            Some(why) => Err(CoreError::setting("--fractional-draws", format!("{p}: fractional descriptors {why}"))),
+            None => Ok(()),
+        }
     }
 
     /// About how many bytes a run of this config holds at once, the training images aside: the
@@ -532,6 +559,25 @@ mod tests {
         assert!(simclr_queue.memory_estimate() < 2e9, "SimCLR keeps no queue");
         let large = PretrainConfig { data: DataSettings { image_size: 4096, ..Default::default() }, ..Default::default() };
         assert!(large.memory_estimate() > 1e11, "{}", large.memory_estimate());
+    }
+
+    #[test]
+    fn fractional_draws_are_refused_where_a_descriptor_needs_its_own_state() {
+        let ok = PretrainConfig { fractional_draws: 0.5, ..Default::default() };
+        ok.validate().unwrap();
+        PretrainConfig { method: Method::Mocov3, ..ok.clone() }.validate().unwrap();
+        let err = |c: PretrainConfig| c.validate().unwrap_err().to_string();
+        let msg = err(PretrainConfig { fractional_draws: 1.5, ..Default::default() });
+        assert!(msg.contains("--fractional-draws") && msg.contains("must be in [0, 1] (got 1.5)"), "{msg}");
+        let msg = err(PretrainConfig { method: Method::Mocov2, ..ok.clone() });
+        assert!(msg.contains("no queue of negatives") && msg.contains("--method simclr or mocov3"), "{msg}");
+        let msg = err(PretrainConfig { invariances: Invariances::parse("fixed:1,1").unwrap(), ..ok.clone() });
+        assert!(msg.contains("use --invariances groups or individual"), "{msg}");
+        let msg = err(PretrainConfig { heads: HeadSettings { per_descriptor: true, ..Default::default() }, ..ok.clone() });
+        assert!(msg.contains("heads.per_descriptor = false"), "{msg}");
+        // Configs written before the setting existed read as 0.
+        let old = PretrainConfig::from_json(&serde_json::to_string(&PretrainConfig::default()).unwrap().replace("\"fractional_draws\":0.0,", "")).unwrap();
+        assert_eq!(old.fractional_draws, 0.0);
     }
 
     #[test]

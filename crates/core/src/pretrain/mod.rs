@@ -337,6 +337,13 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
         train.len(),
         monitor.queries.len()
     ));
+    if config.fractional_draws > 0.0 {
+        observer.message(&format!(
+            "{:.0}% of the steps draw a fractional descriptor from [0, 1]^{} (augmentations at the fractions' strengths)",
+            100.0 * config.fractional_draws,
+            config.invariances.family().num_invariances()
+        ));
+    }
     if config.shards > 1 {
         observer.message(&format!(
             "each batch: {} shards of {} images (own BatchNorm statistics and negatives, gradients averaged), on {num_devices} device{}",
@@ -379,7 +386,7 @@ pub fn pretrain(config: &PretrainConfig, data: Data, run: &RunOptions, observer:
         // views -> forward -> loss -> optimiser step
         let (next, out) = stepper.step_batch(model, &mut optim, &batch, step)?;
         model = next;
-        let descriptor = &trained[out.descriptor];
+        let descriptor = out.fractional.as_ref().unwrap_or(&trained[out.descriptor]);
         window.1 += 1;
         let done = step + 1;
         // log (the only host round trip); the loss is also checked before every checkpoint, so that

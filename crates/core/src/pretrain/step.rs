@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use ail_augment::audio::AudioViewParams;
-use ail_augment::{Augmenter, OpSet, sample_views};
+use ail_augment::{Augmenter, sample_views};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +28,8 @@ pub struct StepResult {
     pub lr: f64,
     /// The index of the step's descriptor in the trained set.
     pub descriptor: usize,
+    /// The step's descriptor when it was drawn from `[0, 1]^K` instead (`fractional_draws`).
+    pub fractional: Option<Descriptor>,
 }
 
 /// One optimisation step of pretraining; holds MoCo's momentum model and per-descriptor queues.
@@ -110,9 +112,9 @@ impl Stepper {
                 front.forward(Tensor::<1>::from_floats(wave.as_slice(), &device).reshape([views.len(), len]))
             }
             None => {
-                let ops = OpSet::from_descriptor(self.invariances.family(), descriptor);
+                let (ops, at) = c.augment.at_descriptor(self.invariances.family(), descriptor);
                 let [b, _, h, w] = self.shape;
-                let views = sample_views(ops, &c.augment, [b, h, w], 2, rng);
+                let views = sample_views(ops, &at, [b, h, w], 2, rng);
                 self.augmenter.apply(pixels, self.shape, &views, self.radius)? // [2B, C, H, W]
             }
         };
@@ -150,13 +152,17 @@ impl Stepper {
         step: u64,
     ) -> Result<(ContrastiveModel, StepResult), CoreError> {
         // views: the step's descriptor, its augmentations
-        let index = self.invariances.draw(self.config.seed, step);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-        rng.set_stream(step);
-        let x = self.views(&self.trained[index], pixels, indices, &mut rng)?;
         let c = &self.config;
+        let index = self.invariances.draw(c.seed, step);
+        let fractional = self.invariances.draw_fractional(c.seed, step, c.fractional_draws);
+        let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+        rng.set_stream(step);
+        let x = self.views(fractional.as_ref().unwrap_or(&self.trained[index]), pixels, indices, &mut rng)?;
         // forward, loss, step
-        let i = self.descriptors[index].clone();
+        let i = match &fractional {
+            Some(d) => c.encoder.model.descriptor_input(d.values(), &self.stats.0.device()),
+            None => self.descriptors[index].clone(),
+        };
         // MoCo: update the key model first, then compute keys with it (MoCo's order).
         let momentum = c.method.key_momentum(step, c.steps, c.momentum);
         if let Some(key) = self.key.take() {
@@ -186,7 +192,7 @@ impl Stepper {
         if let (Some(queues), Some(keys)) = (self.queues.as_mut(), out.keys) {
             queues.enqueue(index, keys);
         }
-        Ok((model, StepResult { loss: out.loss, lr, descriptor: index }))
+        Ok((model, StepResult { loss: out.loss, lr, descriptor: index, fractional }))
     }
 }
 
