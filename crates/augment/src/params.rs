@@ -168,26 +168,9 @@ impl OpSet {
     ///   paper's individual condition); solarize is never on (it belongs to the MoCo appearance
     ///   group only).
     pub fn from_descriptor(family: Family, descriptor: &Descriptor) -> Self {
-        let on = |j| descriptor.is_on(j);
-        match family {
-            Family::Groups => OpSet {
-                crop: on(0),
-                flip: on(0),
-                jitter: on(1),
-                grayscale: on(1),
-                blur: on(1),
-                solarize: on(1),
-            },
-            Family::Individual => OpSet {
-                crop: on(0),
-                flip: on(1),
-                jitter: on(2),
-                grayscale: on(3),
-                blur: on(4),
-                solarize: false,
-            },
-            Family::Audio => OpSet::default(),
-        }
+        // One mapping from entries to operations: `at_descriptor`'s, at the entries rounded to 0 or 1.
+        let binary = Descriptor((0..descriptor.values().len()).map(|j| if descriptor.is_on(j) { 1.0 } else { 0.0 }).collect());
+        AugmentConfig::default().at_descriptor(family, &binary).0
     }
 }
 
