@@ -116,10 +116,13 @@ async function main() {
     if (!gpu && mode !== "cpu") backend.note = "this browser has no WebGPU; computing on the CPU in WebAssembly";
     console.log(`ail: backend ready after ${performance.now().toFixed(0)} ms`);
     const b = $("backend");
-    b.textContent = (backend.kind === "webgpu" ? "WebGPU: " : "CPU (WebAssembly): ") + backend.adapter;
+    b.textContent = (backend.kind === "webgpu" ? "WebGPU: " : "CPU (WebAssembly): ") + backend.adapter + (started.helper ? "; dial updates shared with a second worker" : "");
     b.className = "badge " + backend.kind;
     b.dataset.kind = backend.kind;
-    b.title = "Where the page computes: every dial update and fit runs there, in a background worker.";
+    b.dataset.helper = started.helper ? "1" : "0";
+    b.title = started.helper
+      ? "Where the page computes: in a background worker; each dial update splits its images with a second worker, on another core."
+      : "Where the page computes: every dial update and fit runs there, in a background worker.";
     if (backend.note) message(backend.note, "info");
     // A software adapter got the CPU: offer to try WebGPU anyway.
     $("try-webgpu").hidden = !(backend.software && backend.kind === "cpu");
@@ -239,7 +242,8 @@ async function requestDial(i) {
       const view = await call("dial", { i: next });
       const ms = performance.now() - t0;
       timings.dial.push(ms);
-      console.log(`ail: dial at ${iLabel(next)} in ${ms.toFixed(0)} ms`);
+      console.log(`ail: dial at ${iLabel(next)} in ${ms.toFixed(0)} ms${view.shared ? " (shared with the second worker)" : ""}`);
+      document.body.dataset.dialShared = view.shared ? "1" : "0";
       $("dial-time").textContent = `(updated in ${ms.toFixed(0)} ms)`;
       state.view = view;
       drawRadar(view, next);

@@ -10,6 +10,64 @@ import init, * as wasm from "./ail_web.js";
 const state = { session: null, backend: null, stop: false, manifest: null };
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 
+// On the CPU backend, a second worker (this same script, started by the first) holds its own copy
+// of the module, the images and the encoder, and computes about half of each dial update's images
+// (Session.dial's `helper`): WebAssembly here runs one thread per worker, and a computer has more
+// than one core. `version` counts the encoders opened here; the helper is used only once it has
+// opened the same one (`readyVersion`). Without nested workers, or on one core, there is none.
+const helper = { worker: null, seq: 0, pending: new Map(), version: 0, readyVersion: -1 };
+
+function helperCall(op, args, transfer = []) {
+  return new Promise((resolve, reject) => {
+    const id = ++helper.seq;
+    helper.pending.set(id, { resolve, reject });
+    helper.worker.postMessage({ id, op, ...args }, transfer);
+  });
+}
+
+function startHelper(module, images, labels) {
+  if (typeof Worker === "undefined" || (navigator.hardwareConcurrency || 1) < 2 || state.backend.kind !== "cpu") return;
+  try {
+    helper.worker = new Worker(new URL(import.meta.url), { type: "module" });
+  } catch {
+    return;
+  }
+  helper.worker.onmessage = (ev) => {
+    const { id, result, error } = ev.data;
+    const call = helper.pending.get(id);
+    if (!call) return;
+    helper.pending.delete(id);
+    if (error !== undefined) call.reject(new Error(error));
+    else call.resolve(result);
+  };
+  // A helper that fails is dropped: every dial then runs here alone.
+  helper.worker.onerror = () => {
+    helper.worker.terminate();
+    helper.worker = null;
+    for (const call of helper.pending.values()) call.reject(new Error("the helper worker stopped"));
+    helper.pending.clear();
+  };
+  helper.started = helperCall("helperStart", { module, images, labels });
+}
+
+// Gives the helper the encoder just opened here (a copy of its bytes).
+function openInHelper(bytes, name) {
+  const version = ++helper.version;
+  if (!helper.worker) return;
+  helper.started
+    .then(() => helperCall("helperOpen", { bytes: bytes.slice(), name }))
+    .then(() => {
+      if (helper.version === version) helper.readyVersion = version;
+    })
+    .catch(() => {});
+}
+
+// The function Session.dial calls to hand the helper its share, or undefined when there is none.
+function helperShare(i) {
+  if (!helper.worker || helper.readyVersion !== helper.version) return undefined;
+  return (from, to) => helperCall("features", { i, from, to });
+}
+
 // The file names and sizes of what the page fetches (written by scripts/web.sh build); each file is
 // fetched with its content hash in the query, so a browser may cache it safely.
 async function manifest() {
@@ -62,20 +120,46 @@ const ops = {
   // webgpu or cpu).
   async start({ mode }) {
     const files = await fetchAll(["module"], "the program");
-    await init({ module_or_path: files.module });
+    // Compiled once: the helper worker instantiates the same compiled module.
+    const module = await WebAssembly.compile(files.module);
+    await init({ module_or_path: module });
     state.backend = JSON.parse(await wasm.start(mode));
     const assets = await fetchAll(["encoder", "images", "labels"], "the encoder and the images");
     wasm.load_builtin_images(assets.images, assets.labels);
-    const { result, transfer } = opened(wasm.Session.open(assets.encoder, "the built-in encoder"));
-    return { result: { backend: state.backend, ...result }, transfer };
+    startHelper(module, assets.images, assets.labels);
+    const name = "the built-in encoder";
+    const { result, transfer } = opened(wasm.Session.open(assets.encoder, name));
+    openInHelper(assets.encoder, name);
+    return { result: { backend: state.backend, helper: Boolean(helper.worker), ...result }, transfer };
   },
 
   async open({ bytes, name }) {
-    return opened(wasm.Session.open(bytes, name));
+    const done = opened(wasm.Session.open(bytes, name));
+    openInHelper(bytes, name);
+    return done;
   },
 
   async dial({ i }) {
-    return { result: JSON.parse(await state.session.dial(Float32Array.from(i))) };
+    return { result: JSON.parse(await state.session.dial(Float32Array.from(i), helperShare(i))) };
+  },
+
+  // The helper's side (requests from the first worker, never from the page).
+  async helperStart({ module, images, labels }) {
+    await init({ module_or_path: module });
+    state.backend = JSON.parse(await wasm.start("cpu"));
+    wasm.load_builtin_images(images, labels);
+    return { result: null };
+  },
+
+  async helperOpen({ bytes, name }) {
+    if (state.session) state.session.free();
+    state.session = wasm.Session.open(bytes, name);
+    return { result: null };
+  },
+
+  async features({ i, from, to }) {
+    const features = await state.session.transformed_features(Float32Array.from(i), from, to);
+    return { result: features, transfer: [features.buffer] };
   },
 
   // Probe image k under every dial transform at i, with each view's similarity.
@@ -141,7 +225,7 @@ self.onmessage = async (ev) => {
   const { id, op, ...args } = ev.data;
   try {
     if (!ops[op]) throw new Error(`unknown request ${op}`);
-    if (op !== "start" && op !== "stop" && op !== "selfCheck" && !state.session) throw new Error("the encoder is not open yet");
+    if (!["start", "stop", "selfCheck", "helperStart", "helperOpen"].includes(op) && !state.session) throw new Error("the encoder is not open yet");
     const { result, transfer = [] } = await ops[op](args);
     post({ id, result }, transfer);
   } catch (e) {

@@ -294,6 +294,40 @@ fn one_images_views_average_to_the_dial() {
 }
 
 #[test]
+fn a_dial_shared_with_a_helper_equals_the_dial_alone() {
+    // The page's worker hands the transformed images from `helper_split` on to a second worker
+    // (`Session::dial` with a helper); the result must be the dial's, value for value, and a
+    // helper that fails or answers with the wrong size must not change it either.
+    let _serial = ail_core::serial_draws();
+    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
+    let idx: Vec<usize> = (0..24).map(|k| 250 * k).collect();
+    let subset = engine::to_input(set.subset(&idx), &frozen).unwrap();
+    let names = ["h-flip", "translation", "brightness"];
+    let probe = engine::Probe::new(subset.pixels, subset.labels, frozen.input_shape(), 4, &names, frozen.device()).unwrap();
+    let i = [0.3, 0.9];
+    let alone = block_on(engine::dial(&frozen, &probe, &i)).unwrap();
+    assert!(!alone.shared);
+    // 24 originals + 4 images x 13 settings = 76 forwards: the helper takes 38 - 24 = 14 onwards.
+    let (split, n) = (probe.helper_split(), probe.transformed_count());
+    assert_eq!((split, n), (14, 52));
+    // The helper's share, as another worker with the same encoder and probe computes it.
+    let rest = block_on(engine::transformed_features(&frozen, &probe, &i, split..n)).unwrap();
+    assert_eq!(rest.len(), (n - split) * frozen.feature_dim());
+    let shared = block_on(engine::dial_shared(&frozen, &probe, &i, Some((split, std::future::ready(Ok(rest.clone())))))).unwrap();
+    assert!(shared.shared);
+    assert_eq!(shared.invariance, alone.invariance);
+    assert_eq!((shared.coords.clone(), shared.neighbours.clone()), (alone.coords.clone(), alone.neighbours.clone()));
+    for bad in [Err("the helper failed".to_string()), Ok(rest[1..].to_vec())] {
+        let fallback = block_on(engine::dial_shared(&frozen, &probe, &i, Some((split, std::future::ready(bad))))).unwrap();
+        assert!(!fallback.shared);
+        assert_eq!(fallback.invariance, alone.invariance);
+    }
+    // A range outside the probe is named.
+    let err = block_on(engine::transformed_features(&frozen, &probe, &i, 50..53)).unwrap_err();
+    assert!(err.contains("50..53") && err.contains("52"), "{err}");
+}
+
+#[test]
 fn user_tasks_need_two_classes_of_three_images() {
     let shape = [3, 4, 4];
     let img = vec![7u8; 48];

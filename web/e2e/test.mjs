@@ -146,6 +146,16 @@ try {
   console.log(`[${mode}] radar at [0.95,0.05]: ${moved.map(([n, v]) => `${n} ${v}`).join(", ")} (largest change ${change.toFixed(3)})`);
   assert.ok(change > 0.01, "moving the dial changes the invariances");
   assert.ok((await page.evaluate(() => window.ailTimings.dial.length)) > dialsBefore);
+  // On the CPU backend a second worker computes part of each dial update (same values: the
+  // native test a_dial_shared_with_a_helper_equals_the_dial_alone).
+  const shared = await page.evaluate(() => ({ helper: document.querySelector("#backend").dataset.helper, last: document.body.dataset.dialShared }));
+  console.log(`[${mode}] second worker: ${shared.helper === "1" ? "started" : "none"}; the last dial update ${shared.last === "1" ? "was shared" : "ran in one worker"}`);
+  if (badge.kind === "cpu") {
+    assert.equal(shared.helper, "1", "on the CPU backend a second worker is started");
+    assert.equal(shared.last, "1", "the dial update was shared with the second worker");
+  } else {
+    assert.equal(shared.last, "0", "on WebGPU the dial runs in one worker");
+  }
   const viewsMoved = await views("[0.95, 0.05]");
   const viewsChange = Math.max(...viewsMoved.map(([, m], k) => Math.abs(m - viewsFirst[k][1])));
   console.log(`[${mode}] one image's views at [0.95,0.05]: ${viewsMoved.map(([n, m]) => `${n} ${m.toFixed(3)}`).join(", ")} (largest change ${viewsChange.toFixed(3)})`);

@@ -198,10 +198,34 @@ impl Session {
         rgba(&self.probe.pixels, self.probe.shape)
     }
 
-    /// The dial at `i`: `{transforms, invariance, coords, variance}` as JSON.
-    pub async fn dial(&self, i: Vec<f32>) -> Result<String, JsError> {
-        let view = engine::dial(&self.frozen, &self.probe, &i).await.map_err(js)?;
+    /// The dial at `i`: `{transforms, invariance, coords, variance, neighbours, shared}` as JSON.
+    ///
+    /// `helper`, when given, is called once as `helper(from, to)` and must return a Promise of
+    /// the features of the transformed probe images `from..to` at `i` (a `Float32Array`, what
+    /// [`Session::transformed_features`] returns in another worker that opened the same encoder):
+    /// that share of the work then runs there while this worker computes the rest. `shared` says
+    /// whether it did; when the helper fails, its share is computed here.
+    pub async fn dial(&self, i: Vec<f32>, helper: Option<js_sys::Function>) -> Result<String, JsError> {
+        let (split, count) = (self.probe.helper_split(), self.probe.transformed_count());
+        let promise = helper
+            .and_then(|f| f.call2(&JsValue::NULL, &JsValue::from(split as u32), &JsValue::from(count as u32)).ok())
+            .and_then(|p| p.dyn_into::<js_sys::Promise>().ok());
+        let remote = promise.map(|p| {
+            let features = async move {
+                let value = wasm_bindgen_futures::JsFuture::from(p).await.map_err(|e| format!("the helper failed: {e:?}"))?;
+                let array = value.dyn_into::<js_sys::Float32Array>().map_err(|_| "the helper did not return a Float32Array".to_string())?;
+                Ok(array.to_vec())
+            };
+            (split, features)
+        });
+        let view = engine::dial_shared(&self.frozen, &self.probe, &i, remote).await.map_err(js)?;
         Ok(json(&view))
+    }
+
+    /// Features (`[to - from, D]`, row-major) of the transformed probe images `from..to` at `i`:
+    /// a helper worker's share of another worker's [`Session::dial`].
+    pub async fn transformed_features(&self, i: Vec<f32>, from: usize, to: usize) -> Result<Vec<f32>, JsError> {
+        engine::transformed_features(&self.frozen, &self.probe, &i, from..to).await.map_err(js)
     }
 
     /// Probe image `k` under each dial transform at `i`: `{image, transforms: [{name,

@@ -16,6 +16,7 @@ use ail_core::linalg::pca;
 use ail_data::ImageSet;
 use burn::prelude::*;
 use serde::Serialize;
+use std::cell::RefCell;
 
 /// The transforms on the page's radar chart: every evaluation transform that moves a grey image
 /// (the probe images are Fashion-MNIST, so saturation, hue and grayscale would not change them).
@@ -183,6 +184,9 @@ pub struct Probe {
     originals: Tensor<4>,
     transformed: Tensor<4>,
     transformed_count: usize,
+    /// The originals' features at the last `i` they were computed at (the dial and then the
+    /// views of one image at the same `i` need them both).
+    originals_at: RefCell<Option<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl Probe {
@@ -202,7 +206,19 @@ impl Probe {
         let [c, h, w] = shape;
         let originals = Frozen::upload_u8(&pixels, n_stats, shape, &device);
         let transformed = Tensor::<1>::from_floats(transformed.as_slice(), &device).reshape([transformed_count, c, h, w]);
-        Ok(Self { shape, n_stats, n_measure, labels, pixels, transforms, originals, transformed, transformed_count })
+        Ok(Self { shape, n_stats, n_measure, labels, pixels, transforms, originals, transformed, transformed_count, originals_at: RefCell::new(None) })
+    }
+
+    /// Transformed images: every setting of every transform of each measured image.
+    pub fn transformed_count(&self) -> usize {
+        self.transformed_count
+    }
+
+    /// Where a dial shared with a helper ([`dial_shared`]) hands over: the helper takes the
+    /// transformed images from here on, so that both put about half of [`Probe::forwards`]
+    /// through the encoder (the originals stay with the caller, which needs them first).
+    pub fn helper_split(&self) -> usize {
+        (self.forwards() / 2).saturating_sub(self.n_stats).min(self.transformed_count)
     }
 
     /// Images through the encoder per dial update.
@@ -225,6 +241,8 @@ pub struct DialView {
     /// For each probe original, the [`NEIGHBOURS`] others nearest to it in feature space at this
     /// `i` (cosine of centred features), nearest first: `[n_stats, NEIGHBOURS]`.
     pub neighbours: Vec<u32>,
+    /// Whether a helper computed part of it ([`dial_shared`]).
+    pub shared: bool,
 }
 
 /// Nearest neighbours the dial reports per probe image.
@@ -261,15 +279,62 @@ pub fn nearest(features: &[f32], n: usize, d: usize, k: usize) -> Vec<u32> {
 
 /// The encoder's invariances and embedding at `i`.
 pub async fn dial(frozen: &Frozen, probe: &Probe, i: &[f32]) -> Result<DialView, String> {
+    dial_shared(frozen, probe, i, None::<(usize, std::future::Ready<Result<Vec<f32>, String>>)>).await
+}
+
+/// [`dial`], with the features of the transformed images from `split` on computed elsewhere:
+/// `remote` (already started, by another worker holding the same encoder and probe, see
+/// [`transformed_features`]) is awaited after this side's share. The result is the same as
+/// [`dial`]'s: each image's features do not depend on the others in its batch. When `remote`
+/// fails or returns the wrong number of values, its share is computed here.
+pub async fn dial_shared<F: Future<Output = Result<Vec<f32>, String>>>(frozen: &Frozen, probe: &Probe, i: &[f32], remote: Option<(usize, F)>) -> Result<DialView, String> {
     frozen.check_descriptor(i).map_err(|e| e.to_string())?;
     let d = frozen.feature_dim();
-    let stats = features(frozen, &probe.originals, i).await?;
+    let n = probe.transformed_count;
+    let split = remote.as_ref().map_or(n, |(split, _)| (*split).min(n));
+    let stats = original_features(frozen, probe, i).await?;
     let reference = Reference::new(&stats, probe.n_stats, probe.n_measure, Metric::Mahalanobis, invariance::DEFAULT_RIDGE).map_err(|e| e.to_string())?;
-    let moved = features(frozen, &probe.transformed, i).await?;
+    let mut moved = transformed_features(frozen, probe, i, 0..split).await?;
+    let mut shared = false;
+    if let Some((_, remote)) = remote {
+        match remote.await {
+            Ok(rest) if rest.len() == (n - split) * d => {
+                moved.extend(rest);
+                shared = true;
+            }
+            _ => moved.extend(transformed_features(frozen, probe, i, split..n).await?),
+        }
+    }
     let invariance = invariance::similarities_from_features(&reference, &probe.transforms, &moved);
     let (coords, variance) = pca(&stats, probe.n_stats, d, 2);
     let neighbours = nearest(&stats, probe.n_stats, d, NEIGHBOURS);
-    Ok(DialView { transforms: probe.transforms.iter().map(|t| t.name).collect(), invariance, coords, variance, neighbours })
+    Ok(DialView { transforms: probe.transforms.iter().map(|t| t.name).collect(), invariance, coords, variance, neighbours, shared })
+}
+
+/// Features (`[n, D]`, host) of the probe originals at `i`: from the last call when `i` is the
+/// same.
+async fn original_features(frozen: &Frozen, probe: &Probe, i: &[f32]) -> Result<Vec<f32>, String> {
+    if let Some((at, f)) = probe.originals_at.borrow().as_ref()
+        && at.as_slice() == i
+    {
+        return Ok(f.clone());
+    }
+    let f = features(frozen, &probe.originals, i).await?;
+    probe.originals_at.replace(Some((i.to_vec(), f.clone())));
+    Ok(f)
+}
+
+/// Features (`[range.len(), D]`, host) of the probe's transformed images `range` at `i`: a
+/// helper's share of a [`dial_shared`].
+pub async fn transformed_features(frozen: &Frozen, probe: &Probe, i: &[f32], range: std::ops::Range<usize>) -> Result<Vec<f32>, String> {
+    frozen.check_descriptor(i).map_err(|e| e.to_string())?;
+    if range.start > range.end || range.end > probe.transformed_count {
+        return Err(format!("transformed images {range:?} are not among the probe's {}", probe.transformed_count));
+    }
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    features(frozen, &probe.transformed.clone().slice(range), i).await
 }
 
 /// One probe image under each dial transform at one `i`: its views and how similar each view's
@@ -303,7 +368,7 @@ pub async fn views(frozen: &Frozen, probe: &Probe, k: usize, i: &[f32]) -> Resul
     }
     let d = frozen.feature_dim();
     let len = probe.shape.iter().product::<usize>();
-    let stats = features(frozen, &probe.originals, i).await?;
+    let stats = original_features(frozen, probe, i).await?;
     // The statistics do not depend on the rows' order; the image measured goes first.
     let mut reordered = stats[k * d..(k + 1) * d].to_vec();
     reordered.extend(stats.chunks_exact(d).enumerate().filter(|&(r, _)| r != k).flat_map(|(_, row)| row.iter().copied()));

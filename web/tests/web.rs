@@ -29,6 +29,16 @@ async fn the_cpu_backend_in_wasm_equals_the_native_one() {
     assert!(diff.is_empty(), "wasm CPU differs from native CPU: {diff:?}");
 }
 
+/// The direct convolution's SIMD128 kernels (forward and kernel gradient) equal the im2col path on
+/// the grid of odd shapes that the native test runs with AVX2 and AVX-512.
+#[wasm_bindgen_test]
+fn the_simd128_convolution_equals_im2col() {
+    use ail_core::kernels::conv_direct::{Isa, compare_with_im2col};
+    assert_eq!(Isa::detected(), vec![Isa::Simd128], "the page is built with +simd128");
+    let compared = compare_with_im2col().unwrap_or_else(|e| panic!("{e}"));
+    assert!(compared >= 30, "{compared} comparisons");
+}
+
 #[wasm_bindgen_test]
 async fn bad_exports_get_messages_not_panics() {
     let err = ail_web::engine::open(b"<html>not a model</html>", "page.html", &Device::flex()).err().unwrap();

@@ -1,5 +1,5 @@
-//! A direct convolution for x86-64 CPUs with AVX-512 or AVX2 + FMA: the forward pass and the kernel
-//! gradient without im2col, output channels in vector lanes.
+//! A direct convolution for x86-64 CPUs with AVX-512 or AVX2 + FMA, and for WebAssembly with its
+//! 128-bit SIMD (the page's CPU backend): the forward pass and the kernel gradient without im2col.
 //!
 //! im2col + GEMM ([`conv_cpu`](super::conv_cpu)) copies every input value `kh · kw` times into a
 //! column matrix, and the GEMM packs that matrix again before its micro-kernels read it; at the
@@ -41,6 +41,8 @@ pub enum Isa {
     Avx512,
     /// 8 lanes of `f32`, with FMA.
     Avx2,
+    /// 4 lanes of `f32`: WebAssembly's SIMD128 (a module built with `+simd128`, as the page is).
+    Simd128,
 }
 
 impl Isa {
@@ -49,6 +51,7 @@ impl Isa {
         match self {
             Isa::Avx512 => 16,
             Isa::Avx2 => 8,
+            Isa::Simd128 => 4,
         }
     }
 
@@ -60,7 +63,11 @@ impl Isa {
             let avx2 = (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Isa::Avx2);
             [avx512, avx2].into_iter().flatten().collect()
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            vec![Isa::Simd128]
+        }
+        #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
         Vec::new()
     }
 }
@@ -141,7 +148,7 @@ fn pack_kernel(w: &[f32], g: &Geometry, lanes: usize) -> Vec<f32> {
 
 /// The sizes a micro-kernel needs, in values.
 #[derive(Clone, Copy)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "wasm32")), allow(dead_code))]
 struct Shape {
     channels: usize,
     /// Values between channels of the padded image.
@@ -172,21 +179,31 @@ impl Shape {
 }
 
 
+/// Calls `$f($args)` of `isa`'s micro-kernel module (`simd::avx512`, `simd::avx2` or
+/// `simd::simd128`); an ISA of another architecture is unreachable ([`Isa::detected`] never
+/// returns it), and names the arguments so that none is unused there.
+macro_rules! on_isa {
+    ($isa:expr, $f:ident($($arg:expr),*), $unused:expr) => {
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => simd::avx512::$f($($arg),*),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => simd::avx2::$f($($arg),*),
+            #[cfg(target_arch = "wasm32")]
+            Isa::Simd128 => simd::simd128::$f($($arg),*),
+            #[allow(unreachable_patterns)]
+            other => unreachable!("{other:?} on another architecture {:?}", $unused),
+        }
+    };
+}
+
 /// `forward_block` of `isa`'s micro-kernels.
 ///
 /// # Safety
 /// As theirs: the CPU runs `isa`, and the sizes match `s`.
 unsafe fn forward_block(isa: Isa, x: &[f32], s: &Shape, w: &[f32], w_block: usize, y: &mut [MaybeUninit<f32>], co0: usize, co_n: usize) {
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller's.
-    unsafe {
-        match isa {
-            Isa::Avx512 => simd::avx512::forward_block(x, s, w, w_block, y, co0, co_n),
-            Isa::Avx2 => simd::avx2::forward_block(x, s, w, w_block, y, co0, co_n),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("{isa:?} on another architecture {:?}", (x.len(), s.channels, w.len(), w_block, y.len(), co0, co_n));
+    unsafe { on_isa!(isa, forward_block(x, s, w, w_block, y, co0, co_n), (x.len(), s.channels, w.len(), w_block, y.len(), co0, co_n)) }
 }
 
 /// `forward_rows` of `isa`'s micro-kernels.
@@ -194,16 +211,8 @@ unsafe fn forward_block(isa: Isa, x: &[f32], s: &Shape, w: &[f32], w_block: usiz
 /// # Safety
 /// As theirs: the CPU runs `isa`, the sizes match `s`, stride 1, `out_w` a multiple of the lanes.
 unsafe fn forward_rows(isa: Isa, x: &[f32], s: &Shape, w: &[f32], o: usize, y: &mut [MaybeUninit<f32>]) {
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller's.
-    unsafe {
-        match isa {
-            Isa::Avx512 => simd::avx512::forward_rows(x, s, w, o, y),
-            Isa::Avx2 => simd::avx2::forward_rows(x, s, w, o, y),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("{isa:?} on another architecture {:?}", (x.len(), s.channels, w.len(), o, y.len()));
+    unsafe { on_isa!(isa, forward_rows(x, s, w, o, y), (x.len(), s.channels, w.len(), o, y.len())) }
 }
 
 /// `kernel_gradient_rows` of `isa`'s micro-kernels.
@@ -211,16 +220,8 @@ unsafe fn forward_rows(isa: Isa, x: &[f32], s: &Shape, w: &[f32], o: usize, y: &
 /// # Safety
 /// As theirs: the CPU runs `isa`, the sizes match `s`, 3x3, stride 1, `out_w` a multiple of the lanes.
 unsafe fn kernel_gradient_rows(isa: Isa, x: &[f32], s: &Shape, dy: &[f32], o: usize, acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller's.
-    unsafe {
-        match isa {
-            Isa::Avx512 => simd::avx512::kernel_gradient_rows(x, s, dy, o, acc),
-            Isa::Avx2 => simd::avx2::kernel_gradient_rows(x, s, dy, o, acc),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("{isa:?} on another architecture {:?}", (x.len(), s.channels, dy.len(), o, acc.len()));
+    unsafe { on_isa!(isa, kernel_gradient_rows(x, s, dy, o, acc), (x.len(), s.channels, dy.len(), o, acc.len())) }
 }
 
 /// The ISA of the row-vector passes for `g`, if any: stride 1 and whole vectors of `isa`'s
@@ -235,16 +236,8 @@ fn rows_isa(g: &Geometry, isa: Isa) -> Option<Isa> {
 /// # Safety
 /// As theirs: the CPU runs `isa`, and the sizes match `s`.
 unsafe fn kernel_gradient_image(isa: Isa, x: &[f32], s: &Shape, dy: &[f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller's.
-    unsafe {
-        match isa {
-            Isa::Avx512 => simd::avx512::kernel_gradient_image(x, s, dy, acc),
-            Isa::Avx2 => simd::avx2::kernel_gradient_image(x, s, dy, acc),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("{isa:?} on another architecture {:?}", (x.len(), s.channels, dy.len(), acc.len()));
+    unsafe { on_isa!(isa, kernel_gradient_image(x, s, dy, acc), (x.len(), s.channels, dy.len(), acc.len())) }
 }
 
 /// The direct forward pass with `isa`: `x` `[N, C, H, W]` by `w` `[O, C, kh, kw]`.
@@ -413,4 +406,72 @@ fn kernel_gradient_by_rows(x: &[f32], dy: &[f32], g: &Geometry, isa: Isa, per_ch
     }
     partial.truncate(kernel);
     partial
+}
+
+/// Shapes with every tile size and tail: odd sizes, channel counts that are not multiples of the
+/// lanes, more than one block of output channels, strides 1 and 2, 1x1, 3x3, 5x5 and 7x7, rows of
+/// whole vectors (4, 16, 32 px) and not: `(batch, in, height, width, out, kernel, stride, padding)`.
+const CHECKED_SHAPES: [[usize; 8]; 13] = [
+    [1, 3, 5, 7, 4, 3, 1, 1],
+    [2, 3, 5, 7, 5, 3, 2, 1],
+    [3, 5, 6, 6, 7, 1, 1, 0],
+    [3, 5, 7, 6, 7, 1, 2, 0],
+    [2, 3, 11, 9, 4, 7, 2, 3],
+    [2, 20, 9, 13, 33, 3, 1, 1],
+    [2, 17, 8, 8, 19, 3, 2, 1],
+    [9, 7, 4, 4, 24, 3, 1, 1],
+    [1, 18, 32, 32, 16, 3, 1, 1],
+    [2, 5, 7, 16, 7, 3, 1, 1],
+    [1, 3, 9, 48, 6, 5, 1, 2],
+    [2, 16, 31, 19, 17, 1, 2, 0],
+    [1, 2, 1, 1, 3, 3, 1, 1],
+];
+
+/// Runs the direct passes of every ISA this CPU runs against the im2col path on a grid of shapes
+/// (forward, and the kernel gradient with the batch in chunks of 1, 2 and all): `Ok` with the
+/// number of comparisons made (0 where no ISA runs), or the first that differs by more than
+/// `1e-4` of the largest expected magnitude. Public so that the WebAssembly tests run it in the
+/// browser, where the SIMD128 kernels are the ones compared.
+pub fn compare_with_im2col() -> Result<usize, String> {
+    use super::conv_cpu::{backward_im2col, forward_im2col};
+    // A fixed xorshift stream of values in [-1, 1).
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    };
+    let close = |got: &[f32], want: &[f32], what: String| -> Result<(), String> {
+        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        match got.iter().zip(want).position(|(a, b)| (a - b).abs() > 1e-4 * scale) {
+            _ if got.len() != want.len() => Err(format!("{what}: {} values, expected {}", got.len(), want.len())),
+            Some(k) => Err(format!("{what}[{k}]: {} vs {} (scale {scale})", got[k], want[k])),
+            None => Ok(()),
+        }
+    };
+    let mut compared = 0;
+    for [batch, c, h, w, o, k, s, p] in CHECKED_SHAPES {
+        let g = Geometry { batch, in_channels: c, in_h: h, in_w: w, out_channels: o, kernel_h: k, kernel_w: k, stride: [s, s], padding: [p, p] };
+        let (x, kernel, dy) = (random(g.batch * g.image_in()), random(g.kernel_len()), random(g.batch * g.image_out()));
+        let expect_y = forward_im2col(&x, &kernel, &g);
+        let expect_dw = backward_im2col(&x, &kernel, &dy, &g, false, true).1.expect("asked for");
+        for isa in Isa::detected() {
+            if covers_forward(&g) {
+                close(&forward(&x, &kernel, &g, isa), &expect_y, format!("forward {isa:?} {g:?}"))?;
+                compared += 1;
+            }
+            if covers_kernel_gradient(&g) {
+                for per_chunk in [1, 2, g.batch] {
+                    close(&kernel_gradient(&x, &dy, &g, isa, per_chunk), &expect_dw, format!("dw {isa:?} {g:?} chunks of {per_chunk}"))?;
+                    compared += 1;
+                }
+            }
+        }
+    }
+    Ok(compared)
 }
