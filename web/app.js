@@ -116,7 +116,7 @@ async function main() {
     if (!gpu && mode !== "cpu") backend.note = "this browser has no WebGPU; computing on the CPU in WebAssembly";
     console.log(`ail: backend ready after ${performance.now().toFixed(0)} ms`);
     const b = $("backend");
-    b.textContent = (backend.kind === "webgpu" ? "WebGPU: " : "CPU (WebAssembly): ") + backend.adapter + (started.helper ? "; dial updates shared with a second worker" : "");
+    b.textContent = (backend.kind === "webgpu" ? "WebGPU: " : "CPU (WebAssembly): ") + backend.adapter + (started.helper ? "; each dial update split between two workers" : "");
     b.className = "badge " + backend.kind;
     b.dataset.kind = backend.kind;
     b.dataset.helper = started.helper ? "1" : "0";

@@ -57,7 +57,7 @@ pub fn load_builtin_images(images: &[u8], labels: &[u8]) -> Result<(), JsError> 
 }
 
 fn cpu_backend(note: String) -> (Device, Backend) {
-    (Device::flex(), Backend { kind: "cpu", adapter: "burn flex (CPU) in WebAssembly, one thread".into(), note, software: false })
+    (Device::flex(), Backend { kind: "cpu", adapter: "burn flex (CPU) in WebAssembly, one thread per worker".into(), note, software: false })
 }
 
 /// Chooses the backend once per page, as the command line's `auto` does: `auto` takes WebGPU when
