@@ -265,16 +265,26 @@ fn built_in_tasks_by_descriptor() {
     }
 }
 
+/// Transforms of [`small_probe`].
+const SMALL_PROBE_TRANSFORMS: [&str; 3] = ["h-flip", "translation", "brightness"];
+
+/// The built-in encoder with a small probe: 24 built-in images, the first 4 measured under
+/// [`SMALL_PROBE_TRANSFORMS`] (1 flip, 8 translations, 4 brightness factors).
+fn small_probe() -> (ail_core::frozen::Frozen, engine::Probe) {
+    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
+    let idx: Vec<usize> = (0..24).map(|k| 250 * k).collect();
+    let subset = engine::to_input(set.subset(&idx), &frozen).unwrap();
+    let probe = engine::Probe::new(subset.pixels, subset.labels, frozen.input_shape(), 4, &SMALL_PROBE_TRANSFORMS, frozen.device()).unwrap();
+    (frozen, probe)
+}
+
 #[test]
 fn one_images_views_average_to_the_dial() {
     // The views of each measured image, averaged over the measured images, are the dial's values:
     // the per-image measure is the dial's, one image at a time.
     let _serial = ail_core::serial_draws();
-    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
-    let idx: Vec<usize> = (0..24).map(|k| 250 * k).collect();
-    let subset = engine::to_input(set.subset(&idx), &frozen).unwrap();
-    let names = ["h-flip", "translation", "brightness"];
-    let probe = engine::Probe::new(subset.pixels, subset.labels, frozen.input_shape(), 4, &names, frozen.device()).unwrap();
+    let (frozen, probe) = small_probe();
+    let names = SMALL_PROBE_TRANSFORMS;
     let i = [0.7, 0.2];
     let dial = block_on(engine::dial(&frozen, &probe, &i)).unwrap();
     let views: Vec<engine::ImageViews> = (0..4).map(|k| block_on(engine::views(&frozen, &probe, k, &i)).unwrap()).collect();
@@ -299,11 +309,7 @@ fn a_dial_shared_with_a_helper_equals_the_dial_alone() {
     // (`Session::dial` with a helper); the result must be the dial's, value for value, and a
     // helper that fails or answers with the wrong size must not change it either.
     let _serial = ail_core::serial_draws();
-    let (frozen, set) = (builtin_frozen(), ail_data::builtin::fashion_mnist().unwrap());
-    let idx: Vec<usize> = (0..24).map(|k| 250 * k).collect();
-    let subset = engine::to_input(set.subset(&idx), &frozen).unwrap();
-    let names = ["h-flip", "translation", "brightness"];
-    let probe = engine::Probe::new(subset.pixels, subset.labels, frozen.input_shape(), 4, &names, frozen.device()).unwrap();
+    let (frozen, probe) = small_probe();
     let i = [0.3, 0.9];
     let alone = block_on(engine::dial(&frozen, &probe, &i)).unwrap();
     assert!(!alone.shared);
