@@ -221,7 +221,17 @@ const ops = {
   },
 };
 
-self.onmessage = async (ev) => {
+// The helper's requests run one after another: an encoder opened while a share of a dial is being
+// computed waits for it, instead of freeing the session under it.
+const HELPER_OPS = ["helperStart", "helperOpen", "features"];
+let helperQueue = Promise.resolve();
+
+self.onmessage = (ev) => {
+  if (HELPER_OPS.includes(ev.data.op)) helperQueue = helperQueue.then(() => handle(ev));
+  else handle(ev);
+};
+
+async function handle(ev) {
   const { id, op, ...args } = ev.data;
   try {
     if (!ops[op]) throw new Error(`unknown request ${op}`);
@@ -231,4 +241,4 @@ self.onmessage = async (ev) => {
   } catch (e) {
     post({ id, error: e && e.message ? e.message : String(e) });
   }
-};
+}
