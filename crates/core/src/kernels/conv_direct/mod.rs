@@ -5,9 +5,9 @@
 //! column matrix, and the GEMM packs that matrix again before its micro-kernels read it; at the
 //! narrow widths and small images of CIFAR encoders those copies cost as much as the arithmetic.
 //! Here the arithmetic reads the (zero-padded) image directly:
-//! - forward: for a block of `L` output channels (`L` = 16 lanes with AVX-512, 8 with AVX2) and a
-//!   tile of `R x T` output pixels, `R · T` vector accumulators; each kernel tap loads one vector of
-//!   `L` weights (the kernel is repacked as `[O/L][C][kh][kw][L]`) and multiplies it by each
+//! - forward: for a block of `L` output channels (`L` = 16 lanes with AVX-512, 8 with AVX2, 4 with
+//!   SIMD128) and a tile of `R x T` output pixels, `R · T` vector accumulators; each kernel tap
+//!   loads one vector of `L` weights (the kernel is repacked as `[O/L][C][kh][kw][L]`) and multiplies it by each
 //!   pixel's input value, broadcast from memory. Rows of a tile are `stride · width` apart, its
 //!   columns `stride` apart: with the stride a constant, every address is an immediate offset.
 //! - kernel gradient: for a block of `L` output channels, the output gradient transposed to
