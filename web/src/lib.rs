@@ -5,6 +5,7 @@
 //! The backend: WebGPU through burn's wgpu backend when the browser gives an adapter, otherwise
 //! burn's CPU backend (flex) compiled to WebAssembly; the page shows which, with the adapter.
 
+pub mod dial;
 pub mod engine;
 pub mod fixture;
 
