@@ -7,13 +7,13 @@
 
 import init, * as wasm from "./ail_web.js";
 
-const state = { session: null, backend: null, stop: false, manifest: null };
+const state = { session: null, backend: null, stop: false, manifest: null, share: null };
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 
 // On the CPU backend, a second worker (this same script, started by the first) holds its own copy
 // of the module, the images and the encoder, and computes about half of each dial update's images
-// (Session.dial's `helper`): WebAssembly here runs one thread per worker, and a computer has more
-// than one core. `version` counts the encoders opened here; the helper is used only once it has
+// (Session.dial's `helper`) and half of the support images of each step of a learned fit (Fit.step's
+// `helper`): WebAssembly here runs one thread per worker, and a computer has more than one core. `version` counts the encoders opened here; the helper is used only once it has
 // opened the same one (`readyVersion`). Without nested workers, or on one core, there is none.
 const helper = { worker: null, seq: 0, pending: new Map(), version: 0, readyVersion: -1 };
 
@@ -66,6 +66,22 @@ function openInHelper(bytes, name) {
 function helperShare(i) {
   if (!helper.worker || helper.readyVersion !== helper.version) return undefined;
   return (from, to) => helperCall("features", { i, from, to });
+}
+
+// The function Fit.step calls to hand the helper its share of a learned fit's joint steps, once
+// the helper holds the support images of its rows; undefined when there is no helper, no step to
+// share, or the helper cannot take them (the fit then runs here alone).
+async function fitHelper(fit) {
+  if (!helper.worker || helper.readyVersion !== helper.version) return undefined;
+  const rows = fit.shared_rows();
+  if (!rows) return undefined;
+  const pixels = fit.support_pixels(rows[0], rows[1]);
+  try {
+    await helperCall("fitOpen", { pixels, n: rows[1] - rows[0] }, [pixels.buffer]);
+  } catch {
+    return undefined;
+  }
+  return (op, values) => helperCall(op === "forward" ? "fitForward" : "fitBackward", { values }, [values.buffer]);
 }
 
 // The file names and sizes of what the page fetches (written by scripts/web.sh build); each file is
@@ -157,6 +173,32 @@ const ops = {
     return { result: null };
   },
 
+  // A share of a learned fit's support images (Session.fit_share), then its joint steps: the
+  // features of those images at i, and the gradient in i from the gradient in those features.
+  async fitOpen({ pixels, n }) {
+    if (state.share) state.share.free();
+    state.share = state.session.fit_share(pixels, n);
+    return { result: null };
+  },
+
+  async fitForward({ values }) {
+    if (!state.share) throw new Error("no fit share is open");
+    const features = await state.share.forward(values);
+    return { result: features, transfer: [features.buffer] };
+  },
+
+  async fitBackward({ values }) {
+    if (!state.share) throw new Error("no fit share is open");
+    const grad = await state.share.backward(values);
+    return { result: grad, transfer: [grad.buffer] };
+  },
+
+  async fitClose() {
+    if (state.share) state.share.free();
+    state.share = null;
+    return { result: null };
+  },
+
   async features({ i, from, to }) {
     const features = await state.session.transformed_features(Float32Array.from(i), from, to);
     return { result: features, transfer: [features.buffer] };
@@ -188,17 +230,24 @@ const ops = {
       for (const [k, run] of runs.entries()) {
         const started = performance.now();
         const fit = state.session.fit(task, run.fixed ? Float32Array.from(run.fixed) : undefined);
+        // A learned fit's joint steps are split with the helper worker when there is one.
+        const share = await fitHelper(fit);
+        let sharedSteps = 0;
         try {
           for (;;) {
             if (state.stop) throw new Error("stopped");
-            const r = await fit.step();
+            const r = await fit.step(share);
             if (r === undefined || r === null) break;
-            post({ event: "step", index: k, report: JSON.parse(r) });
+            const report = JSON.parse(r);
+            if (report.shared) sharedSteps += 1;
+            post({ event: "step", index: k, report });
           }
-          results.push({ ...run, start: Array.from(fit.start()), scores: JSON.parse(await fit.evaluate()), ms: performance.now() - started });
+          results.push({ ...run, start: Array.from(fit.start()), scores: JSON.parse(await fit.evaluate()), ms: performance.now() - started, sharedSteps });
         } finally {
-          // A finished, stopped or failed fit's memory in WebAssembly is given back.
+          // A finished, stopped or failed fit's memory in WebAssembly is given back, here and in
+          // the helper.
           fit.free();
+          if (share) helperCall("fitClose", {}).catch(() => {});
         }
       }
       return { result: { info: tinfo, results } };
@@ -223,7 +272,7 @@ const ops = {
 
 // The helper's requests run one after another: an encoder opened while a share of a dial is being
 // computed waits for it, instead of freeing the session under it.
-const HELPER_OPS = ["helperStart", "helperOpen", "features"];
+const HELPER_OPS = ["helperStart", "helperOpen", "features", "fitOpen", "fitForward", "fitBackward", "fitClose"];
 let helperQueue = Promise.resolve();
 
 self.onmessage = (ev) => {

@@ -333,6 +333,73 @@ fn a_dial_shared_with_a_helper_equals_the_dial_alone() {
     assert!(err.contains("50..53") && err.contains("52"), "{err}");
 }
 
+/// A second worker in this process for `engine::step_shared`: the rows it was handed, as the
+/// page's helper holds them (`FitShare`), and the part of the last forward until its backward.
+/// `fail` makes its forward (1) or its backward (2) fail.
+struct InProcessHelper {
+    frozen: ail_core::frozen::Frozen,
+    x: burn::tensor::Tensor<4>,
+    part: std::cell::RefCell<Option<ail_core::fewshot::FeaturePart>>,
+    fail: u8,
+}
+
+impl engine::FitHelper for InProcessHelper {
+    fn forward(&self, i: &[f32]) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
+        let part = ail_core::fewshot::FeaturePart::new(&self.frozen, self.x.clone(), i);
+        let features = block_on(engine::read(part.features()));
+        *self.part.borrow_mut() = Some(part);
+        std::future::ready(if self.fail == 1 { Err("the helper stopped".to_string()) } else { features })
+    }
+
+    fn backward(&self, grad: Vec<f32>) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
+        let part = self.part.borrow_mut().take().expect("forward before backward");
+        let g = block_on(engine::read(part.backward(&grad).unwrap()));
+        std::future::ready(if self.fail == 2 { Err("the helper stopped".to_string()) } else { g })
+    }
+}
+
+#[test]
+fn a_fit_shared_with_a_helper_takes_the_steps_of_the_fit_alone() {
+    // The page's learned fit splits each descending step with the second worker (`Fit::step`
+    // with a helper): its losses and path of i must be the fit's alone, to float rounding, and a
+    // helper that fails in either half must not change them either.
+    let _serial = ail_core::serial_draws();
+    let frozen = builtin_frozen();
+    let set = ail_data::builtin::fashion_mnist().unwrap();
+    let task = engine::five_way(&set, &frozen, 0).unwrap();
+    let config = engine::fit_config(&frozen, &task.support, None);
+    let run = |fail: Option<u8>| {
+        let mut fit = StepFit::new(&frozen, &task.support, &config, 0).unwrap();
+        let helper = fail.map(|fail| {
+            let rows = fit.shareable_rows().expect("a learned ridge fit can be shared");
+            let (pixels, shape) = fit.support_pixels(rows.clone()).unwrap();
+            let x = ail_core::frozen::Frozen::upload_u8(pixels, rows.len(), shape, frozen.device());
+            InProcessHelper { frozen: engine::open(&builtin_export(), "built-in", &Device::flex()).unwrap(), x, part: Default::default(), fail }
+        });
+        let mut reports = Vec::new();
+        while let Some(r) = block_on(engine::step_shared(&frozen, &mut fit, helper.as_ref())).unwrap() {
+            reports.push(r);
+        }
+        let scores = block_on(engine::evaluate(&frozen, &fit, &task.query)).unwrap();
+        (reports, scores.accuracy.unwrap())
+    };
+    let (alone, alone_accuracy) = run(None);
+    assert_eq!(alone.len(), 21);
+    assert!(alone.iter().all(|r| !r.shared));
+    for fail in [0, 1, 2] {
+        let (shared, accuracy) = run(Some(fail));
+        assert_eq!(shared.len(), 21);
+        for (k, (a, b)) in shared.iter().zip(&alone).enumerate() {
+            assert_eq!(a.shared, fail == 0 && k < 20, "step {k}: shared only with a working helper, and not the last step");
+            assert!((a.loss - b.loss).abs() <= 1e-5 * b.loss.abs().max(1e-3), "helper failing at {fail}, step {k}: loss {} against {}", a.loss, b.loss);
+            for (x, y) in a.i.iter().zip(&b.i) {
+                assert!((x - y).abs() <= 1e-4, "helper failing at {fail}, step {k}: i {:?} against {:?}", a.i, b.i);
+            }
+        }
+        assert!((accuracy - alone_accuracy).abs() <= 1.0 / 50.0 + 1e-9, "accuracy {accuracy} against {alone_accuracy}");
+    }
+}
+
 #[test]
 fn user_tasks_need_two_classes_of_three_images() {
     let shape = [3, 4, 4];

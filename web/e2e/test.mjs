@@ -185,6 +185,13 @@ try {
   assert.match(explain, /started at \[[01]\.00, [01]\.00\]: each trained corner was tried/);
   assert.match(explain, /best fixed corner/);
   assert.ok((await page.$eval("#fit-path", (p) => p.getAttribute("points").split(" ").length)) >= 20, "the path of i is drawn on the pad");
+  // On the CPU backend each of the learned fit's 20 descending steps is split with the second
+  // worker (each computes half of the support images; the native test
+  // a_joint_step_shared_between_two_workers_is_the_whole_step checks the step is the same); the
+  // fixed corners' fits have no such step; on WebGPU there is no second worker.
+  const fitRuns = await page.evaluate(() => window.ailTimings.fits[0].runs.map((r) => r.sharedSteps));
+  console.log(`[${mode}] fit steps shared with the second worker, per run: ${JSON.stringify(fitRuns)}`);
+  assert.deepEqual(fitRuns, mode === "cpu" ? [20, 0, 0, 0] : [0, 0, 0, 0], "the learned fit's steps are shared on the CPU backend only");
   // The views panel follows the dial to the learned i before the picture is taken.
   await page.waitForFunction(() => document.querySelector("#views").dataset.i === document.querySelector("#radar-values").dataset.i, null, { timeout: 600_000 });
   await page.screenshot({ path: path.join(out, `${mode}-fit.png`), fullPage: true });

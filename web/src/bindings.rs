@@ -282,6 +282,17 @@ impl Session {
         Ok(Task { task: engine::custom(&classes, self.frozen.input_shape()).map_err(js)? })
     }
 
+    /// A [`FitShare`] of `n` support images (`u8`, `[n, C, H, W]` in this encoder's input shape,
+    /// as [`Fit::support_pixels`] returned them in the first worker).
+    pub fn fit_share(&self, pixels: &[u8], n: usize) -> Result<FitShare, JsError> {
+        let shape = self.fit_frozen.input_shape();
+        if n == 0 || pixels.len() != n * shape.iter().product::<usize>() {
+            return Err(js(format!("{} bytes of pixels for {n} images of shape {shape:?}", pixels.len())));
+        }
+        let x = Frozen::upload_u8(pixels, n, shape, self.fit_frozen.device());
+        Ok(FitShare { frozen: self.fit_frozen.clone(), x, part: None })
+    }
+
     /// A fit on `task`: learning `i` (from the corner [`engine::fit_config`] chooses) when
     /// `fixed` is absent, else with `i` fixed there.
     pub fn fit(&self, task: &Task, fixed: Option<Vec<f32>>) -> Result<Fit, JsError> {
@@ -354,9 +365,28 @@ impl Fit {
         self.fit.start().to_vec()
     }
 
-    /// One step: `{step, total, loss, i, joint}` as JSON, or `null` when the fit is done.
-    pub async fn step(&mut self) -> Result<Option<String>, JsError> {
-        Ok(engine::step(&self.frozen, &mut self.fit).await.map_err(js)?.map(|r| json(&r)))
+    /// One step: `{step, total, loss, i, joint, shared}` as JSON, or `null` when the fit is done.
+    ///
+    /// `helper`, when given, shares each joint step with a second worker that holds a [`FitShare`]
+    /// of the support images [`Fit::shared_rows`] names (`engine::step_shared`): it is called as
+    /// `helper("forward", i)` and `helper("backward", gradient)` (both `Float32Array`s) and must
+    /// return a Promise of what that [`FitShare`]'s method of the same name returns.
+    pub async fn step(&mut self, helper: Option<js_sys::Function>) -> Result<Option<String>, JsError> {
+        let helper = helper.map(JsFitHelper);
+        Ok(engine::step_shared(&self.frozen, &mut self.fit, helper.as_ref()).await.map_err(js)?.map(|r| json(&r)))
+    }
+
+    /// The support rows `[from, to]` a second worker may compute in this fit's joint steps, or
+    /// nothing when no step can be shared (a fixed `i`, a fit already past its joint steps).
+    pub fn shared_rows(&self) -> Option<Vec<u32>> {
+        self.fit.shareable_rows().map(|r| vec![r.start as u32, r.end as u32])
+    }
+
+    /// The support images of rows `from..to` as the encoder takes them (`u8`, `[n, C, H, W]`),
+    /// for [`Session::fit_share`] in a second worker.
+    pub fn support_pixels(&self, from: usize, to: usize) -> Result<Vec<u8>, JsError> {
+        let (pixels, _) = self.fit.support_pixels(from..to).ok_or_else(|| js(format!("no support rows {from}..{to} in this fit")))?;
+        Ok(pixels.to_vec())
     }
 
     /// Scores on the query set: `{loss, accuracy | r2, i}` as JSON.
@@ -369,6 +399,65 @@ impl Fit {
             i: &'a [f32],
         }
         Ok(json(&Out { scores, i: self.fit.i() }))
+    }
+}
+
+/// A helper function from JavaScript as an [`engine::FitHelper`] (see [`Fit::step`]).
+struct JsFitHelper(js_sys::Function);
+
+impl JsFitHelper {
+    /// Calls `helper(op, values)` now; the future waits for the Promise it returned.
+    fn call(&self, op: &str, values: &[f32]) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
+        let promise = self
+            .0
+            .call2(&JsValue::NULL, &JsValue::from_str(op), &js_sys::Float32Array::from(values).into())
+            .map_err(|e| format!("the helper failed: {e:?}"))
+            .and_then(|p| p.dyn_into::<js_sys::Promise>().map_err(|_| "the helper did not return a Promise".to_string()));
+        async move {
+            let value = wasm_bindgen_futures::JsFuture::from(promise?).await.map_err(|e| format!("the helper failed: {e:?}"))?;
+            let array = value.dyn_into::<js_sys::Float32Array>().map_err(|_| "the helper did not return a Float32Array".to_string())?;
+            Ok(array.to_vec())
+        }
+    }
+}
+
+impl engine::FitHelper for JsFitHelper {
+    fn forward(&self, i: &[f32]) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
+        self.call("forward", i)
+    }
+
+    fn backward(&self, grad: Vec<f32>) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
+        self.call("backward", &grad)
+    }
+}
+
+/// A second worker's share of a fit's joint steps: the support images of the rows
+/// [`Fit::shared_rows`] named, on this worker's copy of the encoder. [`FitShare::forward`] and
+/// [`FitShare::backward`] answer the first worker's `helper` calls, one after the other.
+#[wasm_bindgen]
+pub struct FitShare {
+    frozen: Rc<Frozen>,
+    x: burn::tensor::Tensor<4>,
+    part: Option<ail_core::fewshot::FeaturePart>,
+}
+
+#[wasm_bindgen]
+impl FitShare {
+    /// The L2-normalised features of the share's images at `i` (`[n, D]` row-major); their graph
+    /// is kept for [`FitShare::backward`].
+    pub async fn forward(&mut self, i: Vec<f32>) -> Result<Vec<f32>, JsError> {
+        self.frozen.check_descriptor(&i).map_err(js)?;
+        let part = ail_core::fewshot::FeaturePart::new(&self.frozen, self.x.clone(), &i);
+        let features = engine::read(part.features()).await.map_err(js)?;
+        self.part = Some(part);
+        Ok(features)
+    }
+
+    /// The gradient in `i` from `grad`, the loss's gradient in the features the last
+    /// [`FitShare::forward`] returned.
+    pub async fn backward(&mut self, grad: Vec<f32>) -> Result<Vec<f32>, JsError> {
+        let part = self.part.take().ok_or_else(|| js("backward without forward"))?;
+        engine::read(part.backward(&grad).map_err(js)?).await.map_err(js)
     }
 }
 

@@ -9,7 +9,7 @@
 //! functions on the CPU backend.
 
 use ail_core::checkpoint::load_web;
-use ail_core::fewshot::{EpisodeConfig, FewShotReadout, StepFit};
+use ail_core::fewshot::{EpisodeConfig, FeaturePart, FewShotReadout, StepFit};
 use ail_core::fit::{Scores, Split, Targets};
 use ail_core::frozen::Frozen;
 use ail_data::ImageSet;
@@ -358,6 +358,8 @@ pub struct StepReport {
     pub i: Vec<f32>,
     /// Whether the step moved `i`.
     pub joint: bool,
+    /// Whether a second worker computed part of the step ([`step_shared`]).
+    pub shared: bool,
 }
 
 /// One fit step, reading its loss and gradient without blocking; `None` when the fit is done.
@@ -375,7 +377,78 @@ pub async fn step(frozen: &Frozen, fit: &mut StepFit) -> Result<Option<StepRepor
         return Err(format!("the loss became {loss}: the fit diverged"));
     }
     let (step, total) = fit.progress();
-    Ok(Some(StepReport { step, total, loss, i: fit.i().to_vec(), joint }))
+    Ok(Some(StepReport { step, total, loss, i: fit.i().to_vec(), joint, shared: false }))
+}
+
+/// A second worker with the same encoder open, holding the support images of rows
+/// [`StepFit::shareable_rows`] of a fit (the page's helper worker, `FitShare` there). Each call
+/// sends its request at once and returns a future of the answer, so that this worker computes its
+/// own part meanwhile.
+pub trait FitHelper {
+    /// The L2-normalised features of the helper's rows at `i` (`[rows, D]` row-major), whose
+    /// graph it keeps for [`FitHelper::backward`].
+    fn forward(&self, i: &[f32]) -> impl Future<Output = Result<Vec<f32>, String>> + 'static;
+    /// The gradient in `i` of the loss whose gradient in those features is `grad`.
+    fn backward(&self, grad: Vec<f32>) -> impl Future<Output = Result<Vec<f32>, String>> + 'static;
+}
+
+/// [`step`], with each joint step of a ridge fit split between this worker and `helper`
+/// ([`StepFit::start_shared`]): both compute the features of half of the support images with
+/// their graph at the same time, this worker the leave-one-out error and its gradient in every
+/// image's features, then both back-propagate their half at the same time; the two gradients in
+/// `i` are summed. The steps are the same as [`step`]'s (to float rounding: a native test
+/// checks it). When the helper fails or answers with the wrong size, its part is computed here
+/// and the report says the step was not shared.
+pub async fn step_shared<H: FitHelper>(frozen: &Frozen, fit: &mut StepFit, helper: Option<&H>) -> Result<Option<StepReport>, String> {
+    let (Some(helper), Some(rows)) = (helper, fit.shareable_rows()) else { return step(frozen, fit).await };
+    pause().await;
+    let e = |e: ail_core::CoreError| e.to_string();
+    let remote = helper.forward(fit.i());
+    let local = fit.start_shared(frozen, rows.start).map_err(e)?;
+    // The helper's part: its answer, or the same part computed here when it has none.
+    let here = |fit: &StepFit| -> Result<FeaturePart, String> {
+        let (pixels, shape) = fit.support_pixels(rows.clone()).ok_or("a shared step needs the support images")?;
+        Ok(FeaturePart::new(frozen, Frozen::upload_u8(pixels, rows.len(), shape, frozen.device()), fit.i()))
+    };
+    let mut shared = true;
+    let d = frozen.feature_dim();
+    let (remote_features, mut fallback) = match remote.await {
+        Ok(f) if f.len() == rows.len() * d => (f, None),
+        _ => {
+            shared = false;
+            let part = here(fit)?;
+            (read(part.features()).await?, Some(part))
+        }
+    };
+    let loss = fit.shared_loss(&local, &remote_features).map_err(e)?;
+    let remote_grad = match fallback {
+        None => Some(helper.backward(loss.remote.clone())),
+        Some(_) => None,
+    };
+    let mut grad = read(local.backward(&loss.local).map_err(e)?).await?;
+    let remote_grad = match remote_grad {
+        Some(answer) => match answer.await {
+            Ok(g) if g.len() == grad.len() => g,
+            _ => {
+                shared = false;
+                fallback = Some(here(fit)?);
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let remote_grad = match fallback {
+        Some(part) => read(part.backward(&loss.remote).map_err(e)?).await?,
+        None => remote_grad,
+    };
+    grad.iter_mut().zip(&remote_grad).for_each(|(a, b)| *a += b);
+    let value = read(loss.loss).await?[0] as f64;
+    fit.finish_step(Some(&grad));
+    if !value.is_finite() {
+        return Err(format!("the loss became {value}: the fit diverged"));
+    }
+    let (step, total) = fit.progress();
+    Ok(Some(StepReport { step, total, loss: value, i: fit.i().to_vec(), joint: true, shared }))
 }
 
 /// The fitted head's scores on the query set (accuracy, or R^2).

@@ -450,6 +450,71 @@ impl StepFit {
         Ok(true)
     }
 
+    /// The support rows a second worker may compute in the next step: `Some(n / 2..n)` when that
+    /// step is a joint step of a ridge fit on two images or more ([`StepFit::start_shared`]),
+    /// `None` otherwise (a logistic fit, a fixed `i`, the last step, a finished fit).
+    pub fn shareable_rows(&self) -> Option<std::ops::Range<usize>> {
+        let Head::Ridge { support, .. } = &self.head else { return None };
+        let n = support.len();
+        (self.learn && self.is_joint() && !self.pending && n >= 2).then_some(n / 2..n)
+    }
+
+    /// A ridge fit's support images of `rows` as stored (`u8`, `[rows, C, H, W]`), with the shape
+    /// of one image: what a second worker uploads to compute its share of the joint steps.
+    pub fn support_pixels(&self, rows: std::ops::Range<usize>) -> Option<(&[u8], [usize; 3])> {
+        let Head::Ridge { support, .. } = &self.head else { return None };
+        let len: usize = support.shape.iter().product();
+        (rows.start <= rows.end && rows.end <= support.len()).then(|| (&support.pixels[rows.start * len..rows.end * len], support.shape))
+    }
+
+    /// Begins a joint ridge step whose support rows `from..n` another worker computes (a
+    /// [`FeaturePart`] of the same encoder and images at [`StepFit::i`]): returns this worker's
+    /// part, the rows `..from`, with its graph to `i`. Then [`StepFit::shared_loss`] gives each part
+    /// the gradient of the leave-one-out error in its features, each part's
+    /// [`FeaturePart::backward`] turns it into a gradient in `i` (the two at the same time, one per
+    /// worker), and [`StepFit::finish_step`] takes their sum: the step of [`StepFit::start_step`],
+    /// computed in two halves.
+    pub fn start_shared(&mut self, frozen: &Frozen, from: usize) -> Result<FeaturePart, CoreError> {
+        let rows = self.shareable_rows().ok_or_else(|| CoreError::Config("only a joint step of a ridge fit can be shared".into()))?;
+        if from == 0 || from >= rows.end {
+            return Err(CoreError::Config(format!("a shared step splits the {} support images in two: rows 1..{} may start the second part, not {from}", rows.end, rows.end)));
+        }
+        let part = FeaturePart::new(frozen, self.support_images().slice([0..from]), &self.i);
+        self.pending = true;
+        Ok(part)
+    }
+
+    /// The leave-one-out error of a shared step ([`StepFit::start_shared`]) from this worker's
+    /// `local` part and the other worker's features of the remaining rows (`remote`, `[n - from,
+    /// D]` row-major, as [`FeaturePart::features`] gives them), with its gradient in each part's
+    /// features. The error is the one [`StepFit::start_step`] computes on all rows at once.
+    pub fn shared_loss(&self, local: &FeaturePart, remote: &[f32]) -> Result<SharedLoss, CoreError> {
+        let Head::Ridge { lambda, .. } = &self.head else {
+            return Err(CoreError::Config("only a joint step of a ridge fit can be shared".into()));
+        };
+        let ([from, d], n) = (local.features.dims(), self.y.dims()[0]);
+        if remote.len() != (n - from) * d {
+            return Err(CoreError::Config(format!(
+                "the other worker's share: {} feature values, expected {} ({} images of {d})",
+                remote.len(),
+                (n - from) * d,
+                n - from
+            )));
+        }
+        let device = self.y.device();
+        let a = local.features().require_grad();
+        let b = Tensor::<1>::from_floats(remote, &device).reshape([n - from, d]).require_grad();
+        let loss = ridge::loo_mse(Tensor::cat(vec![a.clone(), b.clone()], 0), self.y.clone(), *lambda)?;
+        let mut grads = loss.backward();
+        let host = |t: Option<Tensor<2>>| -> Result<Vec<f32>, CoreError> {
+            let t = t.ok_or_else(|| CoreError::Config("no gradient reached the features of a shared step".into()))?;
+            Ok(t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 gradient"))
+        };
+        let local_grad = host(a.grad_remove(&mut grads))?;
+        let remote_grad = host(b.grad_remove(&mut grads))?;
+        Ok(SharedLoss { loss: loss.detach(), local: local_grad, remote: remote_grad })
+    }
+
     /// A ridge fit's readout at the current `i` (solved by its last step, after which `i` no longer
     /// moves; solved now if that step has not been taken).
     pub fn ridge_readout(&self, frozen: &Frozen) -> Result<ridge::Ridge, CoreError> {
@@ -495,6 +560,52 @@ impl StepFit {
     /// Accuracy, or R^2, of [`StepFit::predict`]'s outputs against `targets`.
     pub fn scores(&self, raw: &[f32], targets: &Targets) -> crate::fit::Scores {
         crate::fit::score_outputs(&self.predictions(raw), targets, &self.std)
+    }
+}
+
+/// What [`StepFit::shared_loss`] gives: the leave-one-out error, and its gradient in the features
+/// of this worker's rows (`local`) and of the other worker's (`remote`), row-major on the host.
+#[derive(Debug)]
+pub struct SharedLoss {
+    pub loss: Tensor<1>,
+    pub local: Vec<f32>,
+    pub remote: Vec<f32>,
+}
+
+/// The L2-normalised features of some support images at `i`, with their graph to `i`: one
+/// worker's share of a ridge fit's joint step ([`StepFit::start_shared`]). Each image's features
+/// depend on that image alone (the encoder is frozen, BatchNorm in eval mode), so the rows can be
+/// computed anywhere the same encoder is open.
+#[derive(Debug)]
+pub struct FeaturePart {
+    i_t: Tensor<1>,
+    features: Tensor<2>,
+}
+
+impl FeaturePart {
+    /// The features of `x01` (`[n, C, H, W]` in [0, 1], on `frozen`'s device) at `i`.
+    pub fn new(frozen: &Frozen, x01: Tensor<4>, i: &[f32]) -> Self {
+        let i_t = Tensor::<1>::from_floats(i, frozen.device()).require_grad();
+        let features = normalize_rows(frozen.features_with_grad(x01, i_t.clone(), i));
+        Self { i_t, features }
+    }
+
+    /// The features without their graph (`[n, D]`).
+    pub fn features(&self) -> Tensor<2> {
+        self.features.clone().detach()
+    }
+
+    /// The gradient in `i` of `sum(features * grad)`, `grad` being the gradient of a loss in these
+    /// features (`[n, D]` row-major, from [`StepFit::shared_loss`]): this part's share of the
+    /// loss's gradient in `i`.
+    pub fn backward(self, grad: &[f32]) -> Result<Tensor<1>, CoreError> {
+        let [n, d] = self.features.dims();
+        if grad.len() != n * d {
+            return Err(CoreError::Config(format!("a gradient of {} values for features of {n} images of {d}", grad.len())));
+        }
+        let g = Tensor::<1>::from_floats(grad, &self.features.device()).reshape([n, d]);
+        let mut grads = (self.features * g).sum().backward();
+        self.i_t.grad_remove(&mut grads).map(|g| g.detach()).ok_or_else(|| CoreError::Config("no gradient reached i".into()))
     }
 }
 

@@ -269,3 +269,55 @@ fn the_ridge_readout_step_by_step_is_the_closed_form_one() {
     assert_eq!(Some(learned.lambda), fit.lambda());
     assert_eq!(learned.readout.weights, fit.ridge_readout(&frozen).unwrap().weights);
 }
+
+/// A joint step split between two workers (the browser page's fit, `StepFit::start_shared`): the
+/// rows `n / 2..` computed as a separate `FeaturePart` (as the second worker does, from the support
+/// pixels the fit hands it), the loss and the two parts' gradients in `i` summed, gives the step
+/// that `start_step` computes on all rows at once, to float rounding, at every step of a fit; a
+/// share of the wrong size and a split at the wrong row are named.
+#[test]
+fn a_joint_step_shared_between_two_workers_is_the_whole_step() {
+    use ail_core::fewshot::{EpisodeConfig, FeaturePart, FewShotReadout, StepFit};
+    let _serial = ail_core::serial_draws();
+    let frozen = frozen();
+    let (small, _, _) = small_task(&frozen);
+    let small = small.subset(&(0..25).collect::<Vec<_>>());
+    let config = EpisodeConfig { readout: FewShotReadout::Ridge, steps: 4, i_lr: 0.05, lambdas: vec![0.01, 0.1, 1.0], ..Default::default() };
+    let read = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+
+    let mut whole = StepFit::new(&frozen, &small, &config, 0).unwrap();
+    let mut shared = StepFit::new(&frozen, &small, &config, 0).unwrap();
+    assert_eq!(shared.shareable_rows(), Some(12..25));
+    let mut steps = 0;
+    while let Some(rows) = shared.shareable_rows() {
+        let pending = whole.start_step(&frozen).unwrap().unwrap();
+        let (want_loss, want_grad) = (read(pending.loss)[0], read(pending.i_grad.unwrap()));
+        // The second worker's share: its own upload of the pixels it was handed.
+        let (pixels, shape) = shared.support_pixels(rows.clone()).unwrap();
+        let x = ail_core::frozen::Frozen::upload_u8(pixels, rows.len(), shape, frozen.device());
+        let remote = FeaturePart::new(&frozen, x, shared.i());
+        let local = shared.start_shared(&frozen, rows.start).unwrap();
+        let remote_features = remote.features().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let loss = shared.shared_loss(&local, &remote_features).unwrap();
+        assert!(shared.shared_loss(&local, &remote_features[1..]).unwrap_err().to_string().contains("expected"), "a share of the wrong size is named");
+        let g: Vec<f32> = read(local.backward(&loss.local).unwrap()).iter().zip(read(remote.backward(&loss.remote).unwrap())).map(|(a, b)| a + b).collect();
+        let got_loss = read(loss.loss)[0];
+        assert!((got_loss - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0), "step {steps}: loss {got_loss} against {want_loss}");
+        for (a, b) in g.iter().zip(&want_grad) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-3), "step {steps}: gradient {g:?} against {want_grad:?}");
+        }
+        whole.finish_step(Some(&want_grad));
+        shared.finish_step(Some(&g));
+        for (a, b) in shared.i().iter().zip(whole.i()) {
+            assert!((a - b).abs() <= 1e-5, "step {steps}: i {:?} against {:?}", shared.i(), whole.i());
+        }
+        steps += 1;
+    }
+    assert_eq!(steps, 4, "every descending step can be shared");
+    assert_eq!(shared.progress(), (4, 5), "the last step (the readout's solve) is not shared");
+    assert!(shared.start_shared(&frozen, 12).unwrap_err().to_string().contains("only a joint step"));
+    let mut again = StepFit::new(&frozen, &small, &config, 0).unwrap();
+    assert!(again.start_shared(&frozen, 25).unwrap_err().to_string().contains("rows 1..25"));
+    let fixed = StepFit::new(&frozen, &small, &EpisodeConfig { fixed: Some(vec![1.0, 0.0]), ..config }, 0).unwrap();
+    assert_eq!(fixed.shareable_rows(), None, "a fixed i has no joint step");
+}
