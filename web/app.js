@@ -116,12 +116,12 @@ async function main() {
     if (!gpu && mode !== "cpu") backend.note = "this browser has no WebGPU; computing on the CPU in WebAssembly";
     console.log(`ail: backend ready after ${performance.now().toFixed(0)} ms`);
     const b = $("backend");
-    b.textContent = (backend.kind === "webgpu" ? "WebGPU: " : "CPU (WebAssembly): ") + backend.adapter + (started.helper ? "; each dial update and each step of a learned fit split between two workers" : "");
+    b.textContent = (backend.kind === "webgpu" ? "WebGPU: " : "CPU (WebAssembly): ") + backend.adapter + (started.helper ? "; each dial update split between two workers, and a learned fit's steps where that is faster" : "");
     b.className = "badge " + backend.kind;
     b.dataset.kind = backend.kind;
     b.dataset.helper = started.helper ? "1" : "0";
     b.title = started.helper
-      ? "Where the page computes: in a background worker; each dial update, and each step of a learned fit, splits its images with a second worker, on another core."
+      ? "Where the page computes: in a background worker; each dial update splits its images with a second worker, on another core, and so does each step of a learned fit where the first steps show that it is faster."
       : "Where the page computes: every dial update and fit runs there, in a background worker.";
     if (backend.note) message(backend.note, "info");
     // A software adapter got the CPU: offer to try WebGPU anyway.

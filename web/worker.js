@@ -69,19 +69,19 @@ function helperShare(i) {
 }
 
 // The function Fit.step calls to hand the helper its share of a learned fit's joint steps, once
-// the helper holds the support images of its rows; undefined when there is no helper, no step to
-// share, or the helper cannot take them (the fit then runs here alone).
+// the helper holds the fit's support images; undefined when there is no helper, no step to share,
+// or the helper cannot take them (the fit then runs here alone).
 async function fitHelper(fit) {
   if (!helper.worker || helper.readyVersion !== helper.version) return undefined;
-  const rows = fit.shared_rows();
-  if (!rows) return undefined;
-  const pixels = fit.support_pixels(rows[0], rows[1]);
+  const n = fit.shared_images();
+  if (!n) return undefined;
+  const pixels = fit.support_pixels(0, n);
   try {
-    await helperCall("fitOpen", { pixels, n: rows[1] - rows[0] }, [pixels.buffer]);
+    await helperCall("fitOpen", { pixels, n }, [pixels.buffer]);
   } catch {
     return undefined;
   }
-  return (op, values) => helperCall(op === "forward" ? "fitForward" : "fitBackward", { values }, [values.buffer]);
+  return (op, values, from) => helperCall(op === "forward" ? "fitForward" : "fitBackward", { values, from }, [values.buffer]);
 }
 
 // The file names and sizes of what the page fetches (written by scripts/web.sh build); each file is
@@ -173,24 +173,29 @@ const ops = {
     return { result: null };
   },
 
-  // A share of a learned fit's support images (Session.fit_share), then its joint steps: the
-  // features of those images at i, and the gradient in i from the gradient in those features.
+  // A learned fit's support images (Session.fit_share), then its share of each joint step: the
+  // features of the images from row `from` on at i, and the gradient in i from the gradient in
+  // those features.
   async fitOpen({ pixels, n }) {
     if (state.share) state.share.free();
     state.share = state.session.fit_share(pixels, n);
     return { result: null };
   },
 
-  async fitForward({ values }) {
+  // Each answers {values, ms}: the milliseconds computed, by which the first worker balances the
+  // two workers' images.
+  async fitForward({ values, from }) {
     if (!state.share) throw new Error("no fit share is open");
-    const features = await state.share.forward(values);
-    return { result: features, transfer: [features.buffer] };
+    const t0 = performance.now();
+    const features = await state.share.forward(values, from);
+    return { result: { values: features, ms: performance.now() - t0 }, transfer: [features.buffer] };
   },
 
   async fitBackward({ values }) {
     if (!state.share) throw new Error("no fit share is open");
+    const t0 = performance.now();
     const grad = await state.share.backward(values);
-    return { result: grad, transfer: [grad.buffer] };
+    return { result: { values: grad, ms: performance.now() - t0 }, transfer: [grad.buffer] };
   },
 
   async fitClose() {

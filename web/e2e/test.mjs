@@ -185,13 +185,16 @@ try {
   assert.match(explain, /started at \[[01]\.00, [01]\.00\]: each trained corner was tried/);
   assert.match(explain, /best fixed corner/);
   assert.ok((await page.$eval("#fit-path", (p) => p.getAttribute("points").split(" ").length)) >= 20, "the path of i is drawn on the pad");
-  // On the CPU backend each of the learned fit's 20 descending steps is split with the second
-  // worker (each computes half of the support images; the native test
-  // a_joint_step_shared_between_two_workers_is_the_whole_step checks the step is the same); the
-  // fixed corners' fits have no such step; on WebGPU there is no second worker.
+  // On the CPU backend the learned fit tries splitting its descending steps with the second
+  // worker (each computes part of the support images; the native tests
+  // a_joint_step_shared_between_two_workers_is_the_whole_step and
+  // a_fit_shared_with_a_helper_takes_the_steps_of_the_fit_alone check the steps are the same):
+  // two steps alone, three shared, then the rest shared only if that was faster (engine.rs,
+  // SharedSplit). The fixed corners' fits have no such step; on WebGPU there is no second worker.
   const fitRuns = await page.evaluate(() => window.ailTimings.fits[0].runs.map((r) => r.sharedSteps));
-  console.log(`[${mode}] fit steps shared with the second worker, per run: ${JSON.stringify(fitRuns)}`);
-  assert.deepEqual(fitRuns, mode === "cpu" ? [20, 0, 0, 0] : [0, 0, 0, 0], "the learned fit's steps are shared on the CPU backend only");
+  console.log(`[${mode}] 5-way fit steps shared with the second worker, per run: ${JSON.stringify(fitRuns)}`);
+  if (mode === "cpu") assert.ok(fitRuns[0] >= 3 && fitRuns.slice(1).every((n) => n === 0), "the learned fit tries sharing its steps on the CPU backend");
+  else assert.deepEqual(fitRuns, [0, 0, 0, 0], "no second worker on WebGPU");
   // The views panel follows the dial to the learned i before the picture is taken.
   await page.waitForFunction(() => document.querySelector("#views").dataset.i === document.querySelector("#radar-values").dataset.i, null, { timeout: 600_000 });
   await page.screenshot({ path: path.join(out, `${mode}-fit.png`), fullPage: true });
@@ -203,7 +206,7 @@ try {
   assert.match(await page.$eval("#results-table", (t) => t.rows[0].textContent), /query R²/);
   const reg = await page.$$eval("#results-table tr[data-run]", (rs) =>
     rs.map((r) => ({ run: r.dataset.run, r2: Number(r.querySelector(".score").dataset.value), i: r.cells[2].textContent })));
-  console.log(`[${mode}] position fit: ${JSON.stringify(reg)}`);
+  console.log(`[${mode}] position fit: ${JSON.stringify(reg)}; steps shared: ${JSON.stringify(await page.evaluate(() => window.ailTimings.fits[1].runs.map((r) => r.sharedSteps)))}`);
   assert.deepEqual(reg.map((r) => r.run), ["learned", "corner", "corner", "corner"]);
   const bestReg = Math.max(...reg.map((r) => r.r2));
   assert.ok(bestReg > 0 && bestReg <= 1, `best R² ${bestReg} beats predicting the mean position`);

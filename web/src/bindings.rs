@@ -282,7 +282,7 @@ impl Session {
         Ok(Task { task: engine::custom(&classes, self.frozen.input_shape()).map_err(js)? })
     }
 
-    /// A [`FitShare`] of `n` support images (`u8`, `[n, C, H, W]` in this encoder's input shape,
+    /// A [`FitShare`] of a fit's `n` support images (`u8`, `[n, C, H, W]` in this encoder's input shape,
     /// as [`Fit::support_pixels`] returned them in the first worker).
     pub fn fit_share(&self, pixels: &[u8], n: usize) -> Result<FitShare, JsError> {
         let shape = self.fit_frozen.input_shape();
@@ -301,7 +301,8 @@ impl Session {
         }
         let config = engine::fit_config(&self.fit_frozen, &task.task.support, fixed);
         let fit = StepFit::new(&self.fit_frozen, &task.task.support, &config, 0).map_err(js)?;
-        Ok(Fit { frozen: self.fit_frozen.clone(), fit, query: task.task.query.clone() })
+        let split = engine::SharedSplit::new(task.task.support.len());
+        Ok(Fit { frozen: self.fit_frozen.clone(), fit, query: task.task.query.clone(), split })
     }
 }
 
@@ -356,6 +357,8 @@ pub struct Fit {
     frozen: Rc<Frozen>,
     fit: StepFit,
     query: ail_core::fit::Split,
+    /// Where shared steps split the support images (moved step by step to balance the workers).
+    split: engine::SharedSplit,
 }
 
 #[wasm_bindgen]
@@ -368,18 +371,20 @@ impl Fit {
     /// One step: `{step, total, loss, i, joint, shared}` as JSON, or `null` when the fit is done.
     ///
     /// `helper`, when given, shares each joint step with a second worker that holds a [`FitShare`]
-    /// of the support images [`Fit::shared_rows`] names (`engine::step_shared`): it is called as
-    /// `helper("forward", i)` and `helper("backward", gradient)` (both `Float32Array`s) and must
-    /// return a Promise of what that [`FitShare`]'s method of the same name returns.
+    /// of this fit's support images (`engine::step_shared`): it is called as `helper("forward", i,
+    /// from)` and `helper("backward", gradient)` (`Float32Array`s, `from` the first row of the
+    /// helper's part) and must return a Promise of `{values, ms}`: what that [`FitShare`]'s method
+    /// of the same name returned, and the milliseconds it took.
     pub async fn step(&mut self, helper: Option<js_sys::Function>) -> Result<Option<String>, JsError> {
         let helper = helper.map(JsFitHelper);
-        Ok(engine::step_shared(&self.frozen, &mut self.fit, helper.as_ref()).await.map_err(js)?.map(|r| json(&r)))
+        Ok(engine::step_shared(&self.frozen, &mut self.fit, helper.as_ref(), &mut self.split).await.map_err(js)?.map(|r| json(&r)))
     }
 
-    /// The support rows `[from, to]` a second worker may compute in this fit's joint steps, or
-    /// nothing when no step can be shared (a fixed `i`, a fit already past its joint steps).
-    pub fn shared_rows(&self) -> Option<Vec<u32>> {
-        self.fit.shareable_rows().map(|r| vec![r.start as u32, r.end as u32])
+    /// The number of support images a second worker needs ([`Fit::support_pixels`] from 0) to
+    /// share this fit's joint steps, or nothing when no step can be shared (a fixed `i`, a fit
+    /// already past its joint steps).
+    pub fn shared_images(&self) -> Option<u32> {
+        self.fit.shareable_rows().map(|r| r.end as u32)
     }
 
     /// The support images of rows `from..to` as the encoder takes them (`u8`, `[n, C, H, W]`),
@@ -406,34 +411,38 @@ impl Fit {
 struct JsFitHelper(js_sys::Function);
 
 impl JsFitHelper {
-    /// Calls `helper(op, values)` now; the future waits for the Promise it returned.
-    fn call(&self, op: &str, values: &[f32]) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
+    /// Calls `helper(op, values, from)` now; the future waits for the Promise it returned, of
+    /// `{values: Float32Array, ms}`.
+    fn call(&self, op: &str, values: &[f32], from: Option<usize>) -> impl Future<Output = Result<(Vec<f32>, f64), String>> + use<> {
+        let from = from.map_or(JsValue::UNDEFINED, |f| JsValue::from(f as u32));
         let promise = self
             .0
-            .call2(&JsValue::NULL, &JsValue::from_str(op), &js_sys::Float32Array::from(values).into())
+            .call3(&JsValue::NULL, &JsValue::from_str(op), &js_sys::Float32Array::from(values).into(), &from)
             .map_err(|e| format!("the helper failed: {e:?}"))
             .and_then(|p| p.dyn_into::<js_sys::Promise>().map_err(|_| "the helper did not return a Promise".to_string()));
         async move {
-            let value = wasm_bindgen_futures::JsFuture::from(promise?).await.map_err(|e| format!("the helper failed: {e:?}"))?;
-            let array = value.dyn_into::<js_sys::Float32Array>().map_err(|_| "the helper did not return a Float32Array".to_string())?;
-            Ok(array.to_vec())
+            let answer = wasm_bindgen_futures::JsFuture::from(promise?).await.map_err(|e| format!("the helper failed: {e:?}"))?;
+            let field = |name: &str| js_sys::Reflect::get(&answer, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+            let values = field("values").dyn_into::<js_sys::Float32Array>().map_err(|_| "the helper did not answer with {values: Float32Array, ms}".to_string())?;
+            Ok((values.to_vec(), field("ms").as_f64().unwrap_or(0.0)))
         }
     }
 }
 
 impl engine::FitHelper for JsFitHelper {
-    fn forward(&self, i: &[f32]) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
-        self.call("forward", i)
+    fn forward(&self, i: &[f32], rows: std::ops::Range<usize>) -> impl Future<Output = Result<(Vec<f32>, f64), String>> + 'static {
+        self.call("forward", i, Some(rows.start))
     }
 
-    fn backward(&self, grad: Vec<f32>) -> impl Future<Output = Result<Vec<f32>, String>> + 'static {
-        self.call("backward", &grad)
+    fn backward(&self, grad: Vec<f32>) -> impl Future<Output = Result<(Vec<f32>, f64), String>> + 'static {
+        self.call("backward", &grad, None)
     }
 }
 
-/// A second worker's share of a fit's joint steps: the support images of the rows
-/// [`Fit::shared_rows`] named, on this worker's copy of the encoder. [`FitShare::forward`] and
-/// [`FitShare::backward`] answer the first worker's `helper` calls, one after the other.
+/// A second worker's share of a fit's joint steps: all of the fit's support images (from
+/// [`Fit::support_pixels`]) on this worker's copy of the encoder. [`FitShare::forward`] and
+/// [`FitShare::backward`] answer the first worker's `helper` calls, one after the other, each
+/// with the milliseconds it computed (the first worker balances the two workers' rows with them).
 #[wasm_bindgen]
 pub struct FitShare {
     frozen: Rc<Frozen>,
@@ -443,11 +452,15 @@ pub struct FitShare {
 
 #[wasm_bindgen]
 impl FitShare {
-    /// The L2-normalised features of the share's images at `i` (`[n, D]` row-major); their graph
-    /// is kept for [`FitShare::backward`].
-    pub async fn forward(&mut self, i: Vec<f32>) -> Result<Vec<f32>, JsError> {
+    /// The L2-normalised features of the support images `from..` at `i` (`[n - from, D]`
+    /// row-major); their graph is kept for [`FitShare::backward`].
+    pub async fn forward(&mut self, i: Vec<f32>, from: usize) -> Result<Vec<f32>, JsError> {
         self.frozen.check_descriptor(&i).map_err(js)?;
-        let part = ail_core::fewshot::FeaturePart::new(&self.frozen, self.x.clone(), &i);
+        let n = self.x.dims()[0];
+        if from >= n {
+            return Err(js(format!("no support rows from {from} on: this share holds {n} images")));
+        }
+        let part = ail_core::fewshot::FeaturePart::new(&self.frozen, self.x.clone().slice([from..n]), &i);
         let features = engine::read(part.features()).await.map_err(js)?;
         self.part = Some(part);
         Ok(features)

@@ -380,31 +380,143 @@ pub async fn step(frozen: &Frozen, fit: &mut StepFit) -> Result<Option<StepRepor
     Ok(Some(StepReport { step, total, loss, i: fit.i().to_vec(), joint, shared: false }))
 }
 
-/// A second worker with the same encoder open, holding the support images of rows
-/// [`StepFit::shareable_rows`] of a fit (the page's helper worker, `FitShare` there). Each call
-/// sends its request at once and returns a future of the answer, so that this worker computes its
-/// own part meanwhile.
+/// A second worker with the same encoder open and all of a fit's support images (the page's
+/// helper worker, `FitShare` there). Each call sends its request at once and returns a future of
+/// the answer, so that this worker computes its own part meanwhile.
 pub trait FitHelper {
-    /// The L2-normalised features of the helper's rows at `i` (`[rows, D]` row-major), whose
-    /// graph it keeps for [`FitHelper::backward`].
-    fn forward(&self, i: &[f32]) -> impl Future<Output = Result<Vec<f32>, String>> + 'static;
-    /// The gradient in `i` of the loss whose gradient in those features is `grad`.
-    fn backward(&self, grad: Vec<f32>) -> impl Future<Output = Result<Vec<f32>, String>> + 'static;
+    /// The L2-normalised features of the support images `rows` at `i` (`[rows, D]` row-major),
+    /// whose graph the helper keeps for [`FitHelper::backward`], and the milliseconds the helper
+    /// spent computing them.
+    fn forward(&self, i: &[f32], rows: std::ops::Range<usize>) -> impl Future<Output = Result<(Vec<f32>, f64), String>> + 'static;
+    /// The gradient in `i` of the loss whose gradient in those features is `grad`, and the
+    /// milliseconds the helper spent computing it.
+    fn backward(&self, grad: Vec<f32>) -> impl Future<Output = Result<(Vec<f32>, f64), String>> + 'static;
 }
 
-/// [`step`], with each joint step of a ridge fit split between this worker and `helper`
-/// ([`StepFit::start_shared`]): both compute the features of half of the support images with
-/// their graph at the same time, this worker the leave-one-out error and its gradient in every
-/// image's features, then both back-propagate their half at the same time; the two gradients in
-/// `i` are summed. The steps are the same as [`step`]'s (to float rounding: a native test
-/// checks it). When the helper fails or answers with the wrong size, its part is computed here
-/// and the report says the step was not shared.
-pub async fn step_shared<H: FitHelper>(frozen: &Frozen, fit: &mut StepFit, helper: Option<&H>) -> Result<Option<StepReport>, String> {
-    let (Some(helper), Some(rows)) = (helper, fit.shareable_rows()) else { return step(frozen, fit).await };
+/// Milliseconds on a clock that only moves forward (for timing the two parts of a shared step).
+pub fn now_ms() -> f64 {
+    #[cfg(target_family = "wasm")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+}
+
+/// Whether and where a fit's joint steps are shared with the helper: this worker takes the
+/// support rows `..from` of `n`, the helper the rest.
+///
+/// - Where: the split starts in the middle and follows the two workers' measured speeds ([`SharedSplit::next`]): the
+///   halves run at the same time, so a step lasts as long as the slower one, and each step gives
+///   each worker rows in proportion to its speed in the last (a helper that shares its core with
+///   the page's drawing is slower; the per-step costs that do not depend on the number of images
+///   count in each worker's speed).
+/// - Whether: sharing pays when each step's work on the images outweighs what does not shrink
+///   with fewer images (the kernels generated from `i` and their gradient, the messages) and the
+///   second worker has a core of its own. The first [`ALONE_TRIALS`] joint steps therefore run here
+///   alone and the next [`SHARED_TRIALS`] shared; the fit goes on shared only if the median shared
+///   step was faster than the fastest lone one ([`SharedSplit::decide`]). On this 2-core machine a
+///   5-way fit of 25 images was slower shared, a fit of 100 faster (BENCHMARKS.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedSplit {
+    pub from: usize,
+    pub n: usize,
+    /// Wall milliseconds of the joint steps taken alone and shared so far, while trying both.
+    alone: Vec<f64>,
+    shared: Vec<f64>,
+    /// `Some(true)` once sharing is kept, `Some(false)` once it is dropped for this fit.
+    keep: Option<bool>,
+}
+
+/// Joint steps taken alone, then shared, before [`SharedSplit`] decides.
+pub const ALONE_TRIALS: usize = 2;
+pub const SHARED_TRIALS: usize = 3;
+
+impl SharedSplit {
+    /// The middle of `n` images (`n / 2`, at least 1), sharing still to be tried.
+    pub fn new(n: usize) -> Self {
+        Self { from: (n / 2).max(1), n, alone: Vec::new(), shared: Vec::new(), keep: None }
+    }
+
+    /// [`SharedSplit::new`], sharing every joint step without trying (for tests).
+    pub fn always(n: usize) -> Self {
+        Self { keep: Some(true), ..Self::new(n) }
+    }
+
+    /// Whether the next joint step is shared.
+    pub fn shares_next(&self) -> bool {
+        self.n >= 2 && self.from >= 1 && self.from < self.n && self.keep.unwrap_or(self.alone.len() >= ALONE_TRIALS)
+    }
+
+    /// Counts a joint step of `ms` (wall time) taken shared or alone, and decides once both were tried.
+    pub fn record(&mut self, shared: bool, ms: f64) {
+        if self.keep.is_some() {
+            return;
+        }
+        if shared { &mut self.shared } else { &mut self.alone }.push(ms);
+        if self.shared.len() >= SHARED_TRIALS {
+            self.keep = Some(Self::decide(&self.alone, &self.shared));
+        }
+    }
+
+    /// Whether to go on sharing: the median shared step was faster than the fastest lone one.
+    pub fn decide(alone: &[f64], shared: &[f64]) -> bool {
+        let mut shared = shared.to_vec();
+        shared.sort_by(f64::total_cmp);
+        let fastest_alone = alone.iter().copied().fold(f64::INFINITY, f64::min);
+        !shared.is_empty() && shared[shared.len() / 2] < fastest_alone
+    }
+
+    /// Whether sharing was dropped for this fit.
+    pub fn dropped(&self) -> bool {
+        self.keep == Some(false)
+    }
+
+    /// The split after a step in which this worker computed for `local_ms` on its `from` rows and
+    /// the helper for `remote_ms` on the other `n - from` (each as measured by itself): rows in
+    /// proportion to each worker's images per millisecond, each keeping at least one.
+    pub fn next(&self, local_ms: f64, remote_ms: f64) -> usize {
+        let (m, h) = (self.from as f64, (self.n - self.from) as f64);
+        if !(local_ms > 0.0 && remote_ms > 0.0) || self.n < 2 {
+            return self.from;
+        }
+        let (local_speed, remote_speed) = (m / local_ms, h / remote_ms);
+        let from = (self.n as f64 * local_speed / (local_speed + remote_speed)).round() as usize;
+        from.clamp(1, self.n - 1)
+    }
+}
+
+/// [`step`], with each joint step of a ridge fit split between this worker and `helper` at
+/// `split` ([`StepFit::start_shared`]): both compute the features of their rows with their graph
+/// at the same time, this worker the leave-one-out error and its gradient in every image's
+/// features, then both back-propagate their rows at the same time; the two gradients in `i` are
+/// summed. The steps are the same as [`step`]'s (to float rounding: a native test checks it).
+/// `split` then moves to balance the two workers, and decides whether sharing pays at all
+/// ([`SharedSplit`]: the first steps try both ways). When the helper fails
+/// or answers with the wrong size, its part is computed here and the report says the step was not
+/// shared.
+pub async fn step_shared<H: FitHelper>(frozen: &Frozen, fit: &mut StepFit, helper: Option<&H>, split: &mut SharedSplit) -> Result<Option<StepReport>, String> {
+    let joint = helper.is_some() && fit.shareable_rows().is_some_and(|r| r.end == split.n);
+    let Some(helper) = helper.filter(|_| joint && split.shares_next()) else {
+        let t0 = now_ms();
+        let report = step(frozen, fit).await?;
+        if joint {
+            split.record(false, now_ms() - t0);
+        }
+        return Ok(report);
+    };
+    let wall = now_ms();
     pause().await;
     let e = |e: ail_core::CoreError| e.to_string();
-    let remote = helper.forward(fit.i());
+    let rows = split.from..split.n;
+    let t0 = now_ms();
+    let remote = helper.forward(fit.i(), rows.clone());
     let local = fit.start_shared(frozen, rows.start).map_err(e)?;
+    let mut local_ms = now_ms() - t0;
+    let mut remote_ms = 0.0;
     // The helper's part: its answer, or the same part computed here when it has none.
     let here = |fit: &StepFit| -> Result<FeaturePart, String> {
         let (pixels, shape) = fit.support_pixels(rows.clone()).ok_or("a shared step needs the support images")?;
@@ -413,7 +525,10 @@ pub async fn step_shared<H: FitHelper>(frozen: &Frozen, fit: &mut StepFit, helpe
     let mut shared = true;
     let d = frozen.feature_dim();
     let (remote_features, mut fallback) = match remote.await {
-        Ok(f) if f.len() == rows.len() * d => (f, None),
+        Ok((f, ms)) if f.len() == rows.len() * d => {
+            remote_ms += ms;
+            (f, None)
+        }
         _ => {
             shared = false;
             let part = here(fit)?;
@@ -421,14 +536,19 @@ pub async fn step_shared<H: FitHelper>(frozen: &Frozen, fit: &mut StepFit, helpe
         }
     };
     let loss = fit.shared_loss(&local, &remote_features).map_err(e)?;
+    let t1 = now_ms();
     let remote_grad = match fallback {
         None => Some(helper.backward(loss.remote.clone())),
         Some(_) => None,
     };
     let mut grad = read(local.backward(&loss.local).map_err(e)?).await?;
+    local_ms += now_ms() - t1;
     let remote_grad = match remote_grad {
         Some(answer) => match answer.await {
-            Ok(g) if g.len() == grad.len() => g,
+            Ok((g, ms)) if g.len() == grad.len() => {
+                remote_ms += ms;
+                g
+            }
             _ => {
                 shared = false;
                 fallback = Some(here(fit)?);
@@ -444,6 +564,10 @@ pub async fn step_shared<H: FitHelper>(frozen: &Frozen, fit: &mut StepFit, helpe
     grad.iter_mut().zip(&remote_grad).for_each(|(a, b)| *a += b);
     let value = read(loss.loss).await?[0] as f64;
     fit.finish_step(Some(&grad));
+    if shared {
+        split.from = split.next(local_ms, remote_ms);
+        split.record(true, now_ms() - wall);
+    }
     if !value.is_finite() {
         return Err(format!("the loss became {value}: the fit diverged"));
     }
