@@ -421,7 +421,7 @@ fn a_fit_shared_with_a_helper_takes_the_steps_of_the_fit_alone() {
 
 #[test]
 fn the_shared_split_follows_the_workers_speeds_and_is_kept_only_when_it_pays() {
-    use engine::{ALONE_TRIALS, SHARED_TRIALS, SharedSplit};
+    use engine::{SharedSplit, TRIALS};
     let s = SharedSplit::always(25);
     assert_eq!((s.from, s.n), (12, 25));
     // Equal speeds per image (12 images in 48 ms here, 13 in 52 there): half each, 12.5 rounded.
@@ -434,23 +434,24 @@ fn the_shared_split_follows_the_workers_speeds_and_is_kept_only_when_it_pays() {
     assert_eq!(s.next(0.0, 10.0), 12);
     assert!(!SharedSplit::always(1).shares_next(), "one image cannot be split");
 
-    // Trying both ways: the first steps alone, then shared, then kept only if faster.
+    // Trying both ways: a warm-up step alone, then alone and shared in turn, then the faster.
     let trial = |alone: f64, shared: f64| {
         let mut s = SharedSplit::new(25);
         let mut ways = Vec::new();
-        for _ in 0..ALONE_TRIALS + SHARED_TRIALS + 2 {
+        for _ in 0..1 + 2 * TRIALS + 2 {
             let share = s.shares_next();
             ways.push(share);
             s.record(share, if share { shared } else { alone });
         }
         (ways, s.dropped())
     };
-    let tried = [vec![false; ALONE_TRIALS], vec![true; SHARED_TRIALS]].concat();
+    let tried = [vec![false], [false, true].repeat(TRIALS)].concat();
     assert_eq!(trial(100.0, 60.0), ([tried.clone(), vec![true, true]].concat(), false), "faster shared: kept");
     assert_eq!(trial(100.0, 110.0), ([tried, vec![false, false]].concat(), true), "slower shared: dropped");
-    // The median shared step against the fastest lone one: one slow step does not decide.
-    assert!(SharedSplit::decide(&[100.0, 90.0], &[80.0, 300.0, 85.0]));
-    assert!(!SharedSplit::decide(&[100.0, 80.0], &[85.0, 90.0, 60.0]));
+    // The medians decide: one slow step does not.
+    assert!(SharedSplit::decide(&[100.0, 90.0, 95.0], &[80.0, 300.0, 85.0]));
+    assert!(!SharedSplit::decide(&[100.0, 80.0, 60.0], &[85.0, 90.0, 60.0]));
+    assert!(!SharedSplit::decide(&[], &[1.0]));
 }
 
 #[test]

@@ -189,8 +189,8 @@ try {
   // worker (each computes part of the support images; the native tests
   // a_joint_step_shared_between_two_workers_is_the_whole_step and
   // a_fit_shared_with_a_helper_takes_the_steps_of_the_fit_alone check the steps are the same):
-  // two steps alone, three shared, then the rest shared only if that was faster (engine.rs,
-  // SharedSplit). The fixed corners' fits have no such step; on WebGPU there is no second worker.
+  // after a warm-up step, three steps alone and three shared in turn, then the rest shared only
+  // if that was faster (engine.rs, SharedSplit). The fixed corners' fits have no such step; on WebGPU there is no second worker.
   const fitRuns = await page.evaluate(() => window.ailTimings.fits[0].runs.map((r) => r.sharedSteps));
   console.log(`[${mode}] 5-way fit steps shared with the second worker, per run: ${JSON.stringify(fitRuns)}`);
   if (mode === "cpu") assert.ok(fitRuns[0] >= 3 && fitRuns.slice(1).every((n) => n === 0), "the learned fit tries sharing its steps on the CPU backend");

@@ -416,29 +416,32 @@ pub fn now_ms() -> f64 {
 ///   count in each worker's speed).
 /// - Whether: sharing pays when each step's work on the images outweighs what does not shrink
 ///   with fewer images (the kernels generated from `i` and their gradient, the messages) and the
-///   second worker has a core of its own. The first [`ALONE_TRIALS`] joint steps therefore run here
-///   alone and the next [`SHARED_TRIALS`] shared; the fit goes on shared only if the median shared
-///   step was faster than the fastest lone one ([`SharedSplit::decide`]). On this 2-core machine a
-///   5-way fit of 25 images was slower shared, a fit of 100 faster (BENCHMARKS.md).
+///   second worker has a core of its own. After the first joint step (a warm-up, slower than the
+///   rest, not counted), [`TRIALS`] steps alone and [`TRIALS`] shared alternate; the fit goes on
+///   shared only if the median shared step was faster than the median lone one
+///   ([`SharedSplit::decide`]). Alternating keeps a machine that slows down or speeds up during
+///   the trial from favouring either way. On this 2-core machine a 5-way fit of 25 images gained
+///   nothing from sharing, a fit of 100 did (BENCHMARKS.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedSplit {
     pub from: usize,
     pub n: usize,
-    /// Wall milliseconds of the joint steps taken alone and shared so far, while trying both.
+    /// Joint steps seen (the first is a warm-up), and the wall milliseconds of those taken alone
+    /// and shared since, while trying both.
+    seen: usize,
     alone: Vec<f64>,
     shared: Vec<f64>,
     /// `Some(true)` once sharing is kept, `Some(false)` once it is dropped for this fit.
     keep: Option<bool>,
 }
 
-/// Joint steps taken alone, then shared, before [`SharedSplit`] decides.
-pub const ALONE_TRIALS: usize = 2;
-pub const SHARED_TRIALS: usize = 3;
+/// Joint steps taken each way, alternately, before [`SharedSplit`] decides.
+pub const TRIALS: usize = 3;
 
 impl SharedSplit {
     /// The middle of `n` images (`n / 2`, at least 1), sharing still to be tried.
     pub fn new(n: usize) -> Self {
-        Self { from: (n / 2).max(1), n, alone: Vec::new(), shared: Vec::new(), keep: None }
+        Self { from: (n / 2).max(1), n, seen: 0, alone: Vec::new(), shared: Vec::new(), keep: None }
     }
 
     /// [`SharedSplit::new`], sharing every joint step without trying (for tests).
@@ -446,28 +449,33 @@ impl SharedSplit {
         Self { keep: Some(true), ..Self::new(n) }
     }
 
-    /// Whether the next joint step is shared.
+    /// Whether the next joint step is shared: the warm-up step alone, then alone and shared in
+    /// turn until decided.
     pub fn shares_next(&self) -> bool {
-        self.n >= 2 && self.from >= 1 && self.from < self.n && self.keep.unwrap_or(self.alone.len() >= ALONE_TRIALS)
+        self.n >= 2 && self.from >= 1 && self.from < self.n && self.keep.unwrap_or(self.seen > 0 && self.alone.len() > self.shared.len())
     }
 
-    /// Counts a joint step of `ms` (wall time) taken shared or alone, and decides once both were tried.
+    /// Counts a joint step of `ms` (wall time) taken shared or alone, and decides once both ways
+    /// were tried [`TRIALS`] times.
     pub fn record(&mut self, shared: bool, ms: f64) {
-        if self.keep.is_some() {
+        self.seen += 1;
+        if self.keep.is_some() || self.seen == 1 {
             return;
         }
         if shared { &mut self.shared } else { &mut self.alone }.push(ms);
-        if self.shared.len() >= SHARED_TRIALS {
+        if self.shared.len() >= TRIALS && self.alone.len() >= TRIALS {
             self.keep = Some(Self::decide(&self.alone, &self.shared));
         }
     }
 
-    /// Whether to go on sharing: the median shared step was faster than the fastest lone one.
+    /// Whether to go on sharing: the median shared step was faster than the median lone one.
     pub fn decide(alone: &[f64], shared: &[f64]) -> bool {
-        let mut shared = shared.to_vec();
-        shared.sort_by(f64::total_cmp);
-        let fastest_alone = alone.iter().copied().fold(f64::INFINITY, f64::min);
-        !shared.is_empty() && shared[shared.len() / 2] < fastest_alone
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        matches!((median(alone), median(shared)), (Some(a), Some(s)) if s < a)
     }
 
     /// Whether sharing was dropped for this fit.
