@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use ail_core::fit::Targets;
 use ail_core::frozen::BatchNormStatistics;
-use ail_core::knn::knn_accuracy;
+use ail_core::knn::knn_accuracy_of_features;
 use ail_core::norm::ChannelStatistics;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -72,20 +72,6 @@ pub fn gaps(own: &[ChannelStatistics], shared: &[ChannelStatistics]) -> Vec<Laye
         .collect()
 }
 
-/// Cosine similarities `[queries, bank]` of two feature sets (`[n, d]` row-major).
-pub fn cosine_similarities(queries: &[f32], bank: &[f32], d: usize) -> Vec<f32> {
-    let normalise = |f: &[f32]| -> Vec<f32> {
-        f.chunks_exact(d)
-            .flat_map(|r| {
-                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                r.iter().map(move |v| v / n)
-            })
-            .collect()
-    };
-    let (q, b) = (normalise(queries), normalise(bank));
-    q.chunks_exact(d).flat_map(|qr| b.chunks_exact(d).map(move |br| qr.iter().zip(br).map(|(x, y)| x * y).sum::<f32>())).collect()
-}
-
 fn fmt_i(i: &[f32]) -> String {
     let parts: Vec<String> = i.iter().map(|v| format!("{v}")).collect();
     parts.join(",")
@@ -136,14 +122,14 @@ pub fn run(global: &Global, args: &BatchNormArgs) -> anyhow::Result<()> {
             frozen.set_batch_norm_statistics(mode, &train.pixels, train.len(), train.shape);
             let fb = frozen.features_u8(&bank.pixels, bank.len(), bank.shape, i);
             let fq = frozen.features_u8(&queries.pixels, queries.len(), queries.shape, i);
-            knn[slot] = knn_accuracy(&cosine_similarities(&fq, &fb, d), bank_labels, query_labels, *classes, args.k, args.temperature);
+            knn[slot] = knn_accuracy_of_features(&fq, &fb, d, bank_labels, query_labels, *classes, args.k, args.temperature);
         }
         // Shared mode (no per-descriptor replay of its own), uncached features, the one set replayed.
         frozen.set_batch_norm_statistics(BatchNormStatistics::Shared, &train.pixels, train.len(), train.shape);
         let (fb, fq) = ail_core::norm::with_statistics(once.clone(), || {
             (frozen.compute_features_u8(&bank.pixels, bank.len(), bank.shape, i), frozen.compute_features_u8(&queries.pixels, queries.len(), queries.shape, i))
         });
-        let knn_once = knn_accuracy(&cosine_similarities(&fq, &fb, d), bank_labels, query_labels, *classes, args.k, args.temperature);
+        let knn_once = knn_accuracy_of_features(&fq, &fb, d, bank_labels, query_labels, *classes, args.k, args.temperature);
         reports.push(DescriptorReport {
             i: i.clone(),
             layers: gaps(&own, &shared),

@@ -454,6 +454,28 @@ fn compare_runs_every_arm_with_one_grid_and_batchnorm_measures_every_descriptor(
     assert!(out.contains("| plain |"), "{out}");
     let err = fails(ail(&["batchnorm", "--device", "cpu", "--checkpoint", "plain", "--data", "imgs", "--descriptors", "1,1", "--out", "x"], d));
     assert!(err.contains("--descriptors: ") && err.contains("is a plain encoder, it has no descriptors"), "{err}");
+
+    // A separate test dataset (images held out of pretraining): used whole as the queries, and
+    // nothing is carved from --data for testing, so the bank is all of --data but validation.
+    for (c, keep) in [(0, 5), (1, 5), (2, 5), (3, 5)] {
+        let (from, to) = (d.join(format!("imgs/c{c}")), d.join(format!("held/c{c}")));
+        std::fs::create_dir_all(&to).unwrap();
+        for k in 0..keep {
+            std::fs::copy(from.join(format!("{k}.png")), to.join(format!("{k}.png"))).unwrap();
+        }
+        if c < 2 {
+            std::fs::create_dir_all(d.join(format!("held-two/c{c}"))).unwrap();
+            std::fs::copy(from.join("0.png"), d.join(format!("held-two/c{c}/0.png"))).unwrap();
+        }
+    }
+    let bn = ["batchnorm", "--device", "cpu", "--checkpoint", "plain", "--data", "imgs", "--val-fraction", "0.25", "--bank", "1000", "--queries", "1000"];
+    ok(ail(&[&bn[..], &["--test-data", "held", "--out", "bn-held"]].concat(), d));
+    let report = json(&d.join("bn-held/batchnorm.json"));
+    assert_eq!((report["queries"].as_u64(), report["bank"].as_u64()), (Some(20), Some(64 - 16)), "{report}");
+    let err = fails(ail(&[&bn[..], &["--test-data", "held-two", "--out", "x"]].concat(), d));
+    assert!(err.contains("--test-data") && err.contains("the test data must hold the same classes"), "{err}");
+    let err = fails(ail(&["fit", "--device", "cpu", "--checkpoint", "run", "--task", "tint", "--data", "imgs", "--test-data", "held", "--out", "x"], d));
+    assert!(err.contains("--test-data") && err.contains("use it with --task classify"), "{err}");
 }
 
 #[test]

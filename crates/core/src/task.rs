@@ -76,6 +76,10 @@ pub struct TaskSpec {
     pub audio_labels: AudioLabels,
     /// Audio tasks on FSDD: only these takes (inclusive).
     pub takes: Option<(u32, u32)>,
+    /// [`TaskKind::Classify`]: a second dataset with the same classes, used whole as the test
+    /// split (for example images held out of pretraining); nothing is carved from `data` for
+    /// testing then.
+    pub test_data: Option<String>,
 }
 
 impl Default for TaskSpec {
@@ -93,6 +97,7 @@ impl Default for TaskSpec {
             split_seed: 0,
             audio_labels: AudioLabels::Class,
             takes: None,
+            test_data: None,
         }
     }
 }
@@ -172,7 +177,7 @@ impl Task {
             self.train.len(),
             self.val.len(),
             self.test.len(),
-            if self.official_test { "official test split" } else { "carved from the training data" },
+            if self.official_test { "the official test split or --test-data" } else { "carved from the training data" },
             self.shape[0],
             self.shape[1],
             self.shape[2]
@@ -291,6 +296,12 @@ impl TaskSpec {
                 ),
             ));
         }
+        if self.test_data.is_some() && self.task != TaskKind::Classify {
+            return Err(CoreError::setting(
+                "--test-data",
+                format!("is a test split of classes: use it with --task classify, not --task {}", self.task.name()),
+            ));
+        }
         if self.takes.is_some() && self.task != TaskKind::Audio {
             return Err(CoreError::setting("--takes", "selects FSDD recordings: use it with --task audio"));
         }
@@ -317,7 +328,24 @@ impl TaskSpec {
                     DataSource::Path(p) => matches!(ail_data::resolve_format(p, self.format), Ok(DataFormat::Cifar | DataFormat::Idx)),
                     DataSource::Builtin => false,
                 };
-                if has_test {
+                if let Some(test_data) = &self.test_data {
+                    let test_source = DataSource::parse(test_data);
+                    let count = test_source.count_images(self.format).unwrap_or(0);
+                    crate::memory::Estimate::new(format!("the test data at the encoder's {side}x{side}"))
+                        .part(format!("{count} images"), 2.0 * crate::memory::images_bytes(count, 3, side))
+                        .check(None, "use a smaller test folder, or cap it with --test-size after copying part of it")?;
+                    let (test, _) = test_source.load(options, &|_| {}).map_err(|e| CoreError::Loading { data: test_source.to_string(), error: e })?;
+                    if test.class_names != set.class_names {
+                        return Err(CoreError::setting(
+                            "--test-data",
+                            format!(
+                                "{test_data} has the classes {:?}, --data {} has {:?}: the test data must hold the same classes (the same folder names)",
+                                test.class_names, self.data, set.class_names
+                            ),
+                        ));
+                    }
+                    official = Some(test);
+                } else if has_test {
                     match source.load(LoadOptions { split: OfficialSplit::Test, ..options }, &|_| {}) {
                         Ok((test, _)) if test.class_names == set.class_names => official = Some(test),
                         Ok(_) => notes.push("the test split's classes differ from the training split's: carving a test split instead".into()),

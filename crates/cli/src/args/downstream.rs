@@ -41,6 +41,11 @@ pub struct TaskArgs {
     /// Seed of the splits.
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
+    /// --task classify: a second dataset with the same classes used whole as the test split,
+    /// e.g. the images held out of pretraining (`scripts/cifar-split.sh`: --data
+    /// cifar10-split/pretrain --test-data cifar10-split/heldout); --test-fraction is then unused.
+    #[arg(long)]
+    pub test_data: Option<String>,
     /// --task audio: label clips by `class` (folder name; FSDD: the digit), `digit` or `speaker`.
     #[arg(long, value_enum, default_value_t = AudioLabels::Class)]
     pub audio_labels: AudioLabels,
@@ -65,6 +70,7 @@ impl TaskArgs {
             split_seed: self.split_seed,
             audio_labels: self.audio_labels,
             takes: self.takes.as_deref().map(parse_takes).transpose()?,
+            test_data: self.test_data.clone(),
         })
     }
 }
