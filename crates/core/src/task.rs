@@ -315,8 +315,11 @@ impl TaskSpec {
         if self.task == TaskKind::Classify || derived {
             // Decoded at three channels, then split (a copy): refused from the count before decoding.
             let count = source.count_images(self.format).unwrap_or(0);
+            // --test-data is held at the same time: both are bounded together, before either is read.
+            let test_count = self.test_data.as_deref().map_or(0, |t| DataSource::parse(t).count_images(self.format).unwrap_or(0));
             crate::memory::Estimate::new(format!("the task's data at the encoder's {side}x{side}"))
                 .part(format!("{count} images"), 2.0 * crate::memory::images_bytes(count, 3, side))
+                .part(format!("{test_count} images of --test-data"), 2.0 * crate::memory::images_bytes(test_count, 3, side))
                 .check(None, "use part of the data (a smaller folder), or an encoder of a smaller image size")?;
         }
         let mut official = None;
@@ -330,10 +333,6 @@ impl TaskSpec {
                 };
                 if let Some(test_data) = &self.test_data {
                     let test_source = DataSource::parse(test_data);
-                    let count = test_source.count_images(self.format).unwrap_or(0);
-                    crate::memory::Estimate::new(format!("the test data at the encoder's {side}x{side}"))
-                        .part(format!("{count} images"), 2.0 * crate::memory::images_bytes(count, 3, side))
-                        .check(None, "use a smaller test folder, or cap it with --test-size after copying part of it")?;
                     let (test, _) = test_source.load(options, &|_| {}).map_err(|e| CoreError::Loading { data: test_source.to_string(), error: e })?;
                     if test.class_names != set.class_names {
                         return Err(CoreError::setting(
