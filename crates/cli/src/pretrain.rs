@@ -20,7 +20,8 @@ fn apply_flags(config: &mut PretrainConfig, args: &PretrainArgs) -> anyhow::Resu
         data => data.source, format => data.format, image_size => data.image_size, method => method, model => encoder.model,
         width => encoder.width, invariances => invariances, fractional_draws => fractional_draws, steps => steps, batch_size => batch_size, shards => shards,
         lr => optimizer.lr, seed => seed, log_every => log_every, checkpoint_every => checkpoint_every,
-        monitor_every => monitor.every, monitor_descriptors => monitor.descriptors, modality => modality, audio_labels => audio.labels,
+        monitor_every => monitor.every, monitor_descriptors => monitor.descriptors,
+        monitor_batch_norm => monitor.batch_norm, modality => modality, audio_labels => audio.labels,
     );
     if let Some(t) = &args.takes {
         let (lo, hi) = ail_core::task::parse_takes(t)?;
@@ -71,7 +72,7 @@ fn resumed_config(args: &PretrainArgs) -> anyhow::Result<PretrainConfig> {
     anyhow::ensure!(
         changed.is_empty(),
         "--resume continues the run as configured in its config.json; {} would change it (only --steps/--epochs, \
-         --log-every, --checkpoint-every, --monitor-every and --monitor-descriptors may be given)",
+         --log-every, --checkpoint-every, --monitor-every, --monitor-descriptors and --monitor-batch-norm may be given)",
         changed.join(", ")
     );
     let mut config = RunDir::new(&args.out).read_config().map_err(|e| anyhow::anyhow!("--resume: {e}"))?;

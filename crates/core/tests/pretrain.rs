@@ -280,3 +280,70 @@ fn one_writer_per_run_directory_and_another_runs_files_are_not_overwritten() {
     let metrics = std::fs::read_to_string(other.join("metrics.csv")).unwrap();
     assert!(!metrics.contains(",4.0,"), "{metrics}");
 }
+
+/// Keeps the accuracies of the monitor's last evaluation.
+#[derive(Default)]
+struct LastEvaluation(Vec<(ail_core::Descriptor, f64)>);
+
+impl Observer for LastEvaluation {
+    fn monitored(&mut self, _step: u64, accuracies: &[(ail_core::Descriptor, f64)]) {
+        self.0 = accuracies.to_vec();
+    }
+}
+
+#[test]
+fn the_monitor_reads_each_descriptor_with_its_own_statistics_as_downstream_commands_do() {
+    use ail_core::frozen::{BatchNormStatistics, Frozen};
+    use ail_core::pretrain::Monitor;
+    let _serial = ail_core::serial_draws();
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config();
+    assert_eq!(config.monitor.batch_norm, BatchNormStatistics::PerDescriptor, "the default");
+    let mut last = LastEvaluation::default();
+    run(&config, &dir.path().join("run"), &mut last).unwrap();
+    assert_eq!(last.0.len(), 3);
+
+    // The final checkpoint read as `ail batchnorm` reads it: statistics recomputed at each
+    // descriptor on the bank's images (the monitor's own split of the same data and seed).
+    let (monitor, _, _) = Monitor::split(&config, &images()).unwrap();
+    let device = select(DeviceChoice::Cpu).unwrap().device;
+    let open = |mode: BatchNormStatistics| {
+        let mut f = Frozen::open(&dir.path().join("run"), &device, || unreachable!("the run records its normalisation")).unwrap();
+        f.set_batch_norm_statistics(mode, &monitor.bank.pixels, monitor.bank.len(), monitor.bank.shape());
+        f
+    };
+    let (own, shared) = (open(BatchNormStatistics::PerDescriptor), open(BatchNormStatistics::Shared));
+    let features = |f: &Frozen, set: &ImageSet, i: &[f32]| f.features_u8(&set.pixels, set.len(), set.shape(), i);
+    let mut largest_gap = 0f32;
+    for (descriptor, seen) in &last.0 {
+        let i = descriptor.values();
+        let (q, b) = (features(&own, &monitor.queries, i), features(&own, &monitor.bank, i));
+        let d = own.feature_dim();
+        let expected = ail_core::knn::knn_accuracy_of_features(
+            &q,
+            &b,
+            d,
+            &monitor.bank.labels,
+            &monitor.queries.labels,
+            monitor.bank.num_classes(),
+            config.monitor.k,
+            config.monitor.temperature,
+        );
+        assert!((seen - expected).abs() < 1e-9, "{descriptor}: the monitor saw {seen}, per-descriptor statistics give {expected}");
+        let q_shared = features(&shared, &monitor.queries, i);
+        largest_gap = q.iter().zip(&q_shared).map(|(a, b)| (a - b).abs()).fold(largest_gap, f32::max);
+    }
+    // After six steps the running statistics are far from the batch's own: the choice matters.
+    assert!(largest_gap > 1e-3, "shared and per-descriptor statistics gave the same features (largest gap {largest_gap})");
+
+    // `monitor.batch_norm = "shared"` reads the running statistics, as before.
+    let mut shared_config = config.clone();
+    shared_config.monitor.batch_norm = BatchNormStatistics::Shared;
+    let (shared_monitor, _, _) = Monitor::split(&shared_config, &images()).unwrap();
+    let ckpt = ail_core::checkpoint::load_encoder(&ail_core::frozen::resolve_checkpoint(&dir.path().join("run")).unwrap(), &device.clone().autodiff()).unwrap();
+    let read = shared_monitor.frozen(ckpt.encoder, &ckpt.meta).unwrap();
+    assert_eq!(read.batch_norm_statistics(), BatchNormStatistics::Shared);
+    let i = last.0[0].0.values();
+    let (a, b) = (features(&read, &monitor.queries, i), features(&shared, &monitor.queries, i));
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5), "the shared monitor reads the running statistics");
+}

@@ -121,6 +121,12 @@ pub struct PretrainArgs {
     /// all of them, and all but one; 2K + 1 at most) or `all` trained ones (audio: 120 passes).
     #[arg(long, value_enum)]
     pub monitor_descriptors: Option<ail_core::pretrain::MonitoredDescriptors>,
+    /// Which BatchNorm statistics the kNN monitor reads each descriptor with: `per-descriptor`
+    /// (default: recomputed at the descriptor on 512 bank images, as `ail batchnorm` and every
+    /// downstream command read it) or `shared` (the running statistics training keeps, one
+    /// average over all descriptors, which understate an amortised encoder).
+    #[arg(long, value_enum)]
+    pub monitor_batch_norm: Option<ail_core::frozen::BatchNormStatistics>,
     /// `image` (default) or `audio`: --data is then an audio folder (`<class>/<file>.wav`) or FSDD
     /// (`recordings/<digit>_<speaker>_<take>.wav`), views come from the seven CLAR augmentations
     /// (--invariances audio, K = 7, 120 descriptors) and the encoder sees 128-bin log-mel

@@ -133,6 +133,11 @@ pub struct MonitorSettings {
     pub temperature: f32,
     /// Which trained descriptors are evaluated: `named` (default) or `all`.
     pub descriptors: MonitoredDescriptors,
+    /// Which BatchNorm statistics each descriptor is read with: `per-descriptor` (default:
+    /// recomputed at the descriptor on the bank's first 512 images, as every downstream
+    /// evaluation reads it) or `shared` (the running statistics training keeps, one average over
+    /// every descriptor trained: they understate an amortised encoder more as training goes on).
+    pub batch_norm: crate::frozen::BatchNormStatistics,
 }
 
 /// Which descriptors the kNN monitor evaluates.
@@ -240,7 +245,7 @@ impl Default for OptimizerSettings {
 
 impl Default for MonitorSettings {
     fn default() -> Self {
-        Self { every: 100, bank: 2000, queries: 500, k: 200, temperature: 0.1, descriptors: MonitoredDescriptors::Named }
+        Self { every: 100, bank: 2000, queries: 500, k: 200, temperature: 0.1, descriptors: MonitoredDescriptors::Named, batch_norm: Default::default() }
     }
 }
 
@@ -414,7 +419,7 @@ impl PretrainConfig {
     /// The settings (other than the length, logging, checkpoint and monitor intervals) in which
     /// `self` (a run's saved config) and `asked` differ, named by their path (`optimizer.lr`).
     pub fn differences(&self, asked: &PretrainConfig) -> Vec<String> {
-        const FREE: [&str; 5] = ["steps", "log_every", "checkpoint_every", "monitor.every", "monitor.descriptors"];
+        const FREE: [&str; 6] = ["steps", "log_every", "checkpoint_every", "monitor.every", "monitor.descriptors", "monitor.batch_norm"];
         let (a, b) = (serde_json::to_value(self).unwrap_or_default(), serde_json::to_value(asked).unwrap_or_default());
         let mut out = Vec::new();
         diff_values("", &a, &b, &mut out);

@@ -1,7 +1,8 @@
 //! The kNN monitor of pretraining (k = 200, T = 0.1, cosine; see [`crate::knn`]): held-out training
 //! images (never trained on) are classified against a bank of training images, once per monitored
 //! descriptor, with the encoder frozen in eval mode through the same feature pass as downstream
-//! fitting ([`Frozen`]).
+//! fitting ([`Frozen`]) and, by default, the same BatchNorm statistics: recomputed at each
+//! descriptor on the bank's images (`monitor.batch_norm`).
 
 use std::path::PathBuf;
 
@@ -9,10 +10,10 @@ use ail_data::{ImageSet, epoch_order};
 
 use super::config::PretrainConfig;
 use crate::checkpoint::{CheckpointMeta, Normalization};
-use crate::frozen::Frozen;
+use crate::frozen::{BatchNormStatistics, Frozen};
 use crate::knn::knn_accuracy;
 use crate::method::ContrastiveModel;
-use crate::{CoreError, Descriptor};
+use crate::{CoreError, Descriptor, Encoder};
 
 /// The monitor's images.
 pub struct Monitor {
@@ -22,6 +23,7 @@ pub struct Monitor {
     pub queries: ImageSet,
     k: usize,
     temperature: f32,
+    batch_norm: BatchNormStatistics,
 }
 
 /// How many images of `len` the monitor holds out (never trained on).
@@ -51,12 +53,21 @@ impl Monitor {
         let train = data.subset(&train_order);
         let bank_order = epoch_order(train.len(), config.seed ^ 0x62_616e_6b, 0, true);
         let bank = train.subset(&bank_order[..config.monitor.bank.clamp(1, train.len())]);
-        Ok((Self { bank, queries, k: config.monitor.k, temperature: config.monitor.temperature }, train, train_order))
+        let (k, temperature, batch_norm) = (config.monitor.k, config.monitor.temperature, config.monitor.batch_norm);
+        Ok((Self { bank, queries, k, temperature, batch_norm }, train, train_order))
     }
 
-    /// kNN accuracy at each descriptor, with the encoder of `model` in eval mode.
+    /// `encoder` frozen as the monitor reads it: eval mode, and the BatchNorm statistics of
+    /// `monitor.batch_norm` (per descriptor: computed on the bank's images, never the queries').
+    pub fn frozen(&self, encoder: Encoder, meta: &CheckpointMeta) -> Result<Frozen, CoreError> {
+        let mut frozen = Frozen::from_encoder(encoder, meta.clone(), PathBuf::from("(the model being trained)"))?;
+        frozen.set_batch_norm_statistics(self.batch_norm, &self.bank.pixels, self.bank.len(), self.bank.shape());
+        Ok(frozen)
+    }
+
+    /// kNN accuracy at each descriptor, with the encoder of `model` read as [`Monitor::frozen`] says.
     pub fn accuracies(&self, model: &ContrastiveModel, meta: &CheckpointMeta, descriptors: &[Descriptor]) -> Result<Vec<f64>, CoreError> {
-        let frozen = Frozen::from_encoder(model.encoder.clone(), meta.clone(), PathBuf::from("(the model being trained)"))?;
+        let frozen = self.frozen(model.encoder.clone(), meta)?;
         let device = frozen.device().clone().without_autodiff();
         // Uploaded once for every descriptor.
         let upload = |set: &ImageSet| Frozen::upload_u8(&set.pixels, set.len(), set.shape(), &device);
