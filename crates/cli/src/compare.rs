@@ -85,6 +85,10 @@ pub struct CompareReport {
     pub weight_decays: Vec<f64>,
     pub i_lr: f64,
     pub bn_statistics: String,
+    /// How learned arms' gradient in i treated per-descriptor statistics (absent in older
+    /// reports: held).
+    #[serde(default)]
+    pub i_gradient: Option<ail_core::fit::DescriptorGradient>,
     pub arms: Vec<Arm>,
     pub command: String,
 }
@@ -153,7 +157,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
         plain_encoders.push((name.clone(), p));
     }
 
-    let base = FitConfig { epochs: args.grid.epochs, batch_size: args.grid.batch_size, i_lr: args.i_lr, ..FitConfig::default() };
+    let base = FitConfig { epochs: args.grid.epochs, batch_size: args.grid.batch_size, i_lr: args.i_lr, i_gradient: args.i_gradient, ..FitConfig::default() };
     let arm_run = |frozen: &Frozen, seed: u64, (lr, weight_decay): (f64, f64), run: &FitRun, wall_time_s: f64| ArmRun {
         seed,
         i: run.best.i.clone(),
@@ -236,6 +240,7 @@ pub fn run(global: &Global, args: &CompareArgs) -> anyhow::Result<()> {
         weight_decays: wds,
         i_lr: args.i_lr,
         bn_statistics: frozen.batch_norm_statistics().name().into(),
+        i_gradient: Some(args.i_gradient),
         arms,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
@@ -253,7 +258,7 @@ pub fn markdown(report: &CompareReport) -> String {
     let scale = if report.metric == "accuracy" { 100.0 } else { 1.0 };
     let fmt = |m: &MeanCi| if scale == 100.0 { format!("{:.1} +- {:.1}", 100.0 * m.mean, 100.0 * m.ci95) } else { format!("{:.3} +- {:.3}", m.mean, m.ci95) };
     let mut out = format!(
-        "{} on {} ({} train / {} val / {} test); {} seeds, {} epochs, lr grid {:?} x weight decay {:?}, i lr {}, BatchNorm statistics {}\n\n",
+        "{} on {} ({} train / {} val / {} test); {} seeds, {} epochs, lr grid {:?} x weight decay {:?}, i lr {}, BatchNorm statistics {}{}\n\n",
         report.metric,
         report.task,
         report.samples[0],
@@ -264,7 +269,12 @@ pub fn markdown(report: &CompareReport) -> String {
         report.lrs,
         report.weight_decays,
         report.i_lr,
-        report.bn_statistics
+        report.bn_statistics,
+        match report.i_gradient {
+            Some(ail_core::fit::DescriptorGradient::BatchStatistics) => " (gradient in i through batch statistics)",
+            Some(ail_core::fit::DescriptorGradient::HeldStatistics) => " (gradient in i with statistics held)",
+            None => "",
+        }
     );
     out.push_str(&format!("| arm | validation {} | test {} | i at the end (mean) | seconds per fit |\n|---|---:|---:|---|---:|\n", report.metric, report.metric));
     for arm in &report.arms {

@@ -73,6 +73,7 @@ pub fn run(global: &Global, args: &FineTuneArgs) -> anyhow::Result<()> {
         wall_time_s: wall,
         bound: None,
         bn_statistics: None,
+        i_gradient: None,
         head: None,
         finetuned_stages: Some(args.stages),
         corners: Vec::new(),

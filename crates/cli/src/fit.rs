@@ -136,6 +136,10 @@ pub struct FitReport {
     /// reports: shared).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bn_statistics: Option<String>,
+    /// A learned i: how its gradient treated per-descriptor statistics (absent in older reports:
+    /// held; absent for fixed fits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i_gradient: Option<ail_core::fit::DescriptorGradient>,
     /// The fitted head (`ail predict` applies it; absent in older reports and fine-tuning runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<HeadInfo>,
@@ -317,6 +321,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         epochs: args.grid.epochs,
         batch_size: args.grid.batch_size,
         i_lr: args.i_lr,
+        i_gradient: args.i_gradient,
         i_init,
         fixed: fixed.clone(),
         seed: args.seed,
@@ -392,6 +397,7 @@ pub fn run(global: &Global, args: &FitArgs) -> anyhow::Result<()> {
         wall_time_s: wall,
         bound: bound_terms(&frozen, readout, &task.train, &bits),
         bn_statistics: Some(frozen.batch_norm_statistics().name().into()),
+        i_gradient: best.learned_i.then_some(args.i_gradient),
         head: Some(save_head(&args.out, statistics.as_deref(), readout, &task.class_names)?),
         finetuned_stages: None,
         corners,

@@ -156,11 +156,46 @@ pub struct FitConfig {
     /// epochs; 0 learns both from the first step.
     #[serde(default)]
     pub warm_start_epochs: usize,
+    /// How the gradient in `i` treats per-descriptor BatchNorm statistics (fits saved before the
+    /// choice existed held them).
+    #[serde(default = "DescriptorGradient::held")]
+    pub i_gradient: DescriptorGradient,
+}
+
+/// How a joint fit's gradient in `i` treats BatchNorm statistics that are recomputed at each
+/// descriptor (with shared statistics, which do not move with `i`, both are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum DescriptorGradient {
+    /// Each batch is normalised with its own statistics, computed in the graph: the derivative
+    /// includes how the statistics move with `i`. Scores are still read with the calibrated
+    /// per-descriptor statistics.
+    #[default]
+    BatchStatistics,
+    /// The statistics of `i`'s lattice point are held fixed: the partial derivative, blind to the
+    /// statistics (which is how fits were computed before; measured to point away from the
+    /// right corner in parts of the dial).
+    HeldStatistics,
+}
+
+impl DescriptorGradient {
+    fn held() -> Self {
+        DescriptorGradient::HeldStatistics
+    }
+
+    /// `frozen`'s features of `x01` at `i_t` (value `i`) for a gradient in `i` of this kind.
+    pub fn features(self, frozen: &Frozen, x01: Tensor<4>, i_t: Tensor<1>, i: &[f32]) -> Tensor<2> {
+        match self {
+            DescriptorGradient::BatchStatistics => frozen.features_with_grad_through_statistics(x01, i_t, i),
+            DescriptorGradient::HeldStatistics => frozen.features_with_grad(x01, i_t, i),
+        }
+    }
 }
 
 impl Default for FitConfig {
     fn default() -> Self {
-        Self { epochs: 10, batch_size: 128, lr: 1e-3, weight_decay: 0.0, i_lr: 0.01, i_init: 0.5, i_start: None, fixed: None, seed: 0, warm_start_epochs: 0 }
+        Self { epochs: 10, batch_size: 128, lr: 1e-3, weight_decay: 0.0, i_lr: 0.01, i_init: 0.5, i_start: None, fixed: None, seed: 0, warm_start_epochs: 0, i_gradient: DescriptorGradient::default() }
     }
 }
 
@@ -392,16 +427,16 @@ fn batch_loss(targets: &Targets, out: Tensor<2>, rows: Tensor<2>) -> Tensor<1> {
     }
 }
 
-/// The training loss of `readout` on `split` at descriptor `i`, and its gradient in `i` (by
-/// back-propagation through the frozen encoder).
-pub fn loss_and_descriptor_gradient(frozen: &Frozen, readout: &Readout, split: &Split, i: &[f32]) -> (f64, Vec<f32>) {
+/// The training loss of `readout` on `split` (one batch) at descriptor `i`, and its gradient in
+/// `i` (by back-propagation through the frozen encoder), as a joint fit computes them with `kind`.
+pub fn loss_and_descriptor_gradient(frozen: &Frozen, readout: &Readout, split: &Split, i: &[f32], kind: DescriptorGradient) -> (f64, Vec<f32>) {
     let device = frozen.device();
     let rows = target_rows(&split.targets, &readout.target_mean, &readout.target_std);
     let m = split.targets.outputs();
     let rows = Tensor::<1>::from_floats(rows.as_slice(), device).reshape([split.len(), m]);
     let i_t = Tensor::<1>::from_floats(i, device).require_grad();
     let x = Frozen::upload_u8(&split.pixels, split.len(), split.shape, device);
-    let out = readout.head.forward(frozen.features_with_grad(x, i_t.clone(), i));
+    let out = readout.head.forward(kind.features(frozen, x, i_t.clone(), i));
     let loss = batch_loss(&split.targets, out, rows);
     let value = loss.clone().into_scalar::<f32>() as f64;
     let grads = loss.backward();
@@ -494,7 +529,7 @@ pub fn fit_from(
                 None => {
                     let pixels: Vec<u8> = chunk.iter().flat_map(|&r| train.pixels[r * len..(r + 1) * len].iter().copied()).collect();
                     let x = Frozen::upload_u8(&pixels, chunk.len(), train.shape, &device);
-                    frozen.features_with_grad(x, i_t.clone(), &i)
+                    config.i_gradient.features(frozen, x, i_t.clone(), &i)
                 }
             };
             let loss = batch_loss(&train.targets, head.forward(features), rows);

@@ -383,6 +383,20 @@ impl Frozen {
         self.at_statistics(i, || self.encoder.forward_features(x, i_t))
     }
 
+    /// [`Frozen::features_with_grad`] for a gradient in `i` that sees what per-descriptor
+    /// statistics do: with them, every BatchNorm layer normalises the batch with the batch's own
+    /// statistics computed in the graph, so the derivative includes how those statistics move with
+    /// `i` (statistics held at their lattice point give only the partial derivative, which can
+    /// point the other way: EXPERIMENTS.md, "The gradient in i and BatchNorm statistics"). With
+    /// shared statistics, which do not depend on `i`, the same as [`Frozen::features_with_grad`].
+    pub fn features_with_grad_through_statistics(&self, x01: Tensor<4>, i_t: Tensor<1>, i: &[f32]) -> Tensor<2> {
+        if self.per_descriptor.is_none() {
+            return self.features_with_grad(x01, i_t, i);
+        }
+        let x = self.normalization.apply(x01);
+        crate::norm::batch_statistics_in_graph(|| self.encoder.forward_features(x, i_t))
+    }
+
     /// A descriptor as the encoder's input tensor (empty for a plain encoder).
     pub fn descriptor(&self, i: &[f32], device: &Device) -> Tensor<1> {
         self.meta.encoder.kind.descriptor_input(i, device)

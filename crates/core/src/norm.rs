@@ -51,6 +51,9 @@ enum Mode {
     Record(Vec<LayerRecord>),
     /// Eval-mode layers normalise with these statistics, the `next`-th for the next layer called.
     Replay { statistics: Arc<EncoderStatistics>, next: usize },
+    /// Eval-mode layers normalise with the batch's statistics and keep them in the graph, so that
+    /// a gradient sees them move with what produced the batch (the descriptor of a frozen encoder).
+    Batch,
 }
 
 thread_local! {
@@ -83,6 +86,15 @@ pub fn record_statistics<R>(f: impl FnOnce() -> R) -> (R, Vec<LayerRecord>) {
     });
     drop(guard);
     (out, records)
+}
+
+/// Runs `f` with every eval-mode BatchNorm normalising by the statistics of the batch it sees,
+/// computed in the autodiff graph (not detached, unlike [`record_statistics`]): the derivative of
+/// the result includes how those statistics change with the layer's input. Running statistics
+/// are neither read nor updated.
+pub fn batch_statistics_in_graph<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = enter(Mode::Batch);
+    f()
 }
 
 /// Runs `f` with every eval-mode BatchNorm normalising by `statistics` (one entry per layer call
@@ -185,6 +197,11 @@ impl BatchNorm2d {
         let device = x.device();
         let training = device.is_autodiff() && self.training.is_enabled();
         let [n, c, h, w] = x.dims();
+        let in_graph = !training && MODE.with(|m| matches!(&*m.borrow(), Mode::Batch));
+        if in_graph && x.dtype() == burn::tensor::DType::F32 && crate::kernels::own_kernels_on(&device) {
+            // The training kernel, whose backward step differentiates the statistics too.
+            return crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu).0;
+        }
         if training && x.dtype() == burn::tensor::DType::F32 && crate::kernels::own_kernels_on(&device) {
             let (y, mean, var) = crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, relu);
             self.update_running(mean, var, &device);
@@ -205,6 +222,7 @@ impl BatchNorm2d {
             let running = || (self.running_mean.value().to_device(&device), self.running_var.value().to_device(&device));
             MODE.with(|m| match &mut *m.borrow_mut() {
                 Mode::Layer => running(),
+                Mode::Batch => batch_statistics(&x),
                 Mode::Record(records) => {
                     let (mean, var) = batch_statistics(&x);
                     let (running_mean, running_var) = running();

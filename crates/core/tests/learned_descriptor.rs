@@ -115,7 +115,7 @@ fn task(frozen: &Frozen) -> (Split, Split) {
 }
 
 fn run(frozen: &Frozen, train: &Split, val: &Split, fixed: Option<Vec<f32>>, i_lr: f64) -> FitRun {
-    let config = FitConfig { epochs: 30, batch_size: 64, lr: 0.01, weight_decay: 0.0, i_lr, i_init: 0.5, i_start: None, fixed, seed: 3, warm_start_epochs: 0 };
+    let config = FitConfig { epochs: 30, batch_size: 64, lr: 0.01, weight_decay: 0.0, i_lr, i_init: 0.5, i_start: None, fixed, seed: 3, warm_start_epochs: 0, i_gradient: Default::default() };
     fit(frozen, train, val, &config, &mut |_, _, _| {}).unwrap()
 }
 

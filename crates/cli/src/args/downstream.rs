@@ -107,6 +107,13 @@ pub struct FitArgs {
     /// Learning rate of i (Adam).
     #[arg(long, default_value_t = 0.01)]
     pub i_lr: f64,
+    /// How the gradient in i treats per-descriptor BatchNorm statistics: `batch-statistics`
+    /// (default) normalises each batch with its own statistics kept in the graph, so the gradient
+    /// sees them move with i; `held-statistics` holds the descriptor's calibrated statistics fixed
+    /// (the partial derivative, which was measured to point away from the right corner in parts
+    /// of the dial: EXPERIMENTS.md). Shared statistics do not move with i: both are the same.
+    #[arg(long, value_enum, default_value_t = ail_core::fit::DescriptorGradient::default())]
+    pub i_gradient: ail_core::fit::DescriptorGradient,
     /// Where learned i starts: `best-corner` (the default), the trained descriptor (corner) whose
     /// fixed readout scores best on validation, found first with the same grid (one grid of
     /// fits per trained descriptor, on features computed once per descriptor: 3 for K = 2, 26 for
@@ -172,6 +179,13 @@ pub struct CompareArgs {
     /// Learning rate of i (Adam).
     #[arg(long, default_value_t = 0.01)]
     pub i_lr: f64,
+    /// How the gradient in i treats per-descriptor BatchNorm statistics: `batch-statistics`
+    /// (default) normalises each batch with its own statistics kept in the graph, so the gradient
+    /// sees them move with i; `held-statistics` holds the descriptor's calibrated statistics fixed
+    /// (the partial derivative, which was measured to point away from the right corner in parts
+    /// of the dial: EXPERIMENTS.md). Shared statistics do not move with i: both are the same.
+    #[arg(long, value_enum, default_value_t = ail_core::fit::DescriptorGradient::default())]
+    pub i_gradient: ail_core::fit::DescriptorGradient,
     /// BatchNorm statistics of every frozen encoder (see `ail fit --help`).
     #[arg(long, value_enum, default_value_t = BatchNormStatistics::default())]
     pub bn_statistics: BatchNormStatistics,
