@@ -62,6 +62,26 @@ fn head(frozen: &Frozen, seed: u64) -> Readout {
     Readout { head: LinearConfig::new(frozen.feature_dim(), 2).init(frozen.device()), i: vec![0.5, 0.5], target_mean: vec![], target_std: vec![] }
 }
 
+/// Checks each entry of the back-propagated `g` against central differences of `loss` around `i0`
+/// at two step sizes (it must match one of them: a step that straddles a ReLU kink is off).
+fn assert_matches_central_differences(g: &[f32], i0: &[f32; 2], loss: impl Fn(&[f32]) -> f64, steps: [f32; 2], what: &str) {
+    for k in 0..2 {
+        let fd = |h: f32| {
+            let (mut ip, mut im) = (*i0, *i0);
+            ip[k] += h;
+            im[k] -= h;
+            (loss(&ip) - loss(&im)) / (2.0 * h as f64)
+        };
+        let (wide, narrow) = (fd(steps[0]), fd(steps[1]));
+        let err = (g[k] as f64 - wide).abs().min((g[k] as f64 - narrow).abs());
+        assert!(
+            err <= 0.05 * wide.abs().max(g[k].abs() as f64) + 1e-4,
+            "entry {k}: back-propagated {} vs finite differences {wide} / {narrow}{what}",
+            g[k]
+        );
+    }
+}
+
 #[test]
 fn descriptor_gradient_matches_finite_differences_and_the_step_lowers_the_loss() {
     let _serial = ail_core::serial_draws();
@@ -73,22 +93,9 @@ fn descriptor_gradient_matches_finite_differences_and_the_step_lowers_the_loss()
     let i0 = [0.5f32, 0.5];
     let (loss0, g) = loss_and_descriptor_gradient(&frozen, &readout, &train, &i0, DescriptorGradient::default());
     // Central differences at two step sizes: one that straddles a ReLU kink is off.
+    let loss = |i: &[f32]| loss_and_descriptor_gradient(&frozen, &readout, &train, i, DescriptorGradient::default()).0;
+    assert_matches_central_differences(&g, &i0, loss, [1e-3, 5e-4], "");
     for k in 0..2 {
-        let fd = |h: f32| {
-            let (mut ip, mut im) = (i0, i0);
-            ip[k] += h;
-            im[k] -= h;
-            (loss_and_descriptor_gradient(&frozen, &readout, &train, &ip, DescriptorGradient::default()).0
-                - loss_and_descriptor_gradient(&frozen, &readout, &train, &im, DescriptorGradient::default()).0)
-                / (2.0 * h as f64)
-        };
-        let (wide, narrow) = (fd(1e-3), fd(5e-4));
-        let err = (g[k] as f64 - wide).abs().min((g[k] as f64 - narrow).abs());
-        assert!(
-            err <= 0.05 * wide.abs().max(g[k].abs() as f64) + 1e-4,
-            "entry {k}: back-propagated {} vs finite differences {wide} / {narrow}",
-            g[k]
-        );
         assert!(g[k].abs() > 1e-6, "the loss must depend on i[{k}] for this check to mean anything");
     }
     // One step of fit (one batch, a head learning rate too small to matter): Adam's first step moves
@@ -131,24 +138,10 @@ fn with_per_descriptor_statistics_the_descriptor_gradient_sees_them_move() {
 
     let (_, batch) = loss_and_descriptor_gradient(&frozen, &readout, &train, &i0, DescriptorGradient::BatchStatistics);
     let (_, held) = loss_and_descriptor_gradient(&frozen, &readout, &train, &i0, DescriptorGradient::HeldStatistics);
-    for k in 0..2 {
-        let fd = |h: f32| {
-            let (mut ip, mut im) = (i0, i0);
-            ip[k] += h;
-            im[k] -= h;
-            let loss = |i: &[f32]| loss_and_descriptor_gradient(&frozen, &readout, &train, i, DescriptorGradient::BatchStatistics).0;
-            (loss(&ip) - loss(&im)) / (2.0 * h as f64)
-        };
-        // The loss bends sharply in i here (at 1e-3 the differences are still off by 2x on one
-        // entry); at 2e-4 they settle.
-        let (wide, narrow) = (fd(5e-4), fd(2e-4));
-        let err = (batch[k] as f64 - wide).abs().min((batch[k] as f64 - narrow).abs());
-        assert!(
-            err <= 0.05 * wide.abs().max(batch[k].abs() as f64) + 1e-4,
-            "entry {k}: back-propagated {} vs finite differences {wide} / {narrow} (statistics recomputed)",
-            batch[k]
-        );
-    }
+    // The loss bends sharply in i here (at 1e-3 the differences are still off by 2x on one
+    // entry); at 2e-4 they settle.
+    let loss = |i: &[f32]| loss_and_descriptor_gradient(&frozen, &readout, &train, i, DescriptorGradient::BatchStatistics).0;
+    assert_matches_central_differences(&batch, &i0, loss, [5e-4, 2e-4], " (statistics recomputed)");
     let diff = batch.iter().zip(&held).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let size = batch.iter().chain(&held).map(|v| v.abs()).fold(0f32, f32::max);
     assert!(diff > 0.02 * size, "holding the statistics changed nothing here ({batch:?} vs {held:?}): the check means nothing");
