@@ -134,7 +134,7 @@ pub struct MonitorSettings {
     /// Which trained descriptors are evaluated: `named` (default) or `all`.
     pub descriptors: MonitoredDescriptors,
     /// Which BatchNorm statistics each descriptor is read with: `per-descriptor` (default:
-    /// recomputed at the descriptor on the bank's first 512 images, as every downstream
+    /// recomputed at the descriptor on 512 of the bank's images, as every downstream
     /// evaluation reads it) or `shared` (the running statistics training keeps, one average over
     /// every descriptor trained: they understate an amortised encoder more as training goes on).
     pub batch_norm: crate::frozen::BatchNormStatistics,
